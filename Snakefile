@@ -1,0 +1,19 @@
+# trialflow: analysis of two-arm longitudinal randomized trials.
+# Wiring only; logic lives in workflow/trialflow, rules in workflow/rules.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/clean.smk"
+include: "workflow/rules/derive.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

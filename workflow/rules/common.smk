@@ -1,0 +1,48 @@
+# Configuration: validate config/config.yaml and every trial description, and the input
+# functions of the rules (named get_*).
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from trialflow.config import load_yaml, parse_trial, trial_names
+
+validate(config, "../schemas/config.schema.yaml")
+
+RESULTS = config["results_dir"]
+TRIALS_DIR = config["trials_dir"]
+TRIALS = trial_names(config["trials"])
+
+
+def _load_trials() -> dict:
+    trials = {}
+    for name in TRIALS:
+        path = f"{TRIALS_DIR}/{name}.yaml"
+        content = load_yaml(path)
+        validate(content, "../schemas/trial.schema.yaml")
+        trials[name] = parse_trial(content, name=name, source=path)
+    return trials
+
+
+TRIAL_CONFIGS = _load_trials()
+
+
+wildcard_constraints:
+    trial="|".join(TRIALS),
+
+
+def get_trial_config(wildcards) -> str:
+    return f"{TRIALS_DIR}/{wildcards.trial}.yaml"
+
+
+def get_raw_inputs(wildcards) -> dict:
+    trial = TRIAL_CONFIGS[wildcards.trial]
+    return {
+        "trial": get_trial_config(wildcards),
+        "subjects": trial.subjects_path,
+        "visits": trial.visits_path,
+    }
+
+
+def get_final_outputs() -> list:
+    files = ["clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv"]
+    return [f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in files]

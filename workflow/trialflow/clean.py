@@ -1,0 +1,579 @@
+"""Cleaning: raw exports in, one tidy visits table, one subjects table and a query log out.
+
+Nothing is lost silently. A problem in a cell that the analysis can live with (text in a
+numeric cell, a value outside the outcome's range, an exact duplicate row, a label written
+with other case or spacing) becomes a row of the query log, with the file, the spreadsheet row,
+the column, the value, the rule and the action taken. A problem that would change the meaning
+of the data (an unknown arm or visit, conflicting duplicates, a subject with visits but no
+randomization record, columns of direct personal data) stops the run with a
+:class:`~trialflow.errors.DataError` naming file, rows, column and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trialflow.config import TrialConfig, did_you_mean
+from trialflow.errors import ConfigError, DataError
+from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json
+
+QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:[,' ]\d{3})+(?:\.\d+)?")
+
+# Column names (normalised: lower case, non-alphanumerics as "_") that hold direct personal
+# data. Matching is on the whole name so that e.g. "Visit Name" is not mistaken for a name.
+PERSONAL_DATA_NAMES: frozenset[str] = frozenset(
+    {
+        "name", "full_name", "fullname", "first_name", "firstname", "last_name", "lastname",
+        "surname", "given_name", "family_name", "forename", "patient_name", "subject_name",
+        "participant_name", "initials", "dob", "date_of_birth", "birth_date", "birthdate",
+        "birthday", "email", "e_mail", "email_address", "mail", "phone", "telephone",
+        "phone_number", "telephone_number", "mobile", "mobile_phone", "cell_phone", "tel",
+        "address", "street", "street_address", "home_address", "postcode", "post_code",
+        "postal_code", "zip", "zip_code", "zipcode", "ssn", "social_security_number",
+        "nhs_number", "mrn", "medical_record_number", "national_id", "passport",
+    }
+)  # fmt: skip
+
+
+@dataclass
+class CleanResult:
+    """Output of :func:`clean_trial`.
+
+    Attributes
+    ----------
+    visits
+        One row per subject and visit: subject_id, arm, visit, visit_index, week, one column per
+        outcome (named by the outcome's ``name``, float, NaN when missing), source_row.
+    subjects
+        One row per randomized subject: subject_id, arm, the covariates (columns named as in
+        the file), source_row.
+    queries
+        One row per data problem, columns :data:`QUERY_COLUMNS`.
+    covariate_types
+        ``{covariate: "numeric" | "categorical"}``.
+    """
+
+    visits: pd.DataFrame
+    subjects: pd.DataFrame
+    queries: pd.DataFrame
+    covariate_types: dict[str, str]
+
+
+class _Log:
+    """Collects data queries."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        table: RawTable,
+        positions: Iterable[int],
+        column: str,
+        values: Iterable[Any],
+        rule: str,
+        action: str,
+        subject_ids: Iterable[Any],
+    ) -> None:
+        for pos, value, sid in zip(positions, values, subject_ids, strict=True):
+            self.rows.append(
+                {
+                    "file": table.path,
+                    "row": table.row_number(int(pos)),
+                    "column": column,
+                    "value": "" if value is None else str(value),
+                    "rule": rule,
+                    "action": action,
+                    "subject_id": "" if sid is None else str(sid),
+                }
+            )
+
+    def frame(self) -> pd.DataFrame:
+        out = pd.DataFrame(self.rows, columns=list(QUERY_COLUMNS))
+        return out.astype({"row": "int64"}) if len(out) else out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+def _rows_text(table: RawTable, positions: Sequence[int], limit: int = 10) -> str:
+    nums = [str(table.row_number(int(p))) for p in positions[:limit]]
+    more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
+    return ", ".join(nums) + more
+
+
+def check_personal_data(table: RawTable, trial: TrialConfig, protected: Sequence[str]) -> None:
+    """Refuse columns that look like direct personal data unless listed in ``drop_columns``."""
+    flagged = [
+        c
+        for c in table.frame.columns
+        if _norm(c) in PERSONAL_DATA_NAMES and c not in trial.drop_columns and c not in protected
+    ]
+    if flagged:
+        raise DataError(
+            f"column(s) {', '.join(map(repr, flagged))} look like direct personal data "
+            "(names, dates of birth, e-mail, phone, address)",
+            file=table.path,
+            column=flagged[0],
+            fix="remove them from the export, or list them under drop_columns: in "
+            f"{trial.source} to have them dropped on reading",
+        )
+
+
+def _require_columns(
+    table: RawTable, columns: Sequence[str], what: str, trial: TrialConfig
+) -> None:
+    present = list(table.frame.columns)
+    for col in columns:
+        if col not in present:
+            raise DataError(
+                f"{what} column {col!r} not found ({did_you_mean(col, present)})",
+                file=table.path,
+                row=1,
+                column=col,
+                fix=f"rename the column in the file or correct {trial.source}",
+            )
+
+
+def _trim(table: RawTable, column: str, log: _Log, ids: pd.Series) -> pd.Series:
+    raw = table.frame[column]
+    trimmed = raw.str.strip()
+    changed = raw.index[raw != trimmed]
+    log.add(
+        table,
+        changed,
+        column,
+        raw.loc[changed].map(repr),
+        "label_whitespace",
+        "leading/trailing spaces removed",
+        ids.loc[changed],
+    )
+    return trimmed
+
+
+def _require_nonempty(table: RawTable, values: pd.Series, column: str, what: str, fix: str) -> None:
+    empty = list(values.index[values == ""])
+    if len(empty):
+        raise DataError(
+            f"{len(empty)} row(s) have no {what} (rows {_rows_text(table, empty)})",
+            file=table.path,
+            row=table.row_number(int(empty[0])),
+            column=column,
+            fix=fix,
+        )
+
+
+def _match_labels(
+    table: RawTable,
+    values: pd.Series,
+    column: str,
+    known: Sequence[str],
+    what: str,
+    log: _Log,
+    ids: pd.Series,
+    weeks: dict[float, str] | None = None,
+) -> pd.Series:
+    """Map labels to the configured ones: exact, then case/space-insensitive (with a query).
+
+    ``values`` and ``ids`` are indexed by the 0-based position of the row in the file.
+    """
+    out = values.copy()
+    known_set = set(known)
+    by_norm = {" ".join(k.lower().split()): k for k in known}
+    unknown: dict[str, list[int]] = {}
+    for label in pd.unique(values[~values.isin(known_set)]):
+        positions = list(values.index[values == label])
+        target = by_norm.get(" ".join(str(label).lower().split()))
+        rule = "label_case"
+        if target is None and weeks is not None and _NUMBER.fullmatch(str(label)):
+            target = weeks.get(float(label))
+            rule = "visit_as_week"
+        if target is None:
+            unknown[str(label)] = list(positions)
+            continue
+        out.loc[positions] = target
+        log.add(
+            table,
+            positions,
+            column,
+            values.loc[positions],
+            rule,
+            f"read as {what} {target!r}",
+            ids.loc[positions],
+        )
+    if unknown:
+        parts = [
+            f"{label!r} (rows {_rows_text(table, pos, 5)}; {did_you_mean(label, known)})"
+            for label, pos in unknown.items()
+        ]
+        first = next(iter(unknown.values()))[0]
+        raise DataError(
+            f"unknown {what} label(s): {'; '.join(parts)}. Known {what}s: "
+            + ", ".join(map(repr, known)),
+            file=table.path,
+            row=table.row_number(first),
+            column=column,
+            fix=f"correct the labels in the file, or the {what}s in the trial description",
+        )
+    return out
+
+
+def parse_numbers(
+    table: RawTable,
+    column: str,
+    log: _Log,
+    ids: pd.Series,
+    *,
+    missing_values: Sequence[str] = (),
+    value_range: tuple[float, float] | None = None,
+) -> pd.Series:
+    """Parse a column strictly as numbers; anything else is a query and a missing value.
+
+    Empty cells and the configured missing-value codes are missing without a query.
+    Values outside ``value_range`` (inclusive) are set missing with a query.
+    """
+    text = table.frame[column].str.strip()
+    empty = (text == "") | text.isin(set(missing_values))
+    is_number = text.str.fullmatch(_NUMBER.pattern)
+    bad = text.index[~empty & ~is_number]
+    for pos in bad:
+        value = text.loc[pos]
+        if _DECIMAL_COMMA.fullmatch(value) and not _THOUSANDS.fullmatch(value):
+            rule, action = "decimal_comma", "set missing; write decimals with a point (12.5)"
+        elif _THOUSANDS.fullmatch(value):
+            rule, action = "thousands_separator", "set missing; write numbers without separators"
+        else:
+            rule, action = "not_a_number", "set missing"
+        log.add(table, [pos], column, [value], rule, action, [ids.loc[pos]])
+    values = pd.to_numeric(text.where(is_number & ~empty), errors="coerce").astype("float64")
+    if value_range is not None:
+        lo, hi = value_range
+        out = values.index[(values < lo) | (values > hi)]
+        log.add(
+            table,
+            out,
+            column,
+            text.loc[out],
+            "out_of_range",
+            f"set missing (allowed range {lo:g} to {hi:g})",
+            ids.loc[out],
+        )
+        values.loc[out] = np.nan
+    return values
+
+
+def _drop_exact_duplicates(
+    table: RawTable, frame: pd.DataFrame, key_column: str, log: _Log, ids: pd.Series
+) -> pd.DataFrame:
+    dup = frame.duplicated(keep="first")
+    if dup.any():
+        first = frame.loc[~dup]
+        for pos in frame.index[dup]:
+            same = (first == frame.loc[pos]).all(axis=1)
+            kept = table.row_number(int(first.index[int(np.argmax(same.to_numpy()))]))
+            log.add(
+                table,
+                [pos],
+                key_column,
+                [ids.loc[pos]],
+                "exact_duplicate",
+                f"row dropped (identical to row {kept})",
+                [ids.loc[pos]],
+            )
+    return frame.loc[~dup]
+
+
+def _raise_conflicts(table: RawTable, frame: pd.DataFrame, keys: list[str], what: str) -> None:
+    conflict = frame.duplicated(subset=keys, keep=False).to_numpy()
+    if conflict.any():
+        positions = frame.index[conflict]
+        first = frame.loc[positions[0], keys].tolist()
+        raise DataError(
+            f"{conflict.sum()} rows share the same {what} but differ in other cells "
+            f"(first: {', '.join(map(str, first))}; rows {_rows_text(table, list(positions))})",
+            file=table.path,
+            row=table.row_number(int(positions[0])),
+            column=keys[0],
+            fix="keep one row per " + what + " (correct or remove the others)",
+        )
+
+
+def _covariate_type(declared: str | None, text: pd.Series, missing: Sequence[str]) -> str:
+    if declared is not None:
+        return declared
+    values = text.str.strip()
+    values = values[(values != "") & ~values.isin(set(missing))]
+    if len(values) and values.str.fullmatch(_NUMBER.pattern).all():
+        return "numeric"
+    return "categorical"
+
+
+def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> CleanResult:
+    """Clean one trial's raw subjects and visits tables.
+
+    Parameters
+    ----------
+    trial
+        The validated trial description.
+    subjects, visits
+        Raw tables from :func:`trialflow.io.read_table`.
+
+    Returns
+    -------
+    CleanResult
+        Clean tables and the query log. Subjects appear in the order of the subjects file,
+        visits in subject order then visit order.
+
+    Raises
+    ------
+    DataError
+        For problems that cannot be resolved by a query (see the module docstring).
+    """
+    log = _Log()
+    for table in (subjects, visits):
+        log.rows.extend(table.notes)
+    sid_col, arm_col, visit_col = trial.subject_id_column, trial.arm_column, trial.visit_column
+    check_personal_data(subjects, trial, [sid_col, arm_col, *[c.name for c in trial.covariates]])
+    check_personal_data(visits, trial, [sid_col, visit_col, *[o.column for o in trial.outcomes]])
+    _require_columns(subjects, [sid_col], "subject identifier", trial)
+    _require_columns(subjects, [arm_col], "arm", trial)
+    _require_columns(subjects, [c.name for c in trial.covariates], "covariate", trial)
+    _require_columns(visits, [sid_col], "subject identifier", trial)
+    _require_columns(visits, [visit_col], "visit", trial)
+    _require_columns(visits, [o.column for o in trial.outcomes], "outcome", trial)
+    for table in (subjects, visits):
+        dropped = [c for c in trial.drop_columns if c in table.frame.columns]
+        table.frame = table.frame.drop(columns=dropped)
+
+    # -- subjects ---------------------------------------------------------------------------
+    # Series stay indexed by the row's 0-based position in the file, so every query and
+    # error can name the file row even after rows are dropped.
+    s_ids = _trim(subjects, sid_col, log, subjects.frame[sid_col].str.strip())
+    _require_nonempty(
+        subjects, s_ids, sid_col, "subject identifier", "give every subject an identifier"
+    )
+    arm_text = _trim(subjects, arm_col, log, s_ids)
+    s_frame = subjects.frame.copy()
+    s_frame[sid_col] = s_ids
+    s_frame[arm_col] = arm_text
+    s_frame = _drop_exact_duplicates(subjects, s_frame, sid_col, log, s_ids)
+    _raise_conflicts(subjects, s_frame, [sid_col], "subject identifier")
+    kept = s_frame.index
+    no_arm = list(kept[arm_text.loc[kept] == ""])
+    if no_arm:
+        raise DataError(
+            f"{len(no_arm)} subject(s) have no arm: "
+            + ", ".join(map(str, s_ids.loc[no_arm].tolist()[:10])),
+            file=subjects.path,
+            row=subjects.row_number(int(no_arm[0])),
+            column=arm_col,
+            fix="every randomized subject needs the arm they were allocated to",
+        )
+    arms = _match_labels(
+        subjects, arm_text.loc[kept], arm_col, trial.arms, "arm", log, s_ids.loc[kept]
+    )
+    subjects_out = pd.DataFrame(
+        {
+            "subject_id": s_ids.loc[kept].to_numpy(),
+            "arm": arms.to_numpy(),
+            "source_row": [subjects.row_number(int(i)) for i in kept],
+        }
+    )
+    covariate_types: dict[str, str] = {}
+    for cov in trial.covariates:
+        kind = _covariate_type(cov.type, subjects.frame[cov.name].loc[kept], trial.missing_values)
+        covariate_types[cov.name] = kind
+        if kind == "numeric":
+            values = parse_numbers(
+                subjects, cov.name, log, s_ids, missing_values=trial.missing_values
+            ).loc[kept]
+            subjects_out[cov.name] = values.to_numpy()
+            missing = values.isna()
+        else:
+            text = subjects.frame[cov.name].loc[kept].str.strip()
+            missing = (text == "") | text.isin(set(trial.missing_values))
+            subjects_out[cov.name] = text.where(~missing, None).to_numpy()
+        positions = kept[missing.to_numpy()]
+        log.add(
+            subjects,
+            positions,
+            cov.name,
+            subjects.frame[cov.name].loc[positions],
+            "missing_covariate",
+            "missing; subject left out of covariate-adjusted models",
+            s_ids.loc[positions],
+        )
+    _drop_queries_of_dropped_rows(log, subjects, kept)
+
+    # -- visits -----------------------------------------------------------------------------
+    v_ids = _trim(visits, sid_col, log, visits.frame[sid_col].str.strip())
+    _require_nonempty(
+        visits, v_ids, sid_col, "subject identifier", "give every row a subject identifier"
+    )
+    visit_text = _trim(visits, visit_col, log, v_ids)
+    _require_nonempty(visits, visit_text, visit_col, "visit label", "give every row a visit label")
+    weeks = {v.week: v.label for v in trial.visits}
+    visit_labels = _match_labels(
+        visits, visit_text, visit_col, trial.visit_labels, "visit", log, v_ids, weeks
+    )
+    known_ids = set(subjects_out["subject_id"])
+    stray = list(v_ids.index[~v_ids.isin(known_ids)])
+    if stray:
+        missing_ids = list(dict.fromkeys(v_ids.loc[stray].tolist()))
+        raise DataError(
+            f"{len(missing_ids)} subject(s) have visits but are not in the subjects file "
+            f"{subjects.path}: {', '.join(missing_ids[:10])}"
+            + (" ..." if len(missing_ids) > 10 else ""),
+            file=visits.path,
+            row=visits.row_number(int(stray[0])),
+            column=sid_col,
+            fix="add them to the subjects file with their arm, or correct the identifiers",
+        )
+    if arm_col in visits.frame.columns and arm_col != visit_col:
+        _check_visit_arms(visits, arm_col, v_ids, subjects_out, trial)
+
+    v_frame = visits.frame.copy()
+    v_frame[sid_col] = v_ids
+    v_frame[visit_col] = visit_labels
+    for o in trial.outcomes:
+        v_frame[o.column] = v_frame[o.column].str.strip()
+    v_frame = _drop_exact_duplicates(visits, v_frame, sid_col, log, v_ids)
+    _raise_conflicts(visits, v_frame, [sid_col, visit_col], "subject and visit")
+    kept_v = v_frame.index
+
+    arm_of = dict(zip(subjects_out["subject_id"], subjects_out["arm"], strict=True))
+    index_of = {v.label: v.index for v in trial.visits}
+    week_of = {v.label: v.week for v in trial.visits}
+    out = pd.DataFrame(
+        {
+            "subject_id": v_ids.loc[kept_v].to_numpy(),
+            "arm": v_ids.loc[kept_v].map(arm_of).to_numpy(),
+            "visit": visit_labels.loc[kept_v].to_numpy(),
+        }
+    )
+    out["visit_index"] = out["visit"].map(index_of).astype("int64")
+    out["week"] = out["visit"].map(week_of).astype("float64")
+    for o in trial.outcomes:
+        values = parse_numbers(
+            visits,
+            o.column,
+            log,
+            v_ids,
+            missing_values=trial.missing_values,
+            value_range=(o.range_min, o.range_max),
+        )
+        out[o.name] = values.loc[kept_v].to_numpy()
+    out["source_row"] = [visits.row_number(int(i)) for i in kept_v]
+    _drop_queries_of_dropped_rows(log, visits, kept_v)
+    order = {sid: i for i, sid in enumerate(subjects_out["subject_id"])}
+    out = out.assign(_o=out["subject_id"].map(order)).sort_values(
+        ["_o", "visit_index"], kind="stable"
+    )
+    out = out.drop(columns="_o").reset_index(drop=True)
+    queries = log.frame()
+    if len(queries):
+        queries = queries.sort_values(["file", "row", "column"], kind="stable").reset_index(
+            drop=True
+        )
+    return CleanResult(
+        visits=out, subjects=subjects_out, queries=queries, covariate_types=covariate_types
+    )
+
+
+def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) -> None:
+    """A dropped duplicate row keeps only its drop query, so nothing is counted twice."""
+    kept_rows = {table.row_number(int(i)) for i in kept}
+    log.rows = [
+        r
+        for r in log.rows
+        if r["file"] != table.path
+        or r["rule"] in ("exact_duplicate", "encoding")
+        or r["row"] in kept_rows
+    ]
+
+
+def _check_visit_arms(
+    visits: RawTable, arm_col: str, ids: pd.Series, subjects: pd.DataFrame, trial: TrialConfig
+) -> None:
+    arm_of = dict(zip(subjects["subject_id"], subjects["arm"], strict=True))
+    given = visits.frame[arm_col].str.strip()
+    expected = ids.map(arm_of)
+    norm = {" ".join(a.lower().split()): a for a in trial.arms}
+    given_norm = given.map(lambda x: norm.get(" ".join(str(x).lower().split()), x))
+    bad = list(given.index[(given != "") & (given_norm != expected)])
+    if bad:
+        pos = int(bad[0])
+        raise DataError(
+            f"subject {ids.loc[pos]} is in arm {expected.loc[pos]!r} in the subjects file but "
+            f"{given.loc[pos]!r} here ({len(bad)} row(s) disagree)",
+            file=visits.path,
+            row=visits.row_number(pos),
+            column=arm_col,
+            fix="the subjects file is authoritative for the allocated arm; correct one of them",
+        )
+
+
+def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
+    """Read the trial's raw files (paths relative to ``root``) and clean them."""
+    base = Path(root)
+
+    def resolve(p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else base / path
+
+    try:
+        subjects = read_table(resolve(trial.subjects_path), sheet=trial.subjects_sheet)
+        visits = read_table(resolve(trial.visits_path), sheet=trial.visits_sheet)
+    except DataError as exc:
+        if exc.message == "file not found":
+            raise ConfigError(
+                f"data file {exc.file} not found",
+                file=trial.source,
+                fix="correct data.subjects / data.visits (paths are relative to the project)",
+            ) from None
+        raise
+    subjects.path, visits.path = trial.subjects_path, trial.visits_path
+    return clean_trial(trial, subjects, visits)
+
+
+def write_clean(
+    result: CleanResult, *, visits: str, subjects: str, queries: str, meta: str
+) -> None:
+    """Write the cleaning outputs (see :func:`load_clean` for the reverse)."""
+    write_csv(result.visits, visits)
+    write_csv(result.subjects, subjects)
+    write_csv(result.queries, queries)
+    write_json({"covariate_types": result.covariate_types}, meta)
+
+
+def load_clean(*, visits: str, subjects: str, queries: str, meta: str) -> CleanResult:
+    """Read the files written by :func:`write_clean` back into a :class:`CleanResult`."""
+    covariate_types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))[
+        "covariate_types"
+    ]
+    categorical = {c: str for c, kind in covariate_types.items() if kind == "categorical"}
+    subj = pd.read_csv(
+        subjects,
+        dtype={"subject_id": str, "arm": str, **categorical},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    return CleanResult(
+        visits=read_csv(visits),
+        subjects=subj,
+        queries=pd.read_csv(queries, dtype=str, keep_default_na=False),
+        covariate_types=covariate_types,
+    )

@@ -1,0 +1,338 @@
+"""Trial descriptions: load, validate and expose one trial's YAML as typed objects.
+
+A trial is described by one YAML file (``config/trials/<name>.yaml``). Validation runs in two
+steps: the JSON schema in ``workflow/schemas/trial.schema.yaml`` checks types and fills
+defaults, then :func:`parse_trial` checks what a schema cannot express (the primary visit is
+one of the visits, ranges are ordered, names are unique, ...). Every failure is a
+:class:`~trialflow.errors.ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trialflow.errors import ConfigError
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+TRIAL_SCHEMA = SCHEMA_DIR / "trial.schema.yaml"
+WORKFLOW_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A scheduled visit: its label in the data, planned week and 0-based position."""
+
+    label: str
+    week: float
+    index: int
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """An adjustment covariate: its column in the subjects file and optional declared type."""
+
+    name: str
+    type: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One outcome measured at the visits."""
+
+    name: str
+    column: str
+    label: str
+    unit: str
+    range_min: float
+    range_max: float
+    better: str
+    domain: str = "other"
+    primary: bool = False
+    decimals: int = 1
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """A validated trial description."""
+
+    name: str
+    title: str
+    source: str
+    subjects_path: str
+    visits_path: str
+    subject_id_column: str
+    arm_column: str
+    visit_column: str
+    control: str
+    treatment: str
+    visits: tuple[Visit, ...]
+    baseline_visit: str
+    primary_visit: str
+    covariates: tuple[Covariate, ...]
+    outcomes: tuple[Outcome, ...]
+    subjects_sheet: str | None = None
+    visits_sheet: str | None = None
+    missing_values: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
+    description: str = ""
+    analysis: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def arms(self) -> tuple[str, str]:
+        """Arm labels, control first."""
+        return (self.control, self.treatment)
+
+    @property
+    def visit_labels(self) -> tuple[str, ...]:
+        return tuple(v.label for v in self.visits)
+
+    @property
+    def post_baseline_visits(self) -> tuple[Visit, ...]:
+        base = self.visit(self.baseline_visit).index
+        return tuple(v for v in self.visits if v.index > base)
+
+    @property
+    def final_visit(self) -> str:
+        return self.visits[-1].label
+
+    @property
+    def primary_outcomes(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.primary)
+
+    def visit(self, label: str) -> Visit:
+        for v in self.visits:
+            if v.label == label:
+                return v
+        raise KeyError(label)
+
+    def outcome(self, name: str) -> Outcome:
+        for o in self.outcomes:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The closest of ``choices`` to ``word`` (case-insensitive), or None if nothing is close."""
+    lowered = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[match[0]] if match else None
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """A short hint naming the closest choice, or the list of choices."""
+    best = closest(word, choices)
+    if best is not None:
+        return f"did you mean {best!r}?"
+    return "known: " + ", ".join(repr(c) for c in choices)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning syntax errors into a ConfigError naming the line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            "trial description not found",
+            file=str(p),
+            fix="create it (see config/README.md) or correct the name in config/config.yaml",
+        )
+    try:
+        content = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        row = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"not valid YAML ({getattr(exc, 'problem', exc)})",
+            file=str(p),
+            row=row,
+            fix="correct the YAML syntax at that line",
+        ) from None
+    if not isinstance(content, dict):
+        raise ConfigError("must be a YAML mapping of keys to values", file=str(p))
+    return content
+
+
+def _key_path(parts: Sequence[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def validate_schema(content: dict[str, Any], schema_path: Path, *, source: str) -> dict[str, Any]:
+    """Validate ``content`` against a JSON schema and fill in defaults (returns a new dict)."""
+    import copy
+
+    import jsonschema
+
+    schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    filled = copy.deepcopy(content)
+    errors = sorted(validator_cls(schema).iter_errors(filled), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        key = _key_path(list(err.absolute_path))
+        message = err.message
+        if err.validator == "additionalProperties":
+            allowed = list((err.schema or {}).get("properties", {}))
+            extra = [k for k in err.instance if k not in allowed]
+            hints = "; ".join(f"{k!r}: {did_you_mean(k, allowed)}" for k in extra)
+            message = f"unknown key(s) {', '.join(map(repr, extra))} ({hints})"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(
+            f"key {key}: {message}{more}",
+            file=source,
+            fix="correct the key as documented in config/README.md",
+        )
+    return filled
+
+
+def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialConfig:
+    """Check a schema-validated trial mapping for consistency and build a :class:`TrialConfig`."""
+
+    def fail(key: str, message: str, fix: str) -> ConfigError:
+        return ConfigError(f"key {key}: {message}", file=source, fix=fix)
+
+    columns = {"subject_id": "subject_id", "arm": "arm", "visit": "visit"}
+    columns.update(content.get("columns") or {})
+    arms = content["arms"]
+    if arms["control"].strip() == arms["treatment"].strip():
+        raise fail("arms", "control and treatment have the same label", "give two distinct labels")
+
+    visits: list[Visit] = []
+    seen: set[str] = set()
+    for i, v in enumerate(content["visits"]):
+        label = str(v["label"]).strip()
+        if label in seen:
+            raise fail(f"visits[{i}]", f"visit {label!r} is listed twice", "list each visit once")
+        if visits and float(v["week"]) <= visits[-1].week:
+            raise fail(
+                f"visits[{i}]",
+                f"week {v['week']} of {label!r} is not after week {visits[-1].week}",
+                "list visits in time order with increasing weeks",
+            )
+        seen.add(label)
+        visits.append(Visit(label=label, week=float(v["week"]), index=i))
+    labels = [v.label for v in visits]
+    for key in ("baseline_visit", "primary_visit"):
+        if content[key] not in labels:
+            raise fail(
+                key,
+                f"{content[key]!r} is not one of the visits ({did_you_mean(content[key], labels)})",
+                "use a label from the visits list",
+            )
+    base_index = labels.index(content["baseline_visit"])
+    if labels.index(content["primary_visit"]) <= base_index:
+        raise fail(
+            "primary_visit", "must come after the baseline visit", "choose a post-baseline visit"
+        )
+
+    outcomes: list[Outcome] = []
+    for i, o in enumerate(content["outcomes"]):
+        lo, hi = (float(x) for x in o["range"])
+        if not lo < hi:
+            raise fail(
+                f"outcomes[{i}].range", f"min {lo:g} is not below max {hi:g}", "write [min, max]"
+            )
+        span = hi - lo
+        default_decimals = 0 if span >= 100 else (1 if span >= 5 else 2)
+        outcomes.append(
+            Outcome(
+                name=o["name"],
+                column=o.get("column", o["name"]),
+                label=o["label"],
+                unit=o["unit"],
+                range_min=lo,
+                range_max=hi,
+                better=o["better"],
+                domain=o.get("domain", "other"),
+                primary=bool(o.get("primary", False)),
+                decimals=int(o.get("decimals", default_decimals)),
+            )
+        )
+    for attr in ("name", "column"):
+        values = [getattr(o, attr) for o in outcomes]
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise fail("outcomes", f"outcome {attr} {dupes[0]!r} is used twice", "make it unique")
+    if not any(o.primary for o in outcomes):
+        raise fail("outcomes", "no outcome is marked primary: true", "mark the primary outcome(s)")
+
+    covariates: list[Covariate] = []
+    for c in content.get("covariates") or []:
+        cov = Covariate(name=c) if isinstance(c, str) else Covariate(c["name"], c.get("type"))
+        if cov.name in {x.name for x in covariates}:
+            raise fail("covariates", f"{cov.name!r} is listed twice", "list each covariate once")
+        if cov.name in (columns["subject_id"], columns["arm"]):
+            raise fail(
+                "covariates",
+                f"{cov.name!r} is the subject or arm column",
+                "the arm is always in the model; list only baseline characteristics",
+            )
+        covariates.append(cov)
+
+    data = content["data"]
+    return TrialConfig(
+        name=name,
+        title=content["title"],
+        source=source,
+        subjects_path=data["subjects"],
+        visits_path=data["visits"],
+        subjects_sheet=data.get("subjects_sheet"),
+        visits_sheet=data.get("visits_sheet"),
+        missing_values=tuple(str(x) for x in data.get("missing_values", [])),
+        subject_id_column=columns["subject_id"],
+        arm_column=columns["arm"],
+        visit_column=columns["visit"],
+        drop_columns=tuple(content.get("drop_columns") or ()),
+        control=arms["control"].strip(),
+        treatment=arms["treatment"].strip(),
+        visits=tuple(visits),
+        baseline_visit=content["baseline_visit"],
+        primary_visit=content["primary_visit"],
+        covariates=tuple(covariates),
+        outcomes=tuple(outcomes),
+        description=content.get("description", ""),
+        analysis=dict(content.get("analysis") or {}),
+        raw=dict(content),
+    )
+
+
+def load_trial(path: str | Path, *, name: str | None = None) -> TrialConfig:
+    """Load, validate and parse one trial description.
+
+    Parameters
+    ----------
+    path
+        The YAML file, usually ``config/trials/<name>.yaml``.
+    name
+        Trial name used for output folders; defaults to the file name without extension.
+    """
+    p = Path(path)
+    content = validate_schema(load_yaml(p), TRIAL_SCHEMA, source=str(p))
+    return parse_trial(content, name=name or p.stem, source=str(p))
+
+
+def trial_names(value: str | Sequence[str]) -> list[str]:
+    """Trials to run from config: a list, or a comma-separated string from the command line."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    names = [i.strip() for i in items if i.strip()]
+    if not names:
+        raise ConfigError("no trial to run", fix="set trials: [<name>] in config/config.yaml")
+    return list(dict.fromkeys(names))

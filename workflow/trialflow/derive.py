@@ -1,0 +1,206 @@
+"""Analysis datasets in the CDISC ADaM spirit: ADSL, ADEFF and the CONSORT flow counts.
+
+``adsl`` has one row per randomized subject (the ITT population is everyone randomized,
+analysed in the allocated arm); ``adeff`` is the long basic data structure used by every model,
+one row per subject x outcome x scheduled visit (missing visits are rows with an empty value,
+so every randomized subject appears for every outcome); ``flow`` holds the counts of the CONSORT
+diagram. :func:`derive` checks that the three reconcile and raises if they do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trialflow.clean import CleanResult
+from trialflow.config import TrialConfig
+from trialflow.errors import TrialflowError
+
+ADEFF_COLUMNS: tuple[str, ...] = (
+    "subject_id",
+    "arm",
+    "outcome",
+    "visit",
+    "visit_index",
+    "week",
+    "value",
+    "baseline",
+    "change",
+    "pct_change",
+    "ablfl",
+    "anl01fl",
+)
+FLOW_COLUMNS: tuple[str, ...] = ("stage", "visit", "arm", "n")
+
+
+@dataclass
+class Derived:
+    """Output of :func:`derive`: ``adsl``, ``adeff`` and ``flow`` tables."""
+
+    adsl: pd.DataFrame
+    adeff: pd.DataFrame
+    flow: pd.DataFrame
+
+
+def _attended(visits: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
+    """Visit rows with at least one outcome value (a row of empty cells is not a visit)."""
+    outcome_names = [o.name for o in trial.outcomes]
+    return visits.loc[visits[outcome_names].notna().any(axis=1)]
+
+
+def build_adsl(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
+    """One row per randomized subject.
+
+    Returns
+    -------
+    DataFrame
+        subject_id, arm, the covariates, itt ("Y" for everyone randomized), has_baseline
+        (Y/N: the baseline visit was attended), n_visits (visits attended), last_visit and
+        last_week (last visit attended; empty if none), completed (Y/N: the final scheduled
+        visit was attended), withdrawn (Y/N: not completed).
+    """
+    subjects = clean.subjects
+    attended = _attended(clean.visits, trial)
+    last = attended.sort_values("visit_index").groupby("subject_id").tail(1).set_index("subject_id")
+    seen = attended.groupby("subject_id")["visit"]
+    base_ids = set(attended.loc[attended["visit"] == trial.baseline_visit, "subject_id"])
+    final_ids = set(attended.loc[attended["visit"] == trial.final_visit, "subject_id"])
+    ids = subjects["subject_id"]
+    adsl = subjects[["subject_id", "arm", *[c.name for c in trial.covariates]]].copy()
+    adsl["itt"] = "Y"
+    adsl["has_baseline"] = np.where(ids.isin(base_ids), "Y", "N")
+    adsl["n_visits"] = ids.map(seen.size()).fillna(0).astype("int64").to_numpy()
+    adsl["last_visit"] = ids.map(last["visit"]).to_numpy()
+    adsl["last_week"] = ids.map(last["week"]).astype("float64").to_numpy()
+    adsl["completed"] = np.where(ids.isin(final_ids), "Y", "N")
+    adsl["withdrawn"] = np.where(ids.isin(final_ids), "N", "Y")
+    return adsl.reset_index(drop=True)
+
+
+def build_adeff(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
+    """Long efficacy dataset: every subject x outcome x scheduled visit.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`ADEFF_COLUMNS`. ``value`` is empty where the visit was missed or the
+        cell missing; ``baseline`` is the subject's value at the baseline visit (empty if
+        missing); ``change = value - baseline`` and ``pct_change = 100 * change / baseline``
+        are empty at the baseline visit, when either is missing, and (pct_change) when the
+        baseline is 0. ``ablfl`` = "Y" on the baseline record; ``anl01fl`` = "Y" on
+        post-baseline records with both value and baseline present (the records the change
+        models use).
+    """
+    subjects = clean.subjects[["subject_id", "arm"]]
+    n_sub, n_vis = len(subjects), len(trial.visits)
+    grid = pd.DataFrame(
+        {
+            "subject_id": np.repeat(subjects["subject_id"].to_numpy(), n_vis),
+            "arm": np.repeat(subjects["arm"].to_numpy(), n_vis),
+            "visit": np.tile([v.label for v in trial.visits], n_sub),
+            "visit_index": np.tile([v.index for v in trial.visits], n_sub),
+            "week": np.tile([v.week for v in trial.visits], n_sub).astype("float64"),
+        }
+    )
+    merged = grid.merge(
+        clean.visits.drop(columns=["arm", "visit_index", "week", "source_row"]),
+        on=["subject_id", "visit"],
+        how="left",
+        validate="one_to_one",
+    )
+    base_index = trial.visit(trial.baseline_visit).index
+    parts = []
+    for o in trial.outcomes:
+        part = merged[["subject_id", "arm", "visit", "visit_index", "week"]].copy()
+        part.insert(2, "outcome", o.name)
+        part["value"] = merged[o.name].astype("float64")
+        is_base = (part["visit_index"] == base_index).to_numpy()
+        base_of = pd.Series(part["value"].to_numpy()[is_base], index=part["subject_id"][is_base])
+        part["baseline"] = part["subject_id"].map(base_of).astype("float64")
+        post = part["visit_index"] > base_index
+        change = (part["value"] - part["baseline"]).where(post)
+        part["change"] = change
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = 100.0 * change / part["baseline"]
+        part["pct_change"] = pct.where(part["baseline"] != 0)
+        part["ablfl"] = np.where(is_base, "Y", "")
+        part["anl01fl"] = np.where(change.notna(), "Y", "")
+        parts.append(part)
+    adeff = pd.concat(parts, ignore_index=True)
+    return adeff.loc[:, list(ADEFF_COLUMNS)]
+
+
+def build_flow(adsl: pd.DataFrame, clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
+    """CONSORT counts by arm and in total.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`FLOW_COLUMNS`. Stages: randomized, with_baseline, attended (one row per
+        visit), completed, withdrawn, withdrawn_after (one row per visit: last visit attended
+        before withdrawing), never_attended, itt (analysed as randomized).
+    """
+    attended = _attended(clean.visits, trial)
+    rows: list[tuple[str, str, str, int]] = []
+    for arm in [*trial.arms, "total"]:
+        sub = adsl if arm == "total" else adsl.loc[adsl["arm"] == arm]
+        ids = set(sub["subject_id"])
+        rows.append(("randomized", "", arm, len(sub)))
+        rows.append(("with_baseline", "", arm, int((sub["has_baseline"] == "Y").sum())))
+        for v in trial.visits:
+            at_v = attended.loc[attended["visit"] == v.label, "subject_id"]
+            rows.append(("attended", v.label, arm, int(at_v.isin(ids).sum())))
+        rows.append(("completed", "", arm, int((sub["completed"] == "Y").sum())))
+        rows.append(("withdrawn", "", arm, int((sub["withdrawn"] == "Y").sum())))
+        gone = sub.loc[sub["withdrawn"] == "Y"]
+        for v in trial.visits[:-1]:
+            rows.append(
+                ("withdrawn_after", v.label, arm, int((gone["last_visit"] == v.label).sum()))
+            )
+        rows.append(("never_attended", "", arm, int(gone["last_visit"].isna().sum())))
+        rows.append(("itt", "", arm, int((sub["itt"] == "Y").sum())))
+    return pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
+
+
+def check_reconciliation(
+    flow: pd.DataFrame, adsl: pd.DataFrame, adeff: pd.DataFrame, clean: CleanResult
+) -> None:
+    """Raise if the flow counts, ADSL and ADEFF disagree about who was randomized."""
+
+    def count(stage: str, arm: str, visit: str = "") -> int:
+        sel = (flow["stage"] == stage) & (flow["arm"] == arm) & (flow["visit"] == visit)
+        return int(flow.loc[sel, "n"].sum())
+
+    problems = []
+    if len(adsl) != adsl["subject_id"].nunique() or len(adsl) != len(clean.subjects):
+        problems.append("ADSL does not have exactly one row per randomized subject")
+    if set(adeff["subject_id"]) != set(adsl["subject_id"]):
+        problems.append("ADEFF and ADSL hold different subjects")
+    arms = [a for a in flow["arm"].unique() if a != "total"]
+    for stage in ("randomized", "completed", "withdrawn", "itt", "with_baseline"):
+        if sum(count(stage, a) for a in arms) != count(stage, "total"):
+            problems.append(f"{stage}: arms do not add up to the total")
+    for arm in [*arms, "total"]:
+        if count("completed", arm) + count("withdrawn", arm) != count("randomized", arm):
+            problems.append(f"{arm}: completed + withdrawn != randomized")
+        lost = flow.loc[(flow["stage"] == "withdrawn_after") & (flow["arm"] == arm), "n"].sum()
+        if lost + count("never_attended", arm) != count("withdrawn", arm):
+            problems.append(f"{arm}: withdrawals by visit do not add up")
+    if count("randomized", "total") != len(adsl):
+        problems.append("randomized total differs from ADSL")
+    if problems:
+        raise TrialflowError(
+            "the derived datasets do not reconcile: " + "; ".join(problems),
+            fix="this is a bug in trialflow; please report it with the trial description",
+        )
+
+
+def derive(clean: CleanResult, trial: TrialConfig) -> Derived:
+    """Build ADSL, ADEFF and the CONSORT flow, and check that they reconcile."""
+    adsl = build_adsl(clean, trial)
+    adeff = build_adeff(clean, trial)
+    flow = build_flow(adsl, clean, trial)
+    check_reconciliation(flow, adsl, adeff, clean)
+    return Derived(adsl=adsl, adeff=adeff, flow=flow)

@@ -1,0 +1,217 @@
+"""Reading raw trial exports and writing outputs, byte for byte reproducibly.
+
+Raw files are read with every cell as text so that parsing (numbers, labels, missing codes)
+happens in one place, :mod:`trialflow.clean`, where each problem becomes a data query.
+Row numbers follow the spreadsheet convention: the header is row 1, the first data row is 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trialflow.errors import DataError
+
+DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".tab": "\t"}
+EXCEL = {".xlsx", ".xlsm"}
+FIRST_DATA_ROW = 2
+
+
+@dataclass
+class RawTable:
+    """A raw input file as text cells.
+
+    Attributes
+    ----------
+    frame
+        Every cell as a string ("" for empty), columns as in the file's header.
+    path
+        The file as named in the trial description.
+    notes
+        Data queries raised while reading (encoding fallback and the like), as dicts with the
+        keys of :data:`trialflow.clean.QUERY_COLUMNS`.
+    """
+
+    frame: pd.DataFrame
+    path: str
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def row_number(self, position: int) -> int:
+        """Spreadsheet row number of the data row at 0-based ``position``."""
+        return position + FIRST_DATA_ROW
+
+
+def _decode(raw: bytes, path: str, notes: list[dict[str, Any]]) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        notes.append(
+            {
+                "file": path,
+                "row": line,
+                "column": "",
+                "value": "",
+                "rule": "encoding",
+                "action": "file is not UTF-8; read as Latin-1 (re-save it as UTF-8 to silence)",
+            }
+        )
+        return raw.decode("latin-1")
+
+
+def _check_header(header: list[str], path: str) -> None:
+    if not header or all(not h.strip() for h in header):
+        raise DataError("the header row is empty", file=path, row=1, fix="add column names")
+    stripped = [h.strip() for h in header]
+    for i, h in enumerate(stripped):
+        if not h:
+            raise DataError(
+                f"column {i + 1} has no name", file=path, row=1, fix="name every column"
+            )
+        if stripped.count(h) > 1:
+            raise DataError(
+                f"column name {h!r} appears {stripped.count(h)} times",
+                file=path,
+                row=1,
+                column=h,
+                fix="give every column a unique name",
+            )
+
+
+def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
+    """Read a CSV, TSV or XLSX file (chosen by extension) with every cell as text.
+
+    Raises
+    ------
+    DataError
+        Missing or empty file, no data rows, unknown extension, wrong delimiter,
+        duplicated column names, or an ambiguous workbook.
+    """
+    p = Path(path)
+    name = str(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise DataError(
+            "file not found", file=name, fix="check the path under data: in the trial description"
+        )
+    if suffix not in DELIMITERS and suffix not in EXCEL:
+        raise DataError(
+            f"unsupported file type {suffix or '(none)'!r}",
+            file=name,
+            fix="export the data as .csv, .tsv or .xlsx",
+        )
+    notes: list[dict[str, Any]] = []
+    if suffix in EXCEL:
+        frame = _read_excel(p, name, sheet)
+    else:
+        raw = p.read_bytes()
+        if not raw.strip():
+            raise DataError("the file is empty", file=name, fix="export the data again")
+        text = _decode(raw, name, notes)
+        delimiter = DELIMITERS[suffix]
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        rows = [r for r in rows if any(cell.strip() for cell in r)] if rows else rows
+        header = rows[0] if rows else []
+        if len(header) == 1:
+            for other, label in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "bar")):
+                if other != delimiter and other in header[0]:
+                    raise DataError(
+                        f"the header has a single column but contains {label}s: the file looks "
+                        f"{label}-separated, not {'tab' if delimiter == chr(9) else 'comma'}"
+                        "-separated",
+                        file=name,
+                        row=1,
+                        fix=f"save it as {'.tsv' if other == chr(9) else '.csv'} with "
+                        f"{'tabs' if other == chr(9) else 'commas'} between columns",
+                    )
+        _check_header(header, name)
+        width = len(header)
+        for i, r in enumerate(rows[1:]):
+            if len(r) > width and any(c.strip() for c in r[width:]):
+                raise DataError(
+                    f"row has {len(r)} cells but the header has {width} columns",
+                    file=name,
+                    row=i + FIRST_DATA_ROW,
+                    fix="quote cells that contain the delimiter, or remove the extra cells",
+                )
+        body = [(r + [""] * width)[:width] for r in rows[1:]]
+        frame = pd.DataFrame(body, columns=[h.strip() for h in header], dtype=object)
+    if frame.empty:
+        raise DataError(
+            "the file has a header but no data rows", file=name, fix="export the data rows too"
+        )
+    frame = frame.astype(object).where(frame.notna(), "")
+    frame = frame.map(lambda x: x if isinstance(x, str) else str(x))
+    return RawTable(frame=frame.reset_index(drop=True), path=name, notes=notes)
+
+
+def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
+    try:
+        book = pd.ExcelFile(p, engine="openpyxl")
+    except Exception as exc:  # openpyxl raises several unrelated types for a bad workbook
+        raise DataError(
+            f"cannot be read as an Excel workbook ({exc})",
+            file=name,
+            fix="open it in a spreadsheet program and save it again as .xlsx",
+        ) from None
+    sheets = [str(s) for s in book.sheet_names]
+    if sheet is None:
+        if len(sheets) > 1:
+            raise DataError(
+                f"the workbook has {len(sheets)} sheets ({', '.join(sheets)})",
+                file=name,
+                fix="name the one to read with data.subjects_sheet / data.visits_sheet",
+            )
+        sheet = sheets[0]
+    elif sheet not in sheets:
+        raise DataError(
+            f"sheet {sheet!r} not found (sheets: {', '.join(sheets)})",
+            file=name,
+            fix="correct data.subjects_sheet / data.visits_sheet",
+        )
+    frame = book.parse(sheet, dtype=object, header=None)
+    frame = frame.dropna(how="all")
+    if frame.empty:
+        raise DataError(f"sheet {sheet!r} is empty", file=name, fix="export the data again")
+    header = ["" if pd.isna(h) else str(h) for h in frame.iloc[0].tolist()]
+    _check_header(header, name)
+
+    def cell(x: Any) -> str:
+        if x is None or (isinstance(x, float) and pd.isna(x)):
+            return ""
+        if isinstance(x, float) and x.is_integer():
+            return str(int(x))
+        return str(x)
+
+    body = frame.iloc[1:].map(cell)
+    body.columns = [h.strip() for h in header]
+    return body
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a table reproducibly: no index, '\\n' line ends, shortest round-trip floats."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_csv` (identifiers kept as text)."""
+    return pd.read_csv(
+        path,
+        dtype={"subject_id": str, "arm": str, "visit": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON reproducibly (sorted keys, fixed indentation, trailing newline)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")

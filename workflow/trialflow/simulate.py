@@ -1,0 +1,193 @@
+"""Seeded simulator of two-arm longitudinal trials, used for the bundled synthetic data.
+
+A scenario (``config/scenarios/<name>.yaml``) gives the arms and their sizes, the visits,
+baseline covariates, and per outcome: baseline mean and SD, the mean change from baseline per
+arm and visit, visit-specific SDs and the within-subject correlation across visits. Dropout is
+monotone with a mechanism (MCAR, MAR on the last observed value of a driver outcome, or MNAR on
+the current, unobserved value) calibrated to a target cumulative rate per arm; sporadic missing
+cells are MCAR. Optional ``anomalies`` inject a few realistic data-entry problems so that the
+cleaning stage has something to report. Same scenario and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from trialflow.config import load_yaml
+from trialflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SimulatedTrial:
+    """Raw-looking tables as a trial would export them (column names from the scenario)."""
+
+    subjects: pd.DataFrame
+    visits: pd.DataFrame
+
+
+def _correlation(spec: dict[str, Any], weeks: np.ndarray) -> np.ndarray:
+    k = len(weeks)
+    kind = spec.get("structure", "ar1")
+    if kind == "matrix":
+        r = np.asarray(spec["matrix"], dtype=float)
+    elif kind == "exchangeable":
+        r = np.full((k, k), float(spec["rho"]))
+        np.fill_diagonal(r, 1.0)
+    elif kind == "ar1":
+        # Correlation decays with the visit distance in steps (as in the AR(1) model).
+        lag = np.abs(np.subtract.outer(np.arange(k), np.arange(k)))
+        r = float(spec["rho"]) ** lag
+    else:
+        raise ConfigError(f"unknown correlation structure {kind!r}")
+    if r.shape != (k, k):
+        raise ConfigError(f"correlation matrix must be {k} x {k}")
+    return r
+
+
+def _fmt(values: np.ndarray, decimals: int) -> list[str]:
+    return ["" if np.isnan(v) else f"{v:.{decimals}f}" for v in values]
+
+
+def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
+    """Simulate one trial from a scenario mapping (see ``config/scenarios/*.yaml``).
+
+    Returns
+    -------
+    SimulatedTrial
+        ``subjects``: one row per randomized subject (identifier, arm, covariates);
+        ``visits``: one row per attended visit (identifier, visit label, outcomes), cells empty
+        where missing; rows after dropout are absent.
+    """
+    rng = np.random.default_rng(int(scenario["seed"]))
+    cols = {"subject_id": "subject_id", "arm": "arm", "visit": "visit"}
+    cols.update(scenario.get("columns", {}))
+    arms: list[str] = [scenario["arms"]["control"], scenario["arms"]["treatment"]]
+    sizes = [int(scenario["n"][a]) for a in arms]
+    visits = scenario["visits"]
+    labels = [v["label"] for v in visits]
+    weeks = np.array([float(v["week"]) for v in visits])
+    k = len(visits)
+    n = sum(sizes)
+
+    # Randomization list: permuted, so arm order does not follow identifiers.
+    arm_of = np.repeat(np.array(arms, dtype=object), sizes)
+    arm_of = arm_of[rng.permutation(n)]
+    prefix = scenario.get("id_prefix", "S")
+    ids = [f"{prefix}{i + 1:03d}" for i in range(n)]
+    subjects = pd.DataFrame({cols["subject_id"]: ids, cols["arm"]: arm_of})
+    for cov in scenario.get("covariates", []):
+        if cov["type"] == "normal":
+            x = rng.normal(cov["mean"], cov["sd"], n)
+            lo, hi = cov.get("range", [-np.inf, np.inf])
+            subjects[cov["column"]] = _fmt(np.clip(x, lo, hi), int(cov.get("decimals", 0)))
+        else:
+            levels = list(cov["levels"])
+            subjects[cov["column"]] = rng.choice(levels, size=n, p=cov["probs"])
+
+    # Outcomes: baseline mean + arm-specific mean change + correlated visit-specific noise.
+    values: dict[str, np.ndarray] = {}
+    for out in scenario["outcomes"]:
+        sd = np.asarray(out["sd"], dtype=float)
+        corr = _correlation(out.get("correlation", {"structure": "ar1", "rho": 0.7}), weeks)
+        chol = np.linalg.cholesky(corr * np.outer(sd, sd))
+        noise = rng.standard_normal((n, k)) @ chol.T
+        mean = np.empty((n, k))
+        for arm in arms:
+            mean[arm_of == arm] = out["baseline_mean"] + np.asarray(out["change"][arm], dtype=float)
+        y = mean + noise
+        lo, hi = out.get("clip", [-np.inf, np.inf])
+        values[out["name"]] = np.clip(y, lo, hi)
+
+    # Monotone dropout, one hazard per post-baseline visit calibrated to the cumulative rate.
+    drop = scenario.get("dropout", {"mechanism": "none"})
+    last = np.full(n, k - 1)
+    mech = drop.get("mechanism", "none").upper()
+    if mech != "NONE":
+        driver = values[drop.get("driver", scenario["outcomes"][0]["name"])]
+        z = (driver - driver[:, :1].mean()) / driver[:, :1].std()
+        sign = 1.0 if drop.get("direction", "higher") == "higher" else -1.0
+        strength = 0.0 if mech == "MCAR" else float(drop.get("strength", 1.0))
+        for arm in arms:
+            rate = float(drop["rate"][arm])
+            hazard = 1 - (1 - rate) ** (1 / (k - 1))
+            members = np.flatnonzero(arm_of == arm)
+            for j in range(1, k):
+                at_risk = members[last[members] == k - 1]
+                # MAR: previous (observed) value; MNAR: current (unobserved) value.
+                zz = z[at_risk, j - 1 if mech == "MAR" else j]
+                p = expit(logit(hazard) + sign * strength * zz)
+                out_now = at_risk[rng.random(len(at_risk)) < p]
+                last[out_now] = j - 1
+
+    rows = []
+    sporadic = float(scenario.get("sporadic_missing", 0.0))
+    for i in range(n):
+        for j in range(last[i] + 1):
+            row = {cols["subject_id"]: ids[i], cols["visit"]: labels[j]}
+            for out in scenario["outcomes"]:
+                v = values[out["name"]][i, j]
+                if j > 0 and rng.random() < sporadic:
+                    v = np.nan
+                row[out["column"]] = _fmt(np.array([v]), int(out["decimals"]))[0]
+            rows.append(row)
+    visits_df = pd.DataFrame(rows)
+    return _inject(
+        SimulatedTrial(subjects=subjects, visits=visits_df), scenario.get("anomalies", {})
+    )
+
+
+def _inject(trial: SimulatedTrial, spec: dict[str, Any]) -> SimulatedTrial:
+    """Plant documented data-entry problems at fixed rows (deterministic, no randomness)."""
+    subjects, visits = trial.subjects.copy(), trial.visits.copy()
+    for item in spec.get("visits", []):
+        row, column, kind = int(item["row"]), item.get("column"), item["kind"]
+        if kind == "value":
+            visits.loc[row, column] = str(item["value"])
+        elif kind == "pad_label":
+            visits.loc[row, column] = f" {visits.loc[row, column]} "
+        elif kind == "duplicate_row":
+            visits = pd.concat(
+                [visits.iloc[: row + 1], visits.iloc[[row]], visits.iloc[row + 1 :]],
+                ignore_index=True,
+            )
+    for item in spec.get("subjects", []):
+        row, column, kind = int(item["row"]), item.get("column"), item["kind"]
+        if kind == "value":
+            subjects.loc[row, column] = str(item["value"])
+        elif kind == "pad_label":
+            subjects.loc[row, column] = f" {subjects.loc[row, column]} "
+        elif kind == "upper_label":
+            subjects.loc[row, column] = str(subjects.loc[row, column]).upper()
+    return SimulatedTrial(subjects=subjects, visits=visits)
+
+
+def write_trial(trial: SimulatedTrial, folder: str | Path) -> list[Path]:
+    """Write ``subjects.csv`` and ``visits.csv`` to ``folder`` (byte-reproducible)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "subjects.csv", out / "visits.csv"]
+    trial.subjects.to_csv(paths[0], index=False, lineterminator="\n")
+    trial.visits.to_csv(paths[1], index=False, lineterminator="\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``trialflow-simulate config/scenarios/<name>.yaml data/raw/<name>``."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("scenario", help="scenario YAML file")
+    parser.add_argument("folder", help="folder to write subjects.csv and visits.csv to")
+    args = parser.parse_args(argv)
+    for path in write_trial(simulate(load_yaml(args.scenario)), args.folder):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
