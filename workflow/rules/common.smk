@@ -2,9 +2,18 @@
 # functions of the rules (named get_*).
 from pathlib import Path
 
+import sys
+
 from snakemake.utils import validate
 
-from trialflow.config import load_yaml, parse_trial, trial_names
+from trialflow.config import (
+    TRIAL_SCHEMA,
+    load_yaml,
+    parse_trial,
+    trial_names,
+    validate_schema,
+)
+from trialflow.errors import TrialflowError
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -17,9 +26,19 @@ def _load_trials() -> dict:
     trials = {}
     for name in TRIALS:
         path = f"{TRIALS_DIR}/{name}.yaml"
-        content = load_yaml(path)
-        validate(content, "../schemas/trial.schema.yaml")
-        trials[name] = parse_trial(content, name=name, source=path)
+        try:
+            content = load_yaml(path)
+            # The same schema twice: first for a message naming the key and the fix, then
+            # through Snakemake, which also fills in the defaults.
+            validate_schema(content, TRIAL_SCHEMA, source=path)
+            validate(content, "../schemas/trial.schema.yaml")
+            trials[name] = parse_trial(content, name=name, source=path)
+        except TrialflowError as exc:
+            if config.get("debug"):
+                raise
+            # A message for the user, not a traceback.
+            sys.stderr.write(f"\ntrialflow error in the configuration:\n{exc}\n\n")
+            sys.exit(1)
     return trials
 
 

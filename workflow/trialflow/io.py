@@ -175,7 +175,7 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
             file=name,
             fix="correct data.subjects_sheet / data.visits_sheet",
         )
-    frame = book.parse(sheet, dtype=object, header=None)
+    frame = pd.read_excel(book, sheet_name=sheet, dtype=object, header=None)
     frame = frame.dropna(how="all")
     if frame.empty:
         raise DataError(f"sheet {sheet!r} is empty", file=name, fix="export the data again")

@@ -1,0 +1,141 @@
+"""Trial description validation (schema + consistency checks)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trialflow.config import load_trial, trial_names
+from trialflow.errors import ConfigError
+
+from .conftest import ROOT, TinyTrial
+
+
+@pytest.mark.parametrize("name", ["exercise_education", "weightbearing"])
+def test_bundled_trials_load(name: str) -> None:
+    trial = load_trial(ROOT / "config" / "trials" / f"{name}.yaml")
+    assert trial.name == name
+    assert trial.primary_visit in trial.visit_labels
+    assert trial.primary_outcomes
+    assert trial.post_baseline_visits[0].index == 1
+
+
+def test_defaults_filled(tiny: TinyTrial) -> None:
+    trial = tiny.load()
+    assert (trial.subject_id_column, trial.arm_column, trial.visit_column) == (
+        "subject_id",
+        "arm",
+        "visit",
+    )
+    assert trial.outcome("walk").column == "6MWD"
+    assert trial.outcome("pain").column == "pain"
+    assert trial.outcome("walk").domain == "function"
+    assert trial.arms == ("control", "exercise")
+
+
+def test_issue_example_keys_accepted(tiny: TinyTrial) -> None:
+    tiny.config["columns"] = {"subject_id": "Patient ID", "arm": "Group", "visit": "Visit Name"}
+    tiny.config["covariates"] = ["Age (years)", {"name": "Sex", "type": "categorical"}]
+    trial = tiny.load()
+    assert trial.subject_id_column == "Patient ID"
+    assert [c.name for c in trial.covariates] == ["Age (years)", "Sex"]
+    assert trial.covariates[1].type == "categorical"
+
+
+def _expect_error(tiny: TinyTrial, *fragments: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        tiny.load()
+    text = str(info.value)
+    assert "tiny.yaml" in text
+    for fragment in fragments:
+        assert fragment in text, text
+    return info.value
+
+
+def test_unknown_key_suggests_the_right_one(tiny: TinyTrial) -> None:
+    tiny.config["primary_vist"] = "week12"
+    _expect_error(tiny, "primary_vist", "did you mean 'primary_visit'")
+
+
+def test_missing_required_key(tiny: TinyTrial) -> None:
+    del tiny.config["arms"]
+    _expect_error(tiny, "'arms' is a required property")
+
+
+def test_range_min_above_max(tiny: TinyTrial) -> None:
+    tiny.config["outcomes"][0]["range"] = [10, 0]
+    _expect_error(tiny, "outcomes[0].range", "min 10 is not below max 0")
+
+
+def test_primary_visit_not_among_visits(tiny: TinyTrial) -> None:
+    tiny.config["primary_visit"] = "week24"
+    _expect_error(tiny, "primary_visit", "'week24' is not one of the visits")
+
+
+def test_primary_visit_must_follow_baseline(tiny: TinyTrial) -> None:
+    tiny.config["primary_visit"] = "baseline"
+    _expect_error(tiny, "must come after the baseline visit")
+
+
+def test_visits_in_time_order(tiny: TinyTrial) -> None:
+    tiny.config["visits"][2]["week"] = 3
+    _expect_error(tiny, "visits[2]", "increasing weeks")
+
+
+def test_duplicate_visit_label(tiny: TinyTrial) -> None:
+    tiny.config["visits"][2]["label"] = "week6"
+    _expect_error(tiny, "listed twice")
+
+
+def test_same_arm_labels(tiny: TinyTrial) -> None:
+    tiny.config["arms"]["treatment"] = "control"
+    _expect_error(tiny, "same label")
+
+
+def test_no_primary_outcome(tiny: TinyTrial) -> None:
+    tiny.config["outcomes"][0]["primary"] = False
+    _expect_error(tiny, "primary: true")
+
+
+def test_outcome_name_must_be_identifier(tiny: TinyTrial) -> None:
+    tiny.config["outcomes"][0]["name"] = "pain; import os"
+    _expect_error(tiny, "outcomes[0].name", "does not match")
+
+
+def test_duplicate_outcome_column(tiny: TinyTrial) -> None:
+    tiny.config["outcomes"][1]["column"] = "pain"
+    _expect_error(tiny, "outcome column 'pain' is used twice")
+
+
+def test_arm_cannot_be_a_covariate(tiny: TinyTrial) -> None:
+    tiny.config["covariates"] = ["arm"]
+    _expect_error(tiny, "subject or arm column")
+
+
+def test_invalid_yaml_names_the_line(tiny: TinyTrial) -> None:
+    path = tiny.write()
+    path.write_text("title: [unclosed\nother: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"row \d+: not valid YAML"):
+        load_trial(path)
+
+
+def test_missing_trial_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="trial description not found"):
+        load_trial(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a", ["a"]),
+        ("a,b", ["a", "b"]),
+        (" a , b ,a", ["a", "b"]),
+        (["x", "y"], ["x", "y"]),
+    ],
+)
+def test_trial_names(value, expected) -> None:
+    assert trial_names(value) == expected
+
+
+def test_trial_names_empty() -> None:
+    with pytest.raises(ConfigError, match="no trial to run"):
+        trial_names(" , ")

@@ -1,0 +1,95 @@
+"""Reading raw files: formats, encodings and malformed files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from trialflow.errors import DataError
+from trialflow.io import read_table, write_csv, write_json
+
+
+def test_csv_cells_are_text(write_text) -> None:
+    table = read_table(write_text("a.csv", "id,x\n001,1.50\n002,\n"))
+    assert table.frame["id"].tolist() == ["001", "002"]
+    assert table.frame["x"].tolist() == ["1.50", ""]
+    assert table.row_number(0) == 2
+
+
+def test_tsv_by_extension(write_text) -> None:
+    table = read_table(write_text("a.tsv", "id\tx\n1\t2\n"))
+    assert list(table.frame.columns) == ["id", "x"]
+
+
+def test_utf8_bom_is_removed(write_text) -> None:
+    table = read_table(write_text("a.csv", "\ufeffid,x\n1,2\n"))
+    assert list(table.frame.columns) == ["id", "x"]
+    assert table.notes == []
+
+
+def test_latin1_is_read_with_a_query(write_text) -> None:
+    table = read_table(write_text("a.csv", "id,site\n1,Montr\xe9al\n".encode("latin-1")))
+    assert table.frame.loc[0, "site"] == "Montréal"
+    assert [n["rule"] for n in table.notes] == ["encoding"]
+    assert table.notes[0]["row"] == 2
+
+
+def test_xlsx(tmp_path) -> None:
+    path = tmp_path / "a.xlsx"
+    pd.DataFrame({"id": ["S1", "S2"], "x": [1.0, 2.5]}).to_excel(path, index=False)
+    table = read_table(path)
+    assert table.frame["x"].tolist() == ["1", "2.5"]
+
+
+def test_xlsx_with_several_sheets_needs_a_name(tmp_path) -> None:
+    path = tmp_path / "a.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"id": [1]}).to_excel(writer, sheet_name="Subjects", index=False)
+        pd.DataFrame({"id": [2]}).to_excel(writer, sheet_name="Visits", index=False)
+    with pytest.raises(DataError, match="2 sheets") as info:
+        read_table(path)
+    assert "visits_sheet" in str(info.value)
+    assert read_table(path, sheet="Visits").frame["id"].tolist() == ["2"]
+    with pytest.raises(DataError, match="sheet 'Nope' not found"):
+        read_table(path, sheet="Nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.csv", "", "the file is empty"),
+        ("a.csv", "id,x\n", "header but no data rows"),
+        ("a.csv", "id;x\n1;2\n", "semicolon-separated"),
+        ("a.csv", "id,id\n1,2\n", "appears 2 times"),
+        ("a.csv", "id,\n1,2\n", "column 2 has no name"),
+        ("a.csv", "id,x\n1,2,3\n", "row has 3 cells"),
+        ("a.json", "{}", "unsupported file type"),
+    ],
+)
+def test_malformed_files(write_text, name, content, message) -> None:
+    path = write_text(name, content)
+    with pytest.raises(DataError, match=message) as info:
+        read_table(path)
+    assert str(path) in str(info.value)
+    assert "What to do" in str(info.value)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        read_table(tmp_path / "none.csv")
+
+
+def test_write_csv_is_byte_stable(tmp_path) -> None:
+    frame = pd.DataFrame({"a": [0.1 + 0.2, float("nan")], "b": ["x", "y"]})
+    write_csv(frame, tmp_path / "1.csv")
+    write_csv(frame, tmp_path / "2.csv")
+    data = (tmp_path / "1.csv").read_bytes()
+    assert data == (tmp_path / "2.csv").read_bytes()
+    assert data == b"a,b\n0.30000000000000004,x\n,y\n"
+
+
+def test_write_json_sorted_and_nan_refused(tmp_path) -> None:
+    write_json({"b": 1, "a": [1.5]}, tmp_path / "x.json")
+    assert (tmp_path / "x.json").read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+    with pytest.raises(ValueError):
+        write_json({"a": float("nan")}, tmp_path / "y.json")

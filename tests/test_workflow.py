@@ -1,0 +1,138 @@
+"""End to end: the Snakemake workflow on copies of the project in a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import BASE_SUBJECTS, BASE_TRIAL, BASE_VISITS, ROOT
+
+pytestmark = pytest.mark.workflow
+OUTPUTS = ("clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv")
+
+
+def _project(tmp_path: Path) -> Path:
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(ROOT / "Snakefile", work)
+    for folder in ("workflow", "config", "data/raw"):
+        shutil.copytree(
+            ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    return work
+
+
+def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundled_run(tmp_path_factory) -> Path:
+    work = _project(tmp_path_factory.mktemp("bundled"))
+    run = _snakemake(work, "--config", "trials=exercise_education,weightbearing")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return work
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_bundled_trials_produce_the_analysis_datasets(bundled_run: Path, trial: str) -> None:
+    folder = bundled_run / "results" / trial / "analysis"
+    for name in OUTPUTS:
+        assert (folder / name).stat().st_size > 0, name
+    subjects = pd.read_csv(bundled_run / "data" / "raw" / trial / "subjects.csv")
+    adsl = pd.read_csv(folder / "adsl.csv")
+    flow = pd.read_csv(folder / "flow.csv", keep_default_na=False)
+    assert len(adsl) == len(subjects)
+    randomized = flow.loc[(flow["stage"] == "randomized") & (flow["arm"] == "total"), "n"]
+    assert randomized.item() == len(subjects)
+    queries = pd.read_csv(folder / "queries.csv")
+    assert len(queries) >= 4  # the planted data-entry problems are all reported
+    assert (bundled_run / "results" / trial / "logs" / "clean.log").exists()
+
+
+def test_rerun_from_scratch_is_byte_identical(bundled_run: Path, tmp_path: Path) -> None:
+    again = _project(tmp_path)
+    run = _snakemake(again, "--config", "trials=exercise_education,weightbearing")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for path in sorted((bundled_run / "results").rglob("*.csv")):
+        twin = again / path.relative_to(bundled_run)
+        assert path.read_bytes() == twin.read_bytes(), path
+
+
+def _new_trial(work: Path, name: str) -> None:
+    """A trial the project has never seen: XLSX, other column names, one TSV."""
+    raw = work / "data" / "raw" / name
+    raw.mkdir(parents=True)
+    subjects = pd.DataFrame(BASE_SUBJECTS).rename(
+        columns={"subject_id": "Patient ID", "arm": "Group", "age": "Age (years)"}
+    )
+    subjects.to_excel(raw / "subjects.xlsx", index=False)
+    visits = pd.DataFrame(BASE_VISITS).rename(
+        columns={"subject_id": "Patient ID", "visit": "Visit Name"}
+    )
+    visits.to_csv(raw / "visits.tsv", sep="\t", index=False)
+    config = dict(BASE_TRIAL)
+    config["data"] = {
+        "subjects": f"data/raw/{name}/subjects.xlsx",
+        "visits": f"data/raw/{name}/visits.tsv",
+    }
+    config["columns"] = {"subject_id": "Patient ID", "arm": "Group", "visit": "Visit Name"}
+    config["covariates"] = ["Age (years)", "sex"]
+    (work / "config" / "trials" / f"{name}.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_new_trial_runs_without_code_changes(tmp_path: Path) -> None:
+    work = _project(tmp_path)
+    _new_trial(work, "my_trial")
+    run = _snakemake(work, "--config", "trials=my_trial")
+    assert run.returncode == 0, run.stderr[-3000:]
+    adsl = pd.read_csv(work / "results" / "my_trial" / "analysis" / "adsl.csv")
+    assert adsl["subject_id"].tolist() == ["S01", "S02", "S03", "S04"]
+    assert "Age (years)" in adsl.columns
+    assert not (work / "results" / "exercise_education").exists()
+
+
+def test_bad_input_stops_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    work = _project(tmp_path)
+    _new_trial(work, "bad_trial")
+    visits = work / "data" / "raw" / "bad_trial" / "visits.tsv"
+    visits.write_text(visits.read_text().replace("week6", "week 7", 1))
+    run = _snakemake(work, "--config", "trials=bad_trial")
+    assert run.returncode != 0
+    assert "unknown visit label(s): 'week 7'" in run.stderr
+    assert "data/raw/bad_trial/visits.tsv, row 3, column 'Visit Name'" in run.stderr
+    assert "What to do" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_bad_config_stops_with_a_message(tmp_path: Path) -> None:
+    work = _project(tmp_path)
+    _new_trial(work, "bad_config")
+    path = work / "config" / "trials" / "bad_config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["primary_visit"] = "week24"
+    path.write_text(yaml.safe_dump(config))
+    run = _snakemake(work, "--config", "trials=bad_config")
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "'week24' is not one of the visits" in output
+    assert "config/trials/bad_config.yaml" in output
+
+
+def test_unknown_trial_name(tmp_path: Path) -> None:
+    work = _project(tmp_path)
+    run = _snakemake(work, "--config", "trials=nope")
+    assert run.returncode != 0
+    assert "config/trials/nope.yaml" in run.stdout + run.stderr
