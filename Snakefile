@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/clean.smk"
 include: "workflow/rules/derive.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -62,11 +63,38 @@ def test_bundled_trials_produce_the_analysis_datasets(bundled_run: Path, trial: 
     assert (bundled_run / "results" / trial / "logs" / "clean.log").exists()
 
 
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) -> None:
+    results = bundled_run / "results" / trial
+    effects = pd.read_csv(results / "tables" / "effects.csv")
+    assert list(effects.columns[:11]) == [
+        "outcome", "analysis", "contrast", "visit", "estimate", "std_error", "df",
+        "ci_lower", "ci_upper", "p_value", "n",
+    ]  # fmt: skip
+    assert set(effects["analysis"]) == {"mmrm", "lmm", "ancova"}
+    lsmeans = pd.read_csv(results / "tables" / "lsmeans.csv")
+    assert list(lsmeans.columns) == [
+        "outcome", "analysis", "visit", "arm", "estimate", "std_error", "df",
+        "ci_lower", "ci_upper", "n",
+    ]  # fmt: skip
+    anova = pd.read_csv(results / "tables" / "anova.csv")
+    assert list(anova.columns[:7]) == [
+        "outcome", "source", "F", "df1", "df2", "p_value", "partial_eta_sq",
+    ]  # fmt: skip
+    for outcome in effects["outcome"].unique():
+        record = json.loads((results / "models" / f"{outcome}.json").read_text())
+        assert record["mmrm"]["info"]["formula"].startswith("change ~ baseline")
+        assert record["mmrm"]["covariance"] is not None
+
+
 def test_rerun_from_scratch_is_byte_identical(bundled_run: Path, tmp_path: Path) -> None:
     again = _project(tmp_path)
     run = _snakemake(again, "--config", "trials=exercise_education,weightbearing")
     assert run.returncode == 0, run.stderr[-3000:]
-    for path in sorted((bundled_run / "results").rglob("*.csv")):
+    outputs = sorted((bundled_run / "results").rglob("*.csv"))
+    outputs += sorted((bundled_run / "results").rglob("*.json"))
+    assert len(outputs) >= 2 * 12
+    for path in outputs:
         twin = again / path.relative_to(bundled_run)
         assert path.read_bytes() == twin.read_bytes(), path
 

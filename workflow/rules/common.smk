@@ -63,5 +63,9 @@ def get_raw_inputs(wildcards) -> dict:
 
 
 def get_final_outputs() -> list:
-    files = ["clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv"]
-    return [f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in files]
+    analysis = ["clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv"]
+    tables = ["effects.csv", "lsmeans.csv", "anova.csv", "effect_sizes.csv"]
+    return [
+        *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
+        *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],
+    ]

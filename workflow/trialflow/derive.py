@@ -204,3 +204,31 @@ def derive(clean: CleanResult, trial: TrialConfig) -> Derived:
     flow = build_flow(adsl, clean, trial)
     check_reconciliation(flow, adsl, adeff, clean)
     return Derived(adsl=adsl, adeff=adeff, flow=flow)
+
+
+def read_analysis_datasets(
+    *, adsl: str, adeff: str, meta: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read ``adsl.csv`` and ``adeff.csv`` with categorical covariates kept as text."""
+    import json
+    from pathlib import Path
+
+    types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))["covariate_types"]
+    text = {c: str for c, kind in types.items() if kind == "categorical"}
+    common = {"keep_default_na": False, "na_values": [""]}
+    adsl_frame = pd.read_csv(
+        adsl, dtype={"subject_id": str, "arm": str, "last_visit": str, **text}, **common
+    )
+    adeff_frame = pd.read_csv(
+        adeff,
+        dtype={
+            "subject_id": str,
+            "arm": str,
+            "outcome": str,
+            "visit": str,
+            "ablfl": str,
+            "anl01fl": str,
+        },
+        **common,
+    )
+    return adsl_frame, adeff_frame

@@ -1,0 +1,19 @@
+rule models:
+    """Fit the analysis plan (MMRM, LMM, ANCOVA, mixed ANOVA, effect sizes) to every outcome."""
+    input:
+        trial=get_trial_config,
+        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
+        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
+        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+    output:
+        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
+        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
+        anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
+        effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
+        models=directory(f"{RESULTS}/{{trial}}/models"),
+    log:
+        f"{RESULTS}/{{trial}}/logs/models.log",
+    conda:
+        "../envs/trialflow.yaml"
+    script:
+        "../scripts/models.py"

@@ -1,0 +1,288 @@
+"""The analysis plan of one trial: every model for every outcome, as stable tables.
+
+For each outcome of the trial description this runs, on the ITT population in ADEFF/ADSL:
+the primary MMRM on change from baseline, the supportive random-intercept LMM on all visits,
+ANCOVA per visit, the complete-case mixed ANOVA the published trials used, and Hedges' g of
+change. It adds Holm-adjusted p-values across the secondary outcomes at the primary visit and
+returns the tables of the output contract (see :data:`EFFECT_TABLE_COLUMNS`). A model that cannot
+be fitted for one outcome becomes a row saying so; the other outcomes and models still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trialflow.config import Outcome, TrialConfig
+from trialflow.errors import ModelError
+from trialflow.stats.ancova import fit_ancova
+from trialflow.stats.anova import mixed_anova
+from trialflow.stats.effect_size import hedges_g, holm
+from trialflow.stats.lmm import fit_lmm
+from trialflow.stats.mmrm import fit_mmrm
+from trialflow.stats.results import ModelResult
+
+EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
+    "outcome",
+    "analysis",
+    "contrast",
+    "visit",
+    "estimate",
+    "std_error",
+    "df",
+    "ci_lower",
+    "ci_upper",
+    "p_value",
+    "n",
+    "p_adjusted",
+    "multiplicity",
+    "df_method",
+    "converged",
+    "note",
+)
+LSMEAN_TABLE_COLUMNS: tuple[str, ...] = (
+    "outcome",
+    "analysis",
+    "visit",
+    "arm",
+    "estimate",
+    "std_error",
+    "df",
+    "ci_lower",
+    "ci_upper",
+    "n",
+)
+ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
+    "outcome",
+    "source",
+    "F",
+    "df1",
+    "df2",
+    "p_value",
+    "partial_eta_sq",
+)
+ANALYSES: tuple[str, ...] = ("mmrm", "lmm", "ancova")
+
+
+@dataclass
+class TrialAnalysis:
+    """All tables of one trial's analysis plus one model record per outcome."""
+
+    effects: pd.DataFrame
+    lsmeans: pd.DataFrame
+    anova: pd.DataFrame
+    effect_sizes: pd.DataFrame
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def analysis_options(trial: TrialConfig) -> dict[str, Any]:
+    """Analysis options from the trial description, with their defaults."""
+    opts = dict(trial.analysis)
+    return {
+        "covariance": opts.get("covariance", "us"),
+        "fallback": tuple(opts.get("fallback", ("toep", "ar1", "cs"))),
+        "random_slope": bool(opts.get("random_slope", False)),
+        "alpha": float(opts.get("alpha", 0.05)),
+    }
+
+
+def outcome_data(
+    adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, outcome: Outcome
+) -> pd.DataFrame:
+    """ADEFF rows of one outcome joined with the ADSL covariates."""
+    covariates = [c.name for c in trial.covariates]
+    rows = adeff.loc[adeff["outcome"] == outcome.name]
+    return rows.merge(
+        adsl[["subject_id", *covariates]], on="subject_id", how="left", validate="many_to_one"
+    )
+
+
+def _not_fitted(outcome: str, analysis: str, trial: TrialConfig, reason: str) -> pd.DataFrame:
+    visits = [v.label for v in trial.post_baseline_visits]
+    return pd.DataFrame(
+        {
+            "outcome": outcome,
+            "analysis": analysis,
+            "contrast": f"{trial.treatment} - {trial.control}",
+            "visit": visits,
+            "converged": False,
+            "note": f"not fitted: {reason}",
+        }
+    )
+
+
+def _try(fit: Callable[[], ModelResult]) -> tuple[ModelResult | None, str]:
+    try:
+        return fit(), ""
+    except ModelError as exc:
+        return None, exc.message
+
+
+def analyse_outcome(
+    data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Fit every model of the analysis plan to one outcome."""
+    covariates = [c.name for c in trial.covariates]
+    all_visits = list(trial.visit_labels)
+    post_visits = [v.label for v in trial.post_baseline_visits]
+    post = data.loc[data["visit"].isin(post_visits)]
+    common = {"subject": "subject_id", "visit": "visit", "arm": "arm"}
+    fits: dict[str, Callable[[], ModelResult]] = {
+        "mmrm": lambda: fit_mmrm(
+            post,
+            response="change",
+            baseline="baseline",
+            covariates=covariates,
+            covariance=options["covariance"],
+            fallback=options["fallback"],
+            reference_arm=trial.control,
+            visit_order=post_visits,
+            alpha=options["alpha"],
+            **common,
+        ),
+        "lmm": lambda: fit_lmm(
+            data,
+            response="value",
+            covariates=covariates,
+            reference_arm=trial.control,
+            visit_order=all_visits,
+            baseline_visit=trial.baseline_visit,
+            random_slope=options["random_slope"],
+            week="week",
+            alpha=options["alpha"],
+            **common,
+        ),
+        "ancova": lambda: fit_ancova(
+            post,
+            response="change",
+            baseline="baseline",
+            covariates=covariates,
+            reference_arm=trial.control,
+            visit_order=post_visits,
+            alpha=options["alpha"],
+            **common,
+        ),
+    }
+    effects, lsmeans = [], []
+    record: dict[str, Any] = {
+        "outcome": outcome.name,
+        "label": outcome.label,
+        "unit": outcome.unit,
+        "better": outcome.better,
+        "primary": outcome.primary,
+    }
+    for name, fit in fits.items():
+        result, reason = _try(fit)
+        if result is None:
+            effects.append(_not_fitted(outcome.name, name, trial, reason))
+            record[name] = {"fitted": False, "reason": reason}
+            continue
+        eff = result.effects.copy()
+        eff.insert(0, "analysis", name)
+        eff.insert(0, "outcome", outcome.name)
+        eff["df_method"] = result.info.get("df_method", "")
+        eff["converged"] = result.converged
+        eff["note"] = "; ".join(result.warnings)
+        effects.append(eff)
+        ls = result.lsmeans.copy()
+        ls.insert(0, "analysis", name)
+        ls.insert(0, "outcome", outcome.name)
+        lsmeans.append(ls)
+        record[name] = {"fitted": True, **result.to_dict()}
+    try:
+        anova = mixed_anova(
+            data, response="value", reference_arm=trial.control, visit_order=all_visits, **common
+        )
+        anova.insert(0, "outcome", outcome.name)
+        record["mixed_anova"] = {
+            "fitted": True,
+            "rule": str(anova["rule"].iloc[0]) if "rule" in anova else "",
+            "warnings": list(anova.attrs.get("warnings", [])),
+        }
+    except ModelError as exc:
+        anova = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [exc.message]})
+        record["mixed_anova"] = {"fitted": False, "reason": exc.message}
+    try:
+        g = hedges_g(
+            post,
+            response="change",
+            reference_arm=trial.control,
+            visit_order=post_visits,
+            alpha=options["alpha"],
+            **common,
+        )
+        g.insert(0, "outcome", outcome.name)
+    except ModelError as exc:
+        g = pd.DataFrame({"outcome": [outcome.name], "note": [exc.message]})
+    return effects, lsmeans, anova, g, record
+
+
+def add_multiplicity(effects: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
+    """Holm-adjust p-values across the secondary outcomes at the primary visit, per analysis.
+
+    Primary outcomes are tested unadjusted (their p_adjusted equals p_value); rows at other
+    visits are exploratory and get no adjusted p-value.
+    """
+    out = effects.copy()
+    out["p_adjusted"] = np.nan
+    out["multiplicity"] = ""
+    primary = {o.name for o in trial.primary_outcomes}
+    at_visit = out["visit"] == trial.primary_visit
+    for analysis in out["analysis"].unique():
+        rows = at_visit & (out["analysis"] == analysis)
+        prim = rows & out["outcome"].isin(primary)
+        out.loc[prim, "p_adjusted"] = out.loc[prim, "p_value"]
+        out.loc[prim, "multiplicity"] = "primary outcome: unadjusted"
+        sec = rows & ~out["outcome"].isin(primary) & out["p_value"].notna()
+        if sec.any():
+            out.loc[sec, "p_adjusted"] = holm(out.loc[sec, "p_value"].to_numpy())
+            out.loc[sec, "multiplicity"] = (
+                f"Holm across {int(sec.sum())} secondary outcomes at {trial.primary_visit}"
+            )
+    return out
+
+
+def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -> TrialAnalysis:
+    """Run the analysis plan on every outcome of a trial.
+
+    Returns
+    -------
+    TrialAnalysis
+        ``effects`` (columns :data:`EFFECT_TABLE_COLUMNS`, rows ordered by outcome as in the
+        trial description, then analysis mmrm, lmm, ancova, then visit), ``lsmeans``
+        (:data:`LSMEAN_TABLE_COLUMNS`), ``anova`` (:data:`ANOVA_TABLE_COLUMNS` first),
+        ``effect_sizes`` (Hedges' g per outcome and visit) and one model record per outcome.
+    """
+    options = analysis_options(trial)
+    effects, lsmeans, anovas, sizes = [], [], [], []
+    models: dict[str, dict[str, Any]] = {}
+    for outcome in trial.outcomes:
+        data = outcome_data(adeff, adsl, trial, outcome)
+        eff, ls, anova, g, record = analyse_outcome(data, trial, outcome, options)
+        effects.extend(eff)
+        lsmeans.extend(ls)
+        anovas.append(anova)
+        sizes.append(g)
+        record["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        models[outcome.name] = record
+    eff_table = add_multiplicity(pd.concat(effects, ignore_index=True), trial)
+    eff_table = eff_table.reindex(
+        columns=[*EFFECT_TABLE_COLUMNS, *[c for c in eff_table if c not in EFFECT_TABLE_COLUMNS]]
+    )
+    ls_table = pd.concat(lsmeans, ignore_index=True) if lsmeans else pd.DataFrame()
+    ls_table = ls_table.reindex(columns=list(LSMEAN_TABLE_COLUMNS))
+    anova_table = pd.concat(anovas, ignore_index=True)
+    anova_table = anova_table.reindex(
+        columns=[*ANOVA_TABLE_COLUMNS, *[c for c in anova_table if c not in ANOVA_TABLE_COLUMNS]]
+    )
+    return TrialAnalysis(
+        effects=eff_table,
+        lsmeans=ls_table,
+        anova=anova_table,
+        effect_sizes=pd.concat(sizes, ignore_index=True),
+        models=models,
+    )
