@@ -24,7 +24,7 @@ from trialflow.stats.anova import mixed_anova
 from trialflow.stats.effect_size import hedges_g, holm
 from trialflow.stats.lmm import fit_lmm
 from trialflow.stats.mmrm import fit_mmrm
-from trialflow.stats.results import ModelResult
+from trialflow.stats.results import ModelResult, jsonable
 
 EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
@@ -130,7 +130,6 @@ def analyse_outcome(
     all_visits = list(trial.visit_labels)
     post_visits = [v.label for v in trial.post_baseline_visits]
     post = data.loc[data["visit"].isin(post_visits)]
-    common = {"subject": "subject_id", "visit": "visit", "arm": "arm"}
     fits: dict[str, Callable[[], ModelResult]] = {
         "mmrm": lambda: fit_mmrm(
             post,
@@ -142,7 +141,9 @@ def analyse_outcome(
             reference_arm=trial.control,
             visit_order=post_visits,
             alpha=options["alpha"],
-            **common,
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
         ),
         "lmm": lambda: fit_lmm(
             data,
@@ -154,7 +155,9 @@ def analyse_outcome(
             random_slope=options["random_slope"],
             week="week",
             alpha=options["alpha"],
-            **common,
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
         ),
         "ancova": lambda: fit_ancova(
             post,
@@ -164,7 +167,9 @@ def analyse_outcome(
             reference_arm=trial.control,
             visit_order=post_visits,
             alpha=options["alpha"],
-            **common,
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
         ),
     }
     effects, lsmeans = [], []
@@ -193,9 +198,19 @@ def analyse_outcome(
         ls.insert(0, "outcome", outcome.name)
         lsmeans.append(ls)
         record[name] = {"fitted": True, **result.to_dict()}
+        if result.covariance is not None:
+            sd = np.sqrt(np.diag(result.covariance.to_numpy()))
+            corr = result.covariance / np.outer(sd, sd)
+            record[name]["correlation"] = jsonable(corr)
     try:
         anova = mixed_anova(
-            data, response="value", reference_arm=trial.control, visit_order=all_visits, **common
+            data,
+            response="value",
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
+            reference_arm=trial.control,
+            visit_order=all_visits,
         )
         anova.insert(0, "outcome", outcome.name)
         record["mixed_anova"] = {
@@ -213,7 +228,9 @@ def analyse_outcome(
             reference_arm=trial.control,
             visit_order=post_visits,
             alpha=options["alpha"],
-            **common,
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
         )
         g.insert(0, "outcome", outcome.name)
     except ModelError as exc:

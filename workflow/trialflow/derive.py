@@ -9,7 +9,9 @@ diagram. :func:`derive` checks that the three reconcile and raises if they do no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -210,25 +212,18 @@ def read_analysis_datasets(
     *, adsl: str, adeff: str, meta: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read ``adsl.csv`` and ``adeff.csv`` with categorical covariates kept as text."""
-    import json
-    from pathlib import Path
-
     types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))["covariate_types"]
-    text = {c: str for c, kind in types.items() if kind == "categorical"}
-    common = {"keep_default_na": False, "na_values": [""]}
+    text_columns = {c: str for c, kind in types.items() if kind == "categorical"}
     adsl_frame = pd.read_csv(
-        adsl, dtype={"subject_id": str, "arm": str, "last_visit": str, **text}, **common
+        adsl,
+        dtype={"subject_id": str, "arm": str, "last_visit": str, **text_columns},
+        keep_default_na=False,
+        na_values=[""],
     )
     adeff_frame = pd.read_csv(
         adeff,
-        dtype={
-            "subject_id": str,
-            "arm": str,
-            "outcome": str,
-            "visit": str,
-            "ablfl": str,
-            "anl01fl": str,
-        },
-        **common,
+        dtype={c: str for c in ("subject_id", "arm", "outcome", "visit", "ablfl", "anl01fl")},
+        keep_default_na=False,
+        na_values=[""],
     )
     return adsl_frame, adeff_frame

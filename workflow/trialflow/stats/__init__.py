@@ -1,0 +1,1 @@
+"""Statistical engine: MMRM, LMM, ANCOVA, mixed ANOVA, effect sizes."""

@@ -1,0 +1,107 @@
+"""Result container shared by every model in :mod:`trialflow.stats`.
+
+One shape for every fit: tables as DataFrames with a fixed column order, plus
+convergence state and warnings carried as data (never only printed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+EFFECT_COLUMNS: tuple[str, ...] = (
+    "contrast",
+    "visit",
+    "estimate",
+    "std_error",
+    "df",
+    "ci_lower",
+    "ci_upper",
+    "p_value",
+    "n",
+)
+LSMEAN_COLUMNS: tuple[str, ...] = (
+    "visit",
+    "arm",
+    "estimate",
+    "std_error",
+    "df",
+    "ci_lower",
+    "ci_upper",
+    "n",
+)
+
+
+def jsonable(value: Any) -> Any:
+    """Convert DataFrames, numpy scalars and arrays to JSON types (NaN and inf become None)."""
+    if isinstance(value, pd.DataFrame):
+        return {
+            "columns": [str(c) for c in value.columns],
+            "index": [str(i) for i in value.index],
+            "data": [[jsonable(v) for v in row] for row in value.to_numpy().tolist()],
+        }
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return None if not math.isfinite(f) else f
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    return value
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Outcome of one model fit.
+
+    Attributes
+    ----------
+    analysis
+        ``"mmrm"``, ``"lmm"``, ``"ancova"`` or ``"mixed_anova"``.
+    effects
+        Treatment minus control per post-baseline visit, columns
+        :data:`EFFECT_COLUMNS` in that order.
+    lsmeans
+        Least-squares means per visit and arm, columns :data:`LSMEAN_COLUMNS`.
+    covariance
+        Estimated residual covariance across visits (visits x visits), or None.
+    converged
+        Whether the optimizer reported convergence at an interior optimum.
+    warnings
+        Human-readable warnings raised during the fit (convergence, fallbacks, ...).
+    info
+        Free-form model description: formula, covariance structure requested and
+        used, log-likelihood, numbers of subjects and observations, optimizer, ...
+    """
+
+    analysis: str
+    effects: pd.DataFrame
+    lsmeans: pd.DataFrame
+    covariance: pd.DataFrame | None = None
+    converged: bool = True
+    warnings: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in JSON-serialisable form (NaN and inf become None)."""
+        return jsonable(
+            {
+                "analysis": self.analysis,
+                "converged": self.converged,
+                "warnings": list(self.warnings),
+                "info": self.info,
+                "covariance": self.covariance,
+                "effects": self.effects,
+                "lsmeans": self.lsmeans,
+            }
+        )
