@@ -298,6 +298,7 @@ effects_out <- list()
 lsmeans_out <- list()
 cov_out <- list()
 fit_out <- list()
+resid_out <- list()
 
 datasets <- read.csv(file.path(data_dir, "datasets.csv"), colClasses = "character",
                      check.names = FALSE)
@@ -410,6 +411,15 @@ for (r in seq_len(nrow(datasets))) {
         row_visit = rep(visit_levels, times = k), col_visit = rep(visit_levels, each = k),
         value = as.numeric(Sigma)
       )
+      if (structure == "us") {
+        # Diagnostics: fitted values, raw and normalized residuals of the polished fit.
+        resid_out[[length(resid_out) + 1]] <- data.frame(
+          dataset = ds$dataset, outcome = outcome, subject_id = dat$subject_id,
+          visit = as.character(dat$visit), fitted = as.numeric(fitted(fixed_fit)),
+          residual = as.numeric(residuals(fixed_fit, type = "response")),
+          normalized_residual = as.numeric(residuals(fixed_fit, type = "normalized"))
+        )
+      }
       fit_out[[length(fit_out) + 1]] <- data.frame(
         dataset = ds$dataset, outcome = outcome, covariance = structure,
         loglik = as.numeric(logLik(fixed_fit)), n_obs = fit$dims$N,
@@ -436,6 +446,7 @@ write_out(effects_out, "mmrm_effects.csv")
 write_out(lsmeans_out, "mmrm_lsmeans.csv")
 write_out(cov_out, "mmrm_covariance.csv")
 write_out(fit_out, "mmrm_fit.csv")
+write_out(resid_out, "mmrm_residuals.csv")
 
 session_file <- file.path(out_dir, "R_session.txt")
 writeLines(c(

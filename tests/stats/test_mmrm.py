@@ -397,3 +397,31 @@ def test_calibration_type_i_error_coverage_and_bias() -> None:
         [_fit(simulate_trial(rng, true_effect)).effects["estimate"] for _ in range(300)]
     )
     assert_allclose(estimates.mean(axis=0)[-1], true_effect[-1], rtol=0.02)
+
+
+US_CASES = [(d, o) for d, o, c in CASES if c == "us"]
+
+
+@pytest.mark.parametrize(("dataset", "outcome"), US_CASES)
+def test_residuals_match_r(dataset: str, outcome: str) -> None:
+    """Fitted values and residuals (raw and normalized) equal nlme's for the unstructured fit.
+
+    Reference: tests/reference/make_mmrm_references.R -> output/mmrm_residuals.csv
+    (fitted(), residuals(type = "response"), residuals(type = "normalized") of the gls fit).
+    """
+    ref = pd.read_csv(OUTPUT / "mmrm_residuals.csv", dtype={"subject_id": str})
+    ref = ref[(ref["dataset"] == dataset) & (ref["outcome"] == outcome)]
+    result = _fit_reference_case(dataset, outcome, "us")
+    assert result.residuals is not None
+    got = result.residuals.astype({"subject_id": str}).merge(
+        ref, on=["subject_id", "visit"], suffixes=("", "_r"), validate="1:1"
+    )
+    assert len(got) == len(ref) == len(result.residuals) == result.info["n_observations"]
+    scale = float(np.abs(ref["fitted"]).max())
+    # Fitted values inherit the 1e-4 tolerance of the coefficients; absolute in the units of
+    # the outcome, because residuals near zero make a relative tolerance meaningless.
+    assert_allclose(got["fitted"], got["fitted_r"], rtol=0, atol=1e-6 * scale)
+    assert_allclose(got["residual"], got["residual_r"], rtol=0, atol=1e-6 * scale)
+    # Normalized residuals are unit-free; they also depend on the covariance estimate (1e-3).
+    assert_allclose(got["normalized_residual"], got["normalized_residual_r"], rtol=0, atol=1e-4)
+    assert_allclose(got["residual"], got["observed"] - got["fitted"], rtol=0, atol=1e-12)

@@ -24,6 +24,8 @@ def main(smk: Any) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for outcome, record in result.models.items():
         write_json(record, folder / f"{outcome}.json")
+    for outcome, residuals in result.residuals.items():
+        write_csv(residuals, folder / f"{outcome}.residuals.csv")
     for record in result.models.values():
         for analysis in ("mmrm", "lmm", "ancova"):
             fit = record.get(analysis, {})

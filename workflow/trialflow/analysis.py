@@ -77,6 +77,7 @@ class TrialAnalysis:
     anova: pd.DataFrame
     effect_sizes: pd.DataFrame
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    residuals: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def analysis_options(trial: TrialConfig) -> dict[str, Any]:
@@ -198,6 +199,8 @@ def analyse_outcome(
         ls.insert(0, "outcome", outcome.name)
         lsmeans.append(ls)
         record[name] = {"fitted": True, **result.to_dict()}
+        if name == "mmrm" and result.residuals is not None:
+            record["_residuals"] = result.residuals
         if result.covariance is not None:
             sd = np.sqrt(np.diag(result.covariance.to_numpy()))
             corr = result.covariance / np.outer(sd, sd)
@@ -272,11 +275,13 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         ``effects`` (columns :data:`EFFECT_TABLE_COLUMNS`, rows ordered by outcome as in the
         trial description, then analysis mmrm, lmm, ancova, then visit), ``lsmeans``
         (:data:`LSMEAN_TABLE_COLUMNS`), ``anova`` (:data:`ANOVA_TABLE_COLUMNS` first),
-        ``effect_sizes`` (Hedges' g per outcome and visit) and one model record per outcome.
+        ``effect_sizes`` (Hedges' g per outcome and visit), one model record per outcome and
+        the MMRM residuals per outcome (see :attr:`ModelResult.residuals`).
     """
     options = analysis_options(trial)
     effects, lsmeans, anovas, sizes = [], [], [], []
     models: dict[str, dict[str, Any]] = {}
+    residuals: dict[str, pd.DataFrame] = {}
     for outcome in trial.outcomes:
         data = outcome_data(adeff, adsl, trial, outcome)
         eff, ls, anova, g, record = analyse_outcome(data, trial, outcome, options)
@@ -285,6 +290,9 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         anovas.append(anova)
         sizes.append(g)
         record["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        resid = record.pop("_residuals", None)
+        if resid is not None:
+            residuals[outcome.name] = resid
         models[outcome.name] = record
     eff_table = add_multiplicity(pd.concat(effects, ignore_index=True), trial)
     eff_table = eff_table.reindex(
@@ -302,4 +310,5 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         anova=anova_table,
         effect_sizes=pd.concat(sizes, ignore_index=True),
         models=models,
+        residuals=residuals,
     )

@@ -730,4 +730,35 @@ def fit_mmrm(
         converged=True,
         warnings=tuple(notes),
         info=info,
+        residuals=_residuals(obs, x @ fit.evaluation.beta, sigma, subject, visit),
+    )
+
+
+def _residuals(
+    obs: ObservedRows, fitted: np.ndarray, sigma: np.ndarray, subject: str, visit: str
+) -> pd.DataFrame:
+    """Raw and normalized residuals per observation (normalized: whitened within subject)."""
+    raw = obs.y - fitted
+    wide = np.full((len(obs.subjects), len(obs.visits)), np.nan)
+    wide[obs.subject_code, obs.visit_code] = raw
+    seen = ~np.isnan(wide)
+    normalized = np.full_like(wide, np.nan)
+    patterns, which = np.unique(seen, axis=0, return_inverse=True)
+    which = np.asarray(which).ravel()
+    for k, mask in enumerate(patterns):
+        idx = np.flatnonzero(mask)
+        rows = np.flatnonzero(which == k)
+        chol = np.linalg.cholesky(sigma[np.ix_(idx, idx)])
+        block = wide[np.ix_(rows, idx)]
+        # Solve L z = r for every subject of the pattern at once: z = r L^-T.
+        normalized[np.ix_(rows, idx)] = np.linalg.solve(chol, block.T).T
+    return pd.DataFrame(
+        {
+            subject: [obs.subjects[i] for i in obs.subject_code],
+            visit: [obs.visits[j] for j in obs.visit_code],
+            "observed": obs.y,
+            "fitted": fitted,
+            "residual": raw,
+            "normalized_residual": normalized[obs.subject_code, obs.visit_code],
+        }
     )

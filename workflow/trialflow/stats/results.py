@@ -82,6 +82,11 @@ class ModelResult:
     info
         Free-form model description: formula, covariance structure requested and
         used, log-likelihood, numbers of subjects and observations, optimizer, ...
+    residuals
+        Per observation used in the fit (where the model provides them): subject, visit,
+        observed, fitted, residual and normalized residual (residual whitened by the
+        Cholesky factor of the subject's residual covariance, as nlme's
+        ``type = "normalized"``). Not part of :meth:`to_dict`.
     """
 
     analysis: str
@@ -91,6 +96,7 @@ class ModelResult:
     converged: bool = True
     warnings: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    residuals: pd.DataFrame | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything in JSON-serialisable form (NaN and inf become None)."""
