@@ -1,0 +1,100 @@
+rule figures:
+    """Draw every figure of a trial (PNG and SVG)."""
+    input:
+        trial=get_trial_config,
+        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
+        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
+        flow=f"{RESULTS}/{{trial}}/analysis/flow.csv",
+        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
+        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
+        models=f"{RESULTS}/{{trial}}/models",
+    output:
+        figures=report(
+            directory(f"{RESULTS}/{{trial}}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="{trial}",
+            subcategory="Figures",
+        ),
+    log:
+        f"{RESULTS}/{{trial}}/logs/figures.log",
+    conda:
+        "../envs/trialflow.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule report:
+    """Write the publication tables and the self-contained HTML report of a trial."""
+    input:
+        unpack(get_raw_inputs),
+        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
+        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
+        flow=f"{RESULTS}/{{trial}}/analysis/flow.csv",
+        queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
+        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
+        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
+        anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
+        effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
+        models=f"{RESULTS}/{{trial}}/models",
+        figures=f"{RESULTS}/{{trial}}/figures",
+    output:
+        report=report(
+            f"{RESULTS}/{{trial}}/report.html",
+            caption="../report/trial_report.rst",
+            category="{trial}",
+            subcategory="Report",
+        ),
+        table1=f"{RESULTS}/{{trial}}/tables/table1.csv",
+        table1_html=report(
+            f"{RESULTS}/{{trial}}/tables/table1.html",
+            caption="../report/table1.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        primary=report(
+            f"{RESULTS}/{{trial}}/tables/primary_outcome.csv",
+            caption="../report/outcomes.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        secondary=report(
+            f"{RESULTS}/{{trial}}/tables/secondary_outcomes.csv",
+            caption="../report/outcomes.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        completion=f"{RESULTS}/{{trial}}/tables/visit_completion.csv",
+    log:
+        f"{RESULTS}/{{trial}}/logs/report.log",
+    conda:
+        "../envs/trialflow.yaml"
+    script:
+        "../scripts/report.py"
+
+
+rule index:
+    """Link every trial's report; forest plots of outcomes shared by several trials."""
+    input:
+        trials=[f"{TRIALS_DIR}/{t}.yaml" for t in TRIALS],
+        reports=expand(f"{RESULTS}/{{trial}}/report.html", trial=TRIALS),
+        effects=expand(f"{RESULTS}/{{trial}}/tables/effects.csv", trial=TRIALS),
+        lsmeans=expand(f"{RESULTS}/{{trial}}/tables/lsmeans.csv", trial=TRIALS),
+        flows=expand(f"{RESULTS}/{{trial}}/analysis/flow.csv", trial=TRIALS),
+    output:
+        index=report(
+            f"{RESULTS}/index.html",
+            caption="../report/index.rst",
+            category="All trials",
+        ),
+        figures=directory(f"{RESULTS}/cross_trial"),
+    log:
+        f"{RESULTS}/logs/index.log",
+    conda:
+        "../envs/trialflow.yaml"
+    params:
+        trials=TRIALS,
+    script:
+        "../scripts/index.py"

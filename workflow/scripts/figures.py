@@ -1,0 +1,37 @@
+"""Snakemake adapter: draw every figure of one trial."""
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trialflow.config import load_trial
+from trialflow.derive import read_analysis_datasets
+from trialflow.plots import write_trial_figures
+from trialflow.runner import logger, run_script
+
+
+def main(smk: Any) -> None:
+    trial = load_trial(smk.input.trial, name=smk.wildcards.trial)
+    _, adeff = read_analysis_datasets(
+        adsl=smk.input.adsl, adeff=smk.input.adeff, meta=smk.input.meta
+    )
+    text = {"keep_default_na": False, "na_values": [""]}
+    models = Path(smk.input.models)
+    residuals = {
+        p.name.removesuffix(".residuals.csv"): pd.read_csv(p, dtype={"subject_id": str}, **text)
+        for p in sorted(models.glob("*.residuals.csv"))
+    }
+    written = write_trial_figures(
+        trial=trial,
+        adeff=adeff,
+        flow=pd.read_csv(smk.input.flow, dtype={"visit": str}, **text).fillna({"visit": ""}),
+        effects=pd.read_csv(smk.input.effects, dtype={"note": str}, **text),
+        lsmeans=pd.read_csv(smk.input.lsmeans, **text),
+        residuals=residuals,
+        folder=Path(smk.output.figures),
+    )
+    logger.info("%s: %d figure files", trial.name, len(written))
+
+
+run_script(snakemake, main)

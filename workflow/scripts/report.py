@@ -1,0 +1,33 @@
+"""Snakemake adapter: publication tables and the HTML report of one trial."""
+
+from pathlib import Path
+from typing import Any
+
+from trialflow.config import load_trial
+from trialflow.io import write_csv
+from trialflow.report import load_report_inputs, render_report, write_report_tables
+from trialflow.runner import logger, run_script
+
+
+def main(smk: Any) -> None:
+    trial = load_trial(smk.input.trial, name=smk.wildcards.trial)
+    inputs = load_report_inputs(
+        trial=trial,
+        analysis_dir=Path(smk.input.adsl).parent,
+        tables_dir=Path(smk.input.effects).parent,
+        models_dir=Path(smk.input.models),
+        figures_dir=Path(smk.input.figures),
+        input_files=[Path(smk.input.trial), Path(smk.input.subjects), Path(smk.input.visits)],
+    )
+    tables = write_report_tables(inputs)
+    write_csv(tables["table1"], smk.output.table1)
+    Path(smk.output.table1_html).write_text(tables["table1_html"], encoding="utf-8")
+    write_csv(tables["primary"], smk.output.primary)
+    write_csv(tables["secondary"], smk.output.secondary)
+    write_csv(tables["completion"], smk.output.completion)
+    html = render_report(inputs, tables=tables)
+    Path(smk.output.report).write_text(html, encoding="utf-8")
+    logger.info("%s: report written to %s", trial.name, smk.output.report)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,1365 @@
+"""Figures of a trial's analysis, drawn from the analysis datasets and the model tables.
+
+Every plotting function takes DataFrames of the output contract (``flow``, ``adeff``,
+``effects``, ``lsmeans``, MMRM residuals) and the :class:`~trialflow.config.TrialConfig`, and
+returns a :class:`matplotlib.figure.Figure` without writing anything; :func:`save_figure` is
+the only function touching files and writes byte-reproducible PNG and SVG. Figures are built on
+their own Agg canvas under a local style context, so no global pyplot or backend state is
+touched. Each arm keeps one colour-blind-safe colour in every figure (:func:`arm_colors`),
+every axis names its unit from the trial description, confidence intervals are read from the
+model tables (never re-estimated), and labels coming from the configuration or the data are
+rendered as plain text. An outcome without data or estimates still gets a figure that says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from trialflow.config import Outcome, TrialConfig, did_you_mean
+from trialflow.errors import ConfigError, TrialflowError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# Okabe-Ito colours: distinguishable under the common colour-vision deficiencies.
+CONTROL_COLOR = "#0072B2"
+TREATMENT_COLOR = "#E69F00"
+NEUTRAL_COLOR = "#666666"
+TEXT_GREY = "#444444"
+
+ANALYSIS_LABELS: dict[str, str] = {"mmrm": "MMRM", "lmm": "LMM", "ancova": "ANCOVA"}
+# Analyses are told apart by marker shape as well as colour (black and two Okabe-Ito hues
+# that are not used for the arms), so they stay distinct in greyscale.
+ANALYSIS_STYLES: dict[str, tuple[str, str]] = {
+    "mmrm": ("o", "#000000"),
+    "lmm": ("s", "#009E73"),
+    "ancova": ("D", "#CC79A7"),
+}
+DOMAIN_ORDER: tuple[str, ...] = ("pain", "strength", "function", "glucose", "fitness", "other")
+DOMAIN_TITLES: dict[str, str] = {
+    "pain": "Pain",
+    "strength": "Strength",
+    "function": "Physical function",
+    "glucose": "Glucose control",
+    "fitness": "Fitness",
+    "other": "Other outcomes",
+}
+PNG_DPI = 150
+SVG_HASHSALT = "trialflow"
+
+# Applied only while a figure is built or saved (rc_context), so a user's matplotlib settings
+# are neither changed nor able to change our output. DejaVu Sans ships with matplotlib, which
+# keeps rendering identical across machines; usetex is off and mathtext parsing stays on only
+# so that escaped dollar signs in user labels render as dollars.
+_STYLE: dict[str, Any] = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.formatter.useoffset": False,
+    "axes.formatter.use_mathtext": False,
+    "axes.unicode_minus": True,
+    "text.usetex": False,
+    "text.parse_math": True,
+    "svg.fonttype": "path",
+    "svg.hashsalt": SVG_HASHSALT,
+    "figure.dpi": 100,
+    "savefig.dpi": PNG_DPI,
+    "savefig.facecolor": "white",
+    "figure.facecolor": "white",
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    import matplotlib
+
+    # The stubs type rc_context's argument as a dict of literal keys; _STYLE is checked at runtime.
+    style: Any = _STYLE
+    with matplotlib.rc_context(style):
+        yield
+
+
+def _styled(func: Callable[P, R]) -> Callable[P, R]:
+    """Run a figure builder inside the local style context."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _style():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
+    """A figure on its own Agg canvas, not registered with pyplot (no global backend state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def arm_colors(trial: TrialConfig) -> dict[str, str]:
+    """The colour of each arm, used identically in every figure.
+
+    Parameters
+    ----------
+    trial
+        The trial description.
+
+    Returns
+    -------
+    dict
+        ``{control label: "#0072B2" (blue), treatment label: "#E69F00" (orange)}``
+        (Okabe-Ito palette). Totals and pooled data use :data:`NEUTRAL_COLOR`.
+    """
+    return {trial.control: CONTROL_COLOR, trial.treatment: TREATMENT_COLOR}
+
+
+def _plain(text: object) -> str:
+    """User text as literal text: escape ``$`` so that matplotlib never starts mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _num(value: Any) -> float:
+    """A table cell as float (empty, None or text that is not a number become NaN)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt(value: float, decimals: int) -> str:
+    """A number with the outcome's decimals and a typographic minus; NaN as "NA"."""
+    if not math.isfinite(value):
+        return "NA"
+    text = f"{value:.{decimals}f}"
+    # -0.00 after rounding reads as a sign that is not there.
+    if float(text) == 0:
+        text = text.lstrip("-")
+    return text.replace("-", "\u2212")
+
+
+def _estimate_text(est: float, lo: float, hi: float, n: float, decimals: int) -> str:
+    n_text = str(int(n)) if math.isfinite(n) else "NA"
+    return f"{_fmt(est, decimals)} ({_fmt(lo, decimals)} to {_fmt(hi, decimals)}), n = {n_text}"
+
+
+def _outcome(trial: TrialConfig, name: str) -> Outcome:
+    try:
+        return trial.outcome(name)
+    except KeyError:
+        names = [o.name for o in trial.outcomes]
+        raise ConfigError(
+            f"outcome {name!r} is not in trial {trial.name!r} ({did_you_mean(name, names)})",
+            file=trial.source,
+            fix="use an outcome name from the trial description",
+        ) from None
+
+
+def _with_unit(text: str, outcome: Outcome) -> str:
+    return f"{_plain(text)} ({_plain(outcome.unit)})"
+
+
+def _better_note(outcome: Outcome) -> str:
+    return "\u2193 lower is better" if outcome.better == "lower" else "\u2191 higher is better"
+
+
+def _no_data(ax: Axes, message: str = "no data") -> None:
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        color=TEXT_GREY,
+        fontsize=10,
+        style="italic",
+    )
+
+
+def _rows(frame: pd.DataFrame, **equal: str) -> pd.DataFrame:
+    """Rows of ``frame`` whose columns equal the given values (none if a column is absent)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in equal.items():
+        if column not in frame.columns:
+            return frame.iloc[0:0]
+        mask &= frame[column].astype(str) == value
+    return frame.loc[mask]
+
+
+def _outcome_rows(adeff: pd.DataFrame, outcome: Outcome) -> pd.DataFrame:
+    rows = _rows(adeff, outcome=outcome.name).copy()
+    for column in ("value", "change", "week"):
+        if column in rows.columns:
+            rows[column] = pd.to_numeric(rows[column], errors="coerce")
+    return rows
+
+
+def _week_ticks(ax: Axes, trial: TrialConfig) -> None:
+    weeks = [v.week for v in trial.visits]
+    ax.set_xticks(weeks, [f"{w:g}" for w in weeks])
+    span = max(weeks) - min(weeks) or 1.0
+    ax.set_xlim(min(weeks) - 0.06 * span, max(weeks) + 0.06 * span)
+    ax.set_xlabel("Time since randomization (weeks)")
+
+
+def _dodge(trial: TrialConfig) -> dict[str, float]:
+    """Horizontal offset per arm so that the two arms' error bars do not overlap."""
+    weeks = [v.week for v in trial.visits]
+    step = 0.015 * ((max(weeks) - min(weeks)) or 1.0)
+    return {trial.control: -step, trial.treatment: step}
+
+
+def _attended_subjects(adeff: pd.DataFrame, visit: str) -> set[str]:
+    """Subjects with at least one outcome value at ``visit`` (the ADSL meaning of attended)."""
+    rows = _rows(adeff, visit=visit)
+    values = pd.to_numeric(rows["value"], errors="coerce") if "value" in rows else pd.Series()
+    return set(rows.loc[values.notna(), "subject_id"].astype(str))
+
+
+# --------------------------------------------------------------------------- CONSORT
+
+
+def _flow_count(flow: pd.DataFrame, stage: str, arm: str, visit: str = "") -> int:
+    visits = flow["visit"].fillna("").astype(str)
+    sel = (flow["stage"].astype(str) == stage) & (flow["arm"].astype(str) == arm)
+    sel &= visits == visit
+    return int(pd.to_numeric(flow.loc[sel, "n"], errors="coerce").fillna(0).sum())
+
+
+def analysed_counts(
+    lsmeans: pd.DataFrame, trial: TrialConfig, outcome: str | None = None
+) -> dict[str, int]:
+    """Subjects per arm in the primary analysis: MMRM n at the primary visit.
+
+    Parameters
+    ----------
+    lsmeans
+        The LS-means table (columns of :data:`trialflow.analysis.LSMEAN_TABLE_COLUMNS`).
+    trial
+        The trial description.
+    outcome
+        Outcome name; defaults to the first primary outcome.
+
+    Returns
+    -------
+    dict
+        ``{arm: n}``; 0 for an arm without an MMRM LS mean (model not fitted).
+    """
+    name = outcome or trial.primary_outcomes[0].name
+    rows = _rows(lsmeans, outcome=name, analysis="mmrm", visit=trial.primary_visit)
+    counts: dict[str, int] = {}
+    for arm in trial.arms:
+        n = pd.to_numeric(_rows(rows, arm=arm).get("n", pd.Series(dtype=float)), errors="coerce")
+        counts[arm] = int(n.iloc[0]) if len(n) and math.isfinite(float(n.iloc[0])) else 0
+    return counts
+
+
+def _box(
+    ax: Axes,
+    cx: float,
+    cy: float,
+    width: float,
+    height: float,
+    text: str,
+    *,
+    edge: str,
+    face: str | tuple[float, float, float],
+    weight: str = "normal",
+    dashed: bool = False,
+) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(
+        FancyBboxPatch(
+            (cx - width / 2, cy - height / 2),
+            width,
+            height,
+            boxstyle="round,pad=0,rounding_size=0.06",
+            facecolor=face,
+            edgecolor=edge,
+            linewidth=1.2,
+            linestyle="--" if dashed else "-",
+        )
+    )
+    # About 15 characters per inch at 9 pt keeps long arm or visit labels inside the box.
+    wrapped = "\n".join(
+        textwrap.fill(line, width=max(12, int(width * 15))) for line in text.split("\n")
+    )
+    ax.text(cx, cy, wrapped, ha="center", va="center", fontsize=9, weight=weight)
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate(
+        "",
+        xy=end,
+        xytext=start,
+        arrowprops={
+            "arrowstyle": "-|>",
+            "color": TEXT_GREY,
+            "lw": 1.0,
+            "shrinkA": 0,
+            "shrinkB": 0,
+            "mutation_scale": 10,
+        },
+    )
+
+
+def _tint(color: str, amount: float = 0.15) -> tuple[float, float, float]:
+    """``color`` mixed with white: a light box fill that keeps black text readable."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return (1 - amount * (1 - r), 1 - amount * (1 - g), 1 - amount * (1 - b))
+
+
+@_styled
+def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str, int]) -> Figure:
+    """CONSORT flow diagram from the flow counts.
+
+    Parameters
+    ----------
+    flow
+        The CONSORT counts (``flow.csv``; columns stage, visit, arm, n).
+    trial
+        The trial description.
+    analysed
+        Subjects per arm in the primary analysis (e.g. :func:`analysed_counts`).
+
+    Returns
+    -------
+    Figure
+        A top "Randomized" box, then one column per arm (control left, treatment right):
+        allocated, baseline attended, attended at each post-baseline visit, completed (final
+        visit attended), analysed; side boxes give the withdrawals after each visit.
+    """
+    colors = arm_colors(trial)
+    base = trial.visit(trial.baseline_visit)
+    post = list(trial.post_baseline_visits)
+    # Main boxes per arm: allocation, baseline, each post-baseline visit, analysis.
+    n_main = 3 + len(post)
+    pitch, box_h, side_h = 1.0, 0.56, 0.42
+    width = 10.5
+    height = 1.0 + 1.35 + pitch * (n_main - 1) + 0.9
+    fig = _new_figure(width, height, constrained=False)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+
+    ax.text(
+        width / 2,
+        height - 0.3,
+        _plain(trial.title),
+        ha="center",
+        va="center",
+        fontsize=11,
+        weight="bold",
+    )
+    total = _flow_count(flow, "randomized", "total")
+    top_y = height - 0.95
+    _box(
+        ax,
+        width / 2,
+        top_y,
+        3.0,
+        box_h,
+        f"Randomized (n = {total})",
+        edge=TEXT_GREY,
+        face="#F2F2F2",
+        weight="bold",
+    )
+    first_y = top_y - 1.35
+    split_y = (top_y - box_h / 2 + first_y + box_h / 2) / 2
+    main_w, side_w = 2.9, 1.9
+    centres = {trial.control: 3.55, trial.treatment: 6.95}
+    sides = {trial.control: 0.15 + side_w / 2, trial.treatment: width - 0.15 - side_w / 2}
+    ax.plot([width / 2, width / 2], [top_y - box_h / 2, split_y], color=TEXT_GREY, lw=1.0)
+    ax.plot(
+        [centres[trial.control], centres[trial.treatment]],
+        [split_y, split_y],
+        color=TEXT_GREY,
+        lw=1.0,
+    )
+
+    for arm in trial.arms:
+        cx, sx = centres[arm], sides[arm]
+        randomized = _flow_count(flow, "randomized", arm)
+        boxes: list[tuple[str, str | None]] = [
+            (f"Allocated to {_plain(arm)}\n(n = {randomized})", None),
+            (
+                f"Attended {_plain(base.label)} (week {base.week:g})\n"
+                f"(n = {_flow_count(flow, 'with_baseline', arm)})",
+                base.label,
+            ),
+        ]
+        for v in post:
+            if v.label == trial.final_visit:
+                text = (
+                    f"Completed: attended {_plain(v.label)} (week {v.week:g})\n"
+                    f"(n = {_flow_count(flow, 'completed', arm)})"
+                )
+            else:
+                text = (
+                    f"Attended {_plain(v.label)} (week {v.week:g})\n"
+                    f"(n = {_flow_count(flow, 'attended', arm, v.label)})"
+                )
+            boxes.append((text, v.label))
+        boxes.append(
+            (
+                f"Analysed in the primary analysis\n"
+                f"(n = {int(analysed.get(arm, 0))} of {randomized} randomized)",
+                None,
+            )
+        )
+        _arrow(ax, (cx, split_y), (cx, first_y + box_h / 2))
+        for i, (text, visit) in enumerate(boxes):
+            y = first_y - i * pitch
+            last = i == len(boxes) - 1
+            _box(
+                ax,
+                cx,
+                y,
+                main_w,
+                box_h,
+                text,
+                edge=colors[arm],
+                face=_tint(colors[arm]),
+                weight="bold" if i == 0 or last else "normal",
+            )
+            if last:
+                continue
+            _arrow(ax, (cx, y - box_h / 2), (cx, y - pitch + box_h / 2))
+            # Withdrawals branch off between a visit and the next one.
+            if i == 0:
+                lost = _flow_count(flow, "never_attended", arm)
+                label = "Never attended a visit"
+            elif visit is not None and visit != trial.final_visit:
+                lost = _flow_count(flow, "withdrawn_after", arm, visit)
+                label = f"Withdrew after {_plain(visit)}"
+            else:
+                continue
+            if i == 0 and lost == 0:
+                continue
+            mid = y - pitch / 2
+            inner = sx + side_w / 2 if sx < cx else sx - side_w / 2
+            _arrow(ax, (cx, mid), (inner, mid))
+            _box(
+                ax,
+                sx,
+                mid,
+                side_w,
+                side_h,
+                f"{label}\n(n = {lost})",
+                edge=NEUTRAL_COLOR,
+                face="white",
+                dashed=True,
+            )
+    ax.text(
+        0.15,
+        0.35,
+        "Withdrew after a visit: that visit was the last one attended. Attended counts include "
+        "subjects who returned after a missed visit.",
+        ha="left",
+        va="center",
+        fontsize=8,
+        color=TEXT_GREY,
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def _legend_below(fig: Figure, handles: Sequence[Any], ncols: int) -> None:
+    fig.legend(handles=list(handles), loc="outside lower center", ncols=ncols)
+
+
+def _titles(ax: Axes, left: str, right: str = "") -> None:
+    ax.set_title(left, loc="left", fontsize=10)
+    if right:
+        ax.set_title(right, loc="right", fontsize=9, color=TEXT_GREY, style="italic")
+
+
+@_styled
+def trajectory_figure(
+    lsmeans: pd.DataFrame, adeff: pd.DataFrame, trial: TrialConfig, outcome: str
+) -> Figure:
+    """MMRM LS-mean change from baseline by arm over time.
+
+    Parameters
+    ----------
+    lsmeans
+        The LS-means table; rows with analysis ``"mmrm"`` are drawn with their 95% CI.
+    adeff
+        The ADEFF dataset; the observed mean change per arm and visit is drawn as faint
+        open symbols.
+    trial
+        The trial description.
+    outcome
+        Outcome name.
+
+    Returns
+    -------
+    Figure
+        One axis: weeks on x (0 = baseline, change 0 by definition), change from baseline in
+        the outcome's unit on y, arms dodged slightly in x.
+    """
+    from matplotlib.lines import Line2D
+
+    out = _outcome(trial, outcome)
+    colors, dodge = arm_colors(trial), _dodge(trial)
+    markers = {trial.control: "o", trial.treatment: "s"}
+    weeks = {v.label: v.week for v in trial.visits}
+    base_week = weeks[trial.baseline_visit]
+    fig = _new_figure(7.0, 4.8)
+    fig.suptitle(_plain(trial.title), fontsize=10, color=TEXT_GREY)
+    ax = fig.add_subplot()
+    ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
+    model = _rows(lsmeans, outcome=out.name, analysis="mmrm")
+    observed = _outcome_rows(adeff, out)
+    handles: list[Any] = []
+    drawn = False
+    for arm in trial.arms:
+        rows = _rows(model, arm=arm)
+        x = [base_week]
+        est, lo, hi = [0.0], [0.0], [0.0]
+        for v in trial.post_baseline_visits:
+            row = _rows(rows, visit=v.label)
+            if row.empty or not math.isfinite(_num(row["estimate"].iloc[0])):
+                continue
+            x.append(v.week)
+            est.append(_num(row["estimate"].iloc[0]))
+            lo.append(_num(row["ci_lower"].iloc[0]))
+            hi.append(_num(row["ci_upper"].iloc[0]))
+        xs = np.asarray(x) + dodge[arm]
+        e = np.asarray(est)
+        if len(x) > 1:
+            drawn = True
+            ax.errorbar(
+                xs,
+                e,
+                yerr=np.vstack([e - np.asarray(lo), np.asarray(hi) - e]),
+                color=colors[arm],
+                marker=markers[arm],
+                markersize=6,
+                lw=1.8,
+                capsize=3,
+                zorder=3,
+            )
+        means = (
+            observed.loc[observed["arm"].astype(str) == arm]
+            .dropna(subset=["change"])
+            .groupby("visit")["change"]
+            .mean()
+            if not observed.empty
+            else pd.Series(dtype=float)
+        )
+        # Observed means sit just outside the model estimates so neither hides the other.
+        obs_x = [weeks[v] + 2.6 * dodge[arm] for v in means.index if v in weeks]
+        obs_y = [float(means[v]) for v in means.index if v in weeks]
+        if obs_x:
+            ax.scatter(
+                obs_x,
+                obs_y,
+                marker=markers[arm],
+                s=30,
+                facecolors="none",
+                edgecolors=colors[arm],
+                alpha=0.55,
+                linewidths=1.0,
+                zorder=2,
+            )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=colors[arm],
+                marker=markers[arm],
+                lw=1.8,
+                label=f"{_plain(arm)}: LS mean (95% CI)",
+            )
+        )
+    handles.append(
+        Line2D(
+            [],
+            [],
+            color=NEUTRAL_COLOR,
+            marker="o",
+            markerfacecolor="none",
+            lw=0,
+            alpha=0.7,
+            label="observed mean change",
+        )
+    )
+    if not drawn:
+        _no_data(ax, "no data: MMRM not estimable for this outcome")
+    _week_ticks(ax, trial)
+    ax.set_ylabel(f"Change from baseline in {_with_unit(out.label, out)}")
+    _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
+    _legend_below(fig, handles, ncols=3)
+    return fig
+
+
+@_styled
+def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
+    """Individual trajectories of the observed value, one panel per arm.
+
+    Parameters
+    ----------
+    adeff
+        The ADEFF dataset.
+    trial
+        The trial description.
+    outcome
+        Outcome name.
+
+    Returns
+    -------
+    Figure
+        Two panels sharing the y scale (value in the outcome's unit) over weeks: one thin
+        line per subject, the observed mean per visit as a thick line, and an ``x`` on the
+        last observation of subjects who did not attend the final visit.
+    """
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+
+    out = _outcome(trial, outcome)
+    colors = arm_colors(trial)
+    rows = _outcome_rows(adeff, out)
+    final_ids = _attended_subjects(adeff, trial.final_visit)
+    fig = _new_figure(10.0, 4.6)
+    fig.suptitle(
+        f"{_plain(out.label)}: individual trajectories ({_plain(trial.title)})", fontsize=10
+    )
+    axes = fig.subplots(1, 2, sharey=True)
+    any_data = False
+    for ax, arm in zip(axes, trial.arms, strict=True):
+        arm_rows = rows.loc[rows["arm"].astype(str) == arm].dropna(subset=["value"])
+        subjects = sorted(arm_rows["subject_id"].astype(str).unique())
+        for subject in subjects:
+            s = arm_rows.loc[arm_rows["subject_id"].astype(str) == subject].sort_values("week")
+            ax.plot(
+                s["week"],
+                s["value"],
+                color=colors[arm],
+                alpha=0.4,
+                lw=0.8,
+                marker="o",
+                markersize=2,
+            )
+            if subject not in final_ids:
+                ax.plot(
+                    s["week"].iloc[-1],
+                    s["value"].iloc[-1],
+                    marker="x",
+                    color="black",
+                    markersize=6,
+                    mew=1.4,
+                    zorder=4,
+                )
+        if subjects:
+            any_data = True
+            mean = arm_rows.groupby("week")["value"].mean()
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                color=colors[arm],
+                lw=2.6,
+                zorder=5,
+                path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")],
+            )
+        else:
+            _no_data(ax)
+        n_withdrawn = sum(1 for s in subjects if s not in final_ids)
+        ax.set_title(
+            f"{_plain(arm)} (n = {len(subjects)}; {n_withdrawn} withdrew)", loc="left", fontsize=10
+        )
+        _week_ticks(ax, trial)
+        ax.set_ylabel(_with_unit(out.label, out))
+        ax.yaxis.set_tick_params(labelleft=True)
+    if not any_data:
+        axes[0].set_ylim(out.range_min, out.range_max)
+    handles = [
+        Line2D([], [], color=NEUTRAL_COLOR, alpha=0.6, lw=0.8, label="one subject"),
+        Line2D([], [], color=NEUTRAL_COLOR, lw=2.6, label="observed mean"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="x",
+            lw=0,
+            mew=1.4,
+            label="last visit before withdrawal",
+        ),
+    ]
+    _legend_below(fig, handles, ncols=3)
+    return fig
+
+
+@_styled
+def change_figure(
+    adeff: pd.DataFrame, trial: TrialConfig, outcome: str, *, seed: int = 20240101
+) -> Figure:
+    """Distribution of the observed change at the primary visit by arm.
+
+    Parameters
+    ----------
+    adeff
+        The ADEFF dataset.
+    trial
+        The trial description.
+    outcome
+        Outcome name.
+    seed
+        Seed of the horizontal jitter of the points (fixed, so the figure is reproducible).
+
+    Returns
+    -------
+    Figure
+        Box plot per arm (median, quartiles, whiskers at 1.5 IQR) with every subject's change
+        as a jittered point; tick labels give n per arm.
+    """
+    out = _outcome(trial, outcome)
+    colors = arm_colors(trial)
+    rows = _outcome_rows(adeff, out)
+    rows = _rows(rows, visit=trial.primary_visit).dropna(subset=["change"])
+    fig = _new_figure(5.6, 4.8)
+    fig.suptitle(_plain(trial.title), fontsize=9, color=TEXT_GREY)
+    ax = fig.add_subplot()
+    ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
+    rng = np.random.default_rng(seed)
+    labels = []
+    for pos, arm in enumerate(trial.arms):
+        values = rows.loc[rows["arm"].astype(str) == arm, "change"].to_numpy(dtype=float)
+        labels.append(f"{_plain(arm)}\n(n = {len(values)})")
+        # Drawn per arm, even when empty, so the jitter of one arm never depends on the other.
+        jitter = rng.uniform(-0.13, 0.13, size=len(values))
+        if len(values) == 0:
+            continue
+        box = ax.boxplot(
+            [values],
+            positions=[pos],
+            widths=0.5,
+            patch_artist=True,
+            showfliers=False,
+            medianprops={"color": "black", "lw": 1.6},
+            whiskerprops={"color": TEXT_GREY},
+            capprops={"color": TEXT_GREY},
+        )
+        for patch in box["boxes"]:
+            patch.set_facecolor(_tint(colors[arm], 0.35))
+            patch.set_edgecolor(colors[arm])
+        ax.scatter(
+            pos + jitter,
+            values,
+            s=18,
+            color=colors[arm],
+            edgecolors="black",
+            linewidths=0.4,
+            alpha=0.85,
+            zorder=3,
+        )
+    if rows.empty:
+        _no_data(ax, f"no data: no change observed at {_plain(trial.primary_visit)}")
+    ax.set_xticks(range(len(trial.arms)), labels)
+    ax.set_xlim(-0.6, len(trial.arms) - 0.4)
+    ax.set_xlabel("Arm")
+    ax.set_ylabel(
+        f"Change from baseline to {_plain(trial.primary_visit)}\nin {_with_unit(out.label, out)}"
+    )
+    _titles(ax, f"{_plain(out.label)}: observed change", _better_note(out))
+    return fig
+
+
+# --------------------------------------------------------------------------- forest plots
+
+
+def _effect_row(effects: pd.DataFrame, outcome: str, analysis: str, visit: str) -> dict[str, float]:
+    rows = _rows(effects, outcome=outcome, analysis=analysis, visit=visit)
+    keys = ("estimate", "ci_lower", "ci_upper", "n")
+    if rows.empty:
+        return dict.fromkeys(keys, math.nan)
+    first = rows.iloc[0]
+    return {k: _num(first.get(k)) for k in keys}
+
+
+def _effect_limits(values: Sequence[float]) -> tuple[float, float]:
+    """x limits that hold every CI and 0, with a margin."""
+    finite = [v for v in values if math.isfinite(v)] + [0.0]
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    if span == 0:
+        span = abs(hi) or 1.0
+    return lo - 0.12 * span, hi + 0.12 * span
+
+
+def _shade_favoured(
+    ax: Axes, better: str, lower: float, upper: float, treatment: str, control: str
+) -> None:
+    """Shade the side of 0 where treatment minus control favours the treatment, label both."""
+    if better == "higher":
+        ax.axvspan(0, upper, color=TREATMENT_COLOR, alpha=0.13, lw=0, zorder=0)
+        left, right = f"\u2190 favours {_plain(control)}", f"favours {_plain(treatment)} \u2192"
+    else:
+        ax.axvspan(lower, 0, color=TREATMENT_COLOR, alpha=0.13, lw=0, zorder=0)
+        left, right = f"\u2190 favours {_plain(treatment)}", f"favours {_plain(control)} \u2192"
+    for x, text, ha in ((0.0, left, "left"), (1.0, right, "right")):
+        ax.annotate(
+            text,
+            xy=(x, 0),
+            xycoords="axes fraction",
+            xytext=(0, -27),
+            textcoords="offset points",
+            ha=ha,
+            va="top",
+            fontsize=7.5,
+            color=TEXT_GREY,
+        )
+
+
+def _draw_estimates(
+    ax: Axes,
+    values: Sequence[dict[str, float]],
+    styles: Sequence[tuple[str, str]],
+    ys: Sequence[float],
+) -> None:
+    for v, (marker, color), y in zip(values, styles, ys, strict=True):
+        if not math.isfinite(v["estimate"]):
+            continue
+        ax.plot([v["ci_lower"], v["ci_upper"]], [y, y], color=color, lw=1.6, zorder=3)
+        ax.plot(v["estimate"], y, marker=marker, color=color, markersize=6.5, lw=0, zorder=4)
+
+
+@_styled
+def forest_figure(
+    effects: pd.DataFrame, trial: TrialConfig, analyses: Sequence[str] = ("mmrm",)
+) -> Figure:
+    """Treatment effect at the primary visit for every outcome, grouped by domain.
+
+    Parameters
+    ----------
+    effects
+        The effects table (columns of :data:`trialflow.analysis.EFFECT_TABLE_COLUMNS`).
+    trial
+        The trial description.
+    analyses
+        Analyses to draw per outcome, stacked top to bottom (``"mmrm"``, ``"lmm"``,
+        ``"ancova"``); a legend is added when there is more than one.
+
+    Returns
+    -------
+    Figure
+        One small axis per outcome with its own x scale in the outcome's unit, a line at 0,
+        the side favouring the treatment shaded, and "estimate (95% CI), n" to the right.
+        Outcomes without an estimate say "not estimable".
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.transforms import blended_transform_factory
+
+    analyses = tuple(analyses)
+    unknown = [a for a in analyses if a not in ANALYSIS_STYLES]
+    if not analyses or unknown:
+        raise TrialflowError(
+            f"unknown analysis {unknown[0] if unknown else '(none)'!r} for the forest plot",
+            fix="use some of " + ", ".join(repr(a) for a in ANALYSIS_STYLES),
+        )
+    styles = [ANALYSIS_STYLES[a] for a in analyses]
+    if len(analyses) == 1:
+        styles = [("o", "black")]
+    k = len(analyses)
+    order = {d: i for i, d in enumerate(DOMAIN_ORDER)}
+    outcomes = sorted(trial.outcomes, key=lambda o: order.get(o.domain, len(order)))
+    groups: list[tuple[str, list[Outcome]]] = []
+    for o in outcomes:
+        if not groups or groups[-1][0] != o.domain:
+            groups.append((o.domain, []))
+        groups[-1][1].append(o)
+
+    # Sizes in inches: each outcome row is a plot area plus room for ticks, unit label and the
+    # "favours" labels under it.
+    width, top, bottom = 10.5, 1.15 if k > 1 else 0.95, 0.15
+    heading_h, plot_h, under_h = 0.38, 0.32 + 0.2 * (k - 1), 0.7
+    height = (
+        top + bottom + heading_h * len(groups) + (plot_h + under_h) * len(trial.outcomes) + 0.05
+    )
+    fig = _new_figure(width, height, constrained=False)
+    left_x, plot_x0, plot_x1, text_x = 0.015, 0.28, 0.66, 0.685
+    fig.text(
+        left_x,
+        1 - 0.22 / height,
+        _plain(trial.title),
+        ha="left",
+        va="center",
+        fontsize=11,
+        weight="bold",
+    )
+    fig.text(
+        left_x,
+        1 - 0.5 / height,
+        f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
+        f"\u2212 {_plain(trial.control)} in change from baseline, 95% CI "
+        f"(shaded: favours {_plain(trial.treatment)})",
+        ha="left",
+        va="center",
+        fontsize=9,
+        color=TEXT_GREY,
+    )
+    header_y = 1 - (top - 0.12) / height
+    fig.text(left_x, header_y, "Outcome (unit)", ha="left", va="bottom", weight="bold")
+    fig.text(text_x, header_y, "Estimate (95% CI), n", ha="left", va="bottom", weight="bold")
+    if k > 1:
+        handles = [
+            Line2D([], [], marker=m, color=c, lw=1.6, label=ANALYSIS_LABELS[a])
+            for a, (m, c) in zip(analyses, styles, strict=True)
+        ]
+        fig.legend(
+            handles=handles,
+            loc="center",
+            bbox_to_anchor=((plot_x0 + plot_x1) / 2, 1 - 0.8 / height),
+            ncols=k,
+        )
+
+    y = height - top
+    ys = [-float(i) for i in range(k)]
+    for domain, members in groups:
+        y -= heading_h
+        fig.text(
+            left_x,
+            (y + 0.08) / height,
+            DOMAIN_TITLES.get(domain, _plain(domain.capitalize())),
+            ha="left",
+            va="bottom",
+            fontsize=10,
+            weight="bold",
+            color=TEXT_GREY,
+        )
+        fig.add_artist(
+            Line2D(
+                [left_x, 0.985],
+                [(y + 0.05) / height] * 2,
+                transform=fig.transFigure,
+                color="#BBBBBB",
+                lw=0.8,
+            )
+        )
+        for o in members:
+            y -= plot_h
+            ax = fig.add_axes((plot_x0, y / height, plot_x1 - plot_x0, plot_h / height))
+            ax.set_label(o.name)
+            y -= under_h
+            values = [_effect_row(effects, o.name, a, trial.primary_visit) for a in analyses]
+            bounds = [v[c] for v in values for c in ("ci_lower", "ci_upper", "estimate")]
+            estimable = any(math.isfinite(v["estimate"]) for v in values)
+            lower, upper = _effect_limits(bounds) if estimable else (-1.0, 1.0)
+            ax.set_xlim(lower, upper)
+            ax.set_ylim(-(k - 1) - 0.6, 0.6)
+            ax.set_yticks([])
+            ax.spines["left"].set_visible(False)
+            ax.axvline(0, color="black", lw=0.9, zorder=2)
+            _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
+            ax.xaxis.set_major_locator(_max_n_locator())
+            ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8, labelpad=2)
+            if estimable:
+                _draw_estimates(ax, values, styles, ys)
+            else:
+                ax.set_xticks([0.0])
+                _no_data(ax, "not estimable")
+            name = _plain(o.label) + ("  [primary]" if o.primary else "")
+            label_tf = blended_transform_factory(fig.transFigure, ax.transAxes)
+            ax.text(
+                left_x + 0.01,
+                0.5,
+                f"{name}\n({_plain(o.unit)}; {o.better} is better)",
+                transform=label_tf,
+                ha="left",
+                va="center",
+                fontsize=9,
+                linespacing=1.4,
+            )
+            text_tf = blended_transform_factory(fig.transFigure, ax.transData)
+            for v, a, y_a in zip(values, analyses, ys, strict=True):
+                prefix = f"{ANALYSIS_LABELS[a]}: " if k > 1 else ""
+                body = (
+                    _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], o.decimals)
+                    if math.isfinite(v["estimate"])
+                    else "not estimable"
+                )
+                ax.text(
+                    text_x,
+                    y_a,
+                    prefix + body,
+                    transform=text_tf,
+                    ha="left",
+                    va="center",
+                    fontsize=9,
+                    color="black" if math.isfinite(v["estimate"]) else TEXT_GREY,
+                )
+    return fig
+
+
+def _max_n_locator() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10])
+
+
+@_styled
+def cross_trial_forest(
+    effects_by_trial: Mapping[str, pd.DataFrame],
+    trials: Mapping[str, TrialConfig],
+    outcome_name: str,
+    *,
+    analysis: str = "mmrm",
+) -> Figure:
+    """One outcome's treatment effect at each trial's primary visit, one row per trial.
+
+    Parameters
+    ----------
+    effects_by_trial
+        Effects table per trial name.
+    trials
+        Trial description per trial name (every key of ``effects_by_trial`` must be present).
+    outcome_name
+        Outcome name, shared by the trials to compare; trials without it are left out.
+    analysis
+        Which analysis to draw (default the primary MMRM).
+
+    Returns
+    -------
+    Figure
+        A forest plot on one x scale in the outcome's common unit, with the side favouring
+        the treatment shaded.
+
+    Raises
+    ------
+    TrialflowError
+        If no trial has the outcome, a trial description is missing, or the trials give the
+        outcome different units or directions of benefit (scales are never mixed).
+    """
+    missing = [name for name in effects_by_trial if name not in trials]
+    if missing:
+        raise TrialflowError(
+            f"no trial description for {missing[0]!r}",
+            fix="pass a TrialConfig for every trial in effects_by_trial",
+        )
+    members = [
+        (name, trials[name])
+        for name in effects_by_trial
+        if outcome_name in {o.name for o in trials[name].outcomes}
+    ]
+    if not members:
+        raise TrialflowError(
+            f"outcome {outcome_name!r} is in none of the trials {', '.join(effects_by_trial)}",
+            fix="choose an outcome that the trials share",
+        )
+    outs = [(name, t, t.outcome(outcome_name)) for name, t in members]
+    for attr, what in (("unit", "units"), ("better", "directions of benefit")):
+        values = {getattr(o, attr) for _, _, o in outs}
+        if len(values) > 1:
+            listing = ", ".join(f"{n}: {getattr(o, attr)!r}" for n, _, o in outs)
+            raise TrialflowError(
+                f"outcome {outcome_name!r} has different {what} across trials ({listing}); "
+                "its estimates cannot share one scale",
+                fix="convert the data to one unit in every trial description, or plot the "
+                "trials separately",
+            )
+    first = outs[0][2]
+    decimals = max(o.decimals for _, _, o in outs)
+    rows = [
+        _effect_row(effects_by_trial[name], outcome_name, analysis, t.primary_visit)
+        for name, t, _ in outs
+    ]
+    n = len(outs)
+    fig = _new_figure(10.0, 1.9 + 0.62 * n)
+    ax = fig.add_subplot()
+    fig.suptitle(
+        f"{_plain(first.label)}: treatment effect by trial "
+        f"({ANALYSIS_LABELS.get(analysis, _plain(analysis))}, 95% CI)",
+        fontsize=11,
+    )
+    ys = [-float(i) for i in range(n)]
+    bounds = [v[c] for v in rows for c in ("ci_lower", "ci_upper", "estimate")]
+    estimable = any(math.isfinite(v["estimate"]) for v in rows)
+    lower, upper = _effect_limits(bounds) if estimable else (-1.0, 1.0)
+    ax.set_xlim(lower, upper)
+    ax.set_ylim(-n + 0.4, 0.6)
+    ax.axvline(0, color="black", lw=0.9, zorder=2)
+    ax.spines["left"].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    _shade_favoured(ax, first.better, lower, upper, "treatment", "control")
+    ax.set_title(
+        f"shaded: favours the treatment arm; {_better_note(first)}",
+        loc="right",
+        fontsize=8.5,
+        color=TEXT_GREY,
+    )
+    _draw_estimates(ax, rows, [("o", "black")] * n, ys)
+    ax.set_yticks(
+        ys,
+        [
+            f"{_plain(name)}\n{_plain(t.treatment)} \u2212 {_plain(t.control)}, "
+            f"{_plain(t.primary_visit)}"
+            for name, t, _ in outs
+        ],
+    )
+    text_tf = ax.get_yaxis_transform()
+    for v, y in zip(rows, ys, strict=True):
+        finite = math.isfinite(v["estimate"])
+        ax.text(
+            1.02,
+            y,
+            _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
+            if finite
+            else "not estimable",
+            transform=text_tf,
+            ha="left",
+            va="center",
+            fontsize=9,
+            color="black" if finite else TEXT_GREY,
+        )
+    if not estimable:
+        _no_data(ax, "not estimable in any trial")
+    ax.set_xlabel(f"Treatment \u2212 control in change from baseline ({_plain(first.unit)})")
+    ax.set_ylabel("Trial")
+    return fig
+
+
+# --------------------------------------------------------------------------- completeness
+
+
+def _attendance_from(data: pd.DataFrame, trial: TrialConfig) -> dict[str, dict[str, int]]:
+    """Randomized and attended counts per arm from a flow table or from ADEFF."""
+    counts: dict[str, dict[str, int]] = {}
+    if "stage" in data.columns:
+        for arm in trial.arms:
+            counts[arm] = {"randomized": _flow_count(data, "randomized", arm)}
+            for v in trial.visits:
+                counts[arm][v.label] = _flow_count(data, "attended", arm, v.label)
+        return counts
+    if not {"subject_id", "arm", "visit", "value"} <= set(data.columns):
+        raise TrialflowError(
+            "missingness needs the flow table or ADEFF (columns subject_id, arm, visit, value)",
+            fix="pass flow.csv or adeff.csv",
+        )
+    for arm in trial.arms:
+        arm_rows = data.loc[data["arm"].astype(str) == arm]
+        counts[arm] = {"randomized": int(arm_rows["subject_id"].nunique())}
+        for v in trial.visits:
+            attended = _attended_subjects(arm_rows, v.label)
+            counts[arm][v.label] = len(attended)
+    return counts
+
+
+@_styled
+def missingness_figure(data: pd.DataFrame, trial: TrialConfig) -> Figure:
+    """Visit completion by arm: percentage of randomized subjects attending each visit.
+
+    Parameters
+    ----------
+    data
+        The flow table (``flow.csv``) or ADEFF (a visit is attended when any outcome has a
+        value).
+    trial
+        The trial description.
+
+    Returns
+    -------
+    Figure
+        Grouped bars per visit (one per arm) with the percentage and n/N on each bar.
+    """
+    counts = _attendance_from(data, trial)
+    colors = arm_colors(trial)
+    fig = _new_figure(max(6.0, 1.5 + 1.3 * len(trial.visits)), 4.6)
+    fig.suptitle(_plain(trial.title), fontsize=9, color=TEXT_GREY)
+    ax = fig.add_subplot()
+    x = np.arange(len(trial.visits), dtype=float)
+    bar_w = 0.38
+    any_data = False
+    for j, arm in enumerate(trial.arms):
+        n_rand = counts[arm]["randomized"]
+        attended = [counts[arm][v.label] for v in trial.visits]
+        pct = [100.0 * a / n_rand if n_rand else 0.0 for a in attended]
+        offset = (j - 0.5) * bar_w
+        ax.bar(
+            x + offset,
+            pct,
+            width=bar_w * 0.95,
+            color=colors[arm],
+            edgecolor="white",
+            label=f"{_plain(arm)} (n = {n_rand} randomized)",
+        )
+        any_data = any_data or n_rand > 0
+        for xi, p, a in zip(x + offset, pct, attended, strict=True):
+            ax.text(
+                xi,
+                p + 1.5,
+                f"{p:.0f}%\n{a}/{n_rand}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                linespacing=1.1,
+            )
+    if not any_data:
+        _no_data(ax, "no randomized subjects")
+    ax.set_xticks(x, [f"{_plain(v.label)}\n(week {v.week:g})" for v in trial.visits])
+    ax.set_xlabel("Scheduled visit")
+    ax.set_ylabel("Subjects attending (% of randomized)")
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    _titles(ax, "Visit completion by arm")
+    fig.legend(loc="outside lower center", ncols=2)
+    return fig
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+@_styled
+def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
+    """MMRM residual diagnostics: normal QQ plot and residuals against fitted values.
+
+    Parameters
+    ----------
+    residuals
+        MMRM residuals of one outcome (columns subject_id, visit, observed, fitted, residual,
+        normalized_residual; an ``arm`` column, if present, colours the points).
+    trial
+        The trial description.
+    outcome
+        Outcome name.
+
+    Returns
+    -------
+    Figure
+        Left: normalized residuals against standard normal quantiles with the identity line
+        (normalized residuals are N(0, 1) under the model). Right: raw residuals against
+        fitted change, both in the outcome's unit, with a line at 0.
+    """
+    from matplotlib.lines import Line2D
+
+    out = _outcome(trial, outcome)
+    frame = residuals.copy()
+    for column in ("fitted", "residual", "normalized_residual"):
+        frame[column] = (
+            pd.to_numeric(frame[column], errors="coerce") if column in frame else math.nan
+        )
+    colors = arm_colors(trial)
+    point_colors = (
+        frame["arm"].astype(str).map(colors).fillna(NEUTRAL_COLOR)
+        if "arm" in frame.columns
+        else pd.Series(NEUTRAL_COLOR, index=frame.index)
+    )
+    fig = _new_figure(10.0, 4.6)
+    fig.suptitle(
+        f"{_plain(out.label)}: MMRM residual diagnostics ({_plain(trial.title)})", fontsize=10
+    )
+    qq, rvf = fig.subplots(1, 2)
+
+    norm = frame.dropna(subset=["normalized_residual"]).sort_values("normalized_residual")
+    n = len(norm)
+    if n:
+        # Blom plotting positions, as R's qqnorm for n > 10.
+        a = 0.375 if n <= 10 else 0.5
+        probs = (np.arange(1, n + 1) - a) / (n + 1 - 2 * a)
+        theoretical = [NormalDist().inv_cdf(float(p)) for p in probs]
+        qq.scatter(
+            theoretical,
+            norm["normalized_residual"],
+            s=14,
+            c=point_colors.loc[norm.index].tolist(),
+            alpha=0.75,
+            edgecolors="none",
+        )
+        qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
+    else:
+        _no_data(qq)
+    qq.set_xlabel("Standard normal quantile (SD)")
+    qq.set_ylabel("Normalized residual (SD units)")
+    qq.set_title("Normal QQ plot of normalized residuals", loc="left", fontsize=10)
+
+    raw = frame.dropna(subset=["fitted", "residual"])
+    if len(raw):
+        rvf.scatter(
+            raw["fitted"],
+            raw["residual"],
+            s=14,
+            c=point_colors.loc[raw.index].tolist(),
+            alpha=0.75,
+            edgecolors="none",
+        )
+        rvf.axhline(0, color="black", lw=0.9, ls="--")
+    else:
+        _no_data(rvf)
+    rvf.set_xlabel(f"Fitted change in {_with_unit(out.label, out)}")
+    rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
+    rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
+    if "arm" in frame.columns and n:
+        handles = [
+            Line2D([], [], marker="o", lw=0, color=colors[arm], label=_plain(arm))
+            for arm in trial.arms
+        ]
+        _legend_below(fig, handles, ncols=2)
+    return fig
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
+    """Write a figure as PNG (150 dpi) and SVG, byte-identical on every run, and close it.
+
+    Parameters
+    ----------
+    fig
+        The figure.
+    path_stem
+        Output path without extension; ``.png`` and ``.svg`` are appended and missing
+        folders created.
+
+    Returns
+    -------
+    list of Path
+        The PNG and SVG paths.
+    """
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
+    with _style():
+        # No software version or date in the files: reruns and upgrades give the same bytes.
+        fig.savefig(png, format="png", dpi=PNG_DPI, metadata={"Software": None})
+        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    # Figures built here are not registered with pyplot; one made through pyplot is.
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)
+    return [png, svg]

@@ -1,0 +1,758 @@
+"""The HTML report of a trial, and the index of all trials.
+
+The report is one self-contained HTML file (CSS inline, figures embedded as base64 PNG, no
+network request; a Content-Security-Policy forbids any) rendered from the Jinja2 templates in
+``trialflow/templates`` with autoescaping, so every label from a configuration or a data file is
+escaped. Numbers are read from the result tables and formatted, never retyped; the methods
+paragraph and the results sentences are written from the same tables. The only time-dependent
+text is the "Generated" stamp in the reproducibility appendix, which honours
+``SOURCE_DATE_EPOCH`` for byte-identical rebuilds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from trialflow import __version__
+from trialflow.config import Outcome, TrialConfig
+from trialflow.tables import fmt_ci, fmt_number, fmt_p, outcome_table, table1, visit_completion
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "pingouin",
+    "matplotlib",
+    "seaborn",
+    "snakemake",
+    "jinja2",
+)
+ARM_COLORS = ("#0072B2", "#E69F00")
+
+CSS = """
+:root { --ink: #1b1f24; --muted: #5b6570; --rule: #d8dde3; --band: #f4f6f8; --accent: #0072B2; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--ink); background: #fff; display: flex; }
+nav.toc { position: sticky; top: 0; align-self: flex-start; width: 230px; min-width: 230px;
+          height: 100vh; overflow-y: auto; padding: 1.2em 1em; background: var(--band);
+          border-right: 1px solid var(--rule); font-size: 14px; }
+nav.toc ol { padding-left: 1.2em; } nav.toc a { color: var(--ink); text-decoration: none; }
+nav.toc a:hover { color: var(--accent); }
+main { max-width: 1100px; padding: 1.5em 2.5em 4em; flex: 1; min-width: 0; }
+h1 { font-size: 1.7em; margin: 0.2em 0; } h2 { border-bottom: 2px solid var(--rule);
+     padding-bottom: 0.2em; margin-top: 2.2em; } h3 { margin-top: 1.5em; }
+.lead { font-size: 1.05em; color: var(--muted); } .meta, .note, .stamp { color: var(--muted); }
+table.data { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 13.5px;
+             font-variant-numeric: tabular-nums; }
+table.data th, table.data td { padding: 0.3em 0.7em; border-bottom: 1px solid var(--rule);
+                               text-align: left; vertical-align: top; }
+table.data thead th { background: var(--band); border-bottom: 2px solid #b9c1ca; }
+table.data thead th.group { text-align: center; border-bottom: 1px solid #b9c1ca; }
+table.data td.num { text-align: right; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+p.model { font-size: 13.5px; color: var(--muted); border-left: 3px solid var(--rule);
+          padding-left: 0.8em; }
+p.result { background: #eef5fb; border-left: 3px solid var(--accent); padding: 0.5em 0.8em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; height: auto;
+         border: 1px solid var(--rule); } figcaption { font-size: 13px; color: var(--muted); }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px;
+          margin-right: 0.4em; vertical-align: -0.1em; }
+.missing { color: #a33; font-style: italic; }
+pre { background: var(--band); padding: 0.8em; overflow-x: auto; font-size: 12.5px; }
+code.hash { font-size: 12px; word-break: break-all; }
+details summary { cursor: pointer; color: var(--accent); }
+"""
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report reads, already loaded."""
+
+    trial: TrialConfig
+    adsl: pd.DataFrame
+    adeff: pd.DataFrame
+    flow: pd.DataFrame
+    queries: pd.DataFrame
+    effects: pd.DataFrame
+    lsmeans: pd.DataFrame
+    anova: pd.DataFrame
+    effect_sizes: pd.DataFrame
+    models: Mapping[str, Mapping[str, Any]]
+    covariate_types: Mapping[str, str]
+    figures: Mapping[str, Path]
+    input_files: Sequence[Path]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"{commit} (with uncommitted changes)" if dirty else commit
+
+
+def generated_stamp() -> str:
+    """UTC time of generation, or ``SOURCE_DATE_EPOCH`` when set (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def provenance(trial: TrialConfig, input_files: Sequence[Path], root: Path) -> dict[str, Any]:
+    """Versions, input checksums and the configuration as run."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    source = Path(trial.source)
+    return {
+        "trialflow_version": __version__,
+        "git_commit": _git_commit(root),
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "packages": packages,
+        "seeds": "none: the analysis has no random step (plot jitter is deterministic)",
+        "inputs": [
+            {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256(Path(p))}
+            for p in input_files
+        ],
+        "config_text": source.read_text(encoding="utf-8") if source.is_file() else "",
+        "generated": generated_stamp(),
+    }
+
+
+_NUMERIC_TEXT = re.compile(r"^[-<]?\d[\d.]*(\s|$)")
+
+
+def _header(columns: Sequence[Any]) -> str:
+    """One header row, or two when columns are named '<group>: <label>' (e.g. per arm)."""
+    names = [str(c) for c in columns]
+    if not any(": " in n for n in names):
+        return "<tr>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    top, bottom = [], []
+    for n in names:
+        group, _, label = n.partition(": ") if ": " in n else ("", "", n)
+        if group and top and top[-1][0] == group:
+            top[-1][1] += 1
+        else:
+            top.append([group, 1, "" if group else label])
+        if group:
+            bottom.append(f"<th>{html.escape(label)}</th>")
+    first = "".join(
+        f'<th colspan="{span}" class="group">{html.escape(group)}</th>'
+        if group
+        else f'<th rowspan="2">{html.escape(label)}</th>'
+        for group, span, label in top
+    )
+    return f"<tr>{first}</tr><tr>{''.join(bottom)}</tr>"
+
+
+def html_table(frame: pd.DataFrame | None) -> Markup:
+    """An escaped HTML table; numbers right-aligned; missing values shown empty."""
+    if frame is None or frame.empty:
+        return Markup('<p class="missing">No rows.</p>')
+    head = _header(list(frame.columns))
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for value in row:
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                cells.append("<td></td>")
+            elif (
+                isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, bool)
+            ) or _NUMERIC_TEXT.match(str(value)):
+                cells.append(f'<td class="num">{html.escape(str(value))}</td>')
+            else:
+                cells.append(f"<td>{html.escape(str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return Markup(
+        f'<div class="scroll"><table class="data"><thead>{head}</thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _figure_macro(figures: Mapping[str, Path]) -> Any:
+    def figure(stem: str, caption: str) -> Markup:
+        path = figures.get(stem)
+        cap = html.escape(caption)
+        if path is None or not Path(path).is_file():
+            return Markup(f'<p class="missing">Figure {html.escape(stem)} is not available.</p>')
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        return Markup(
+            f'<figure id="fig-{html.escape(stem)}"><img src="data:image/png;base64,{data}" '
+            f'alt="{cap}"><figcaption>{cap}</figcaption></figure>'
+        )
+
+    return figure
+
+
+def _amount(value: float, outcome: Outcome, *, difference: bool = False) -> str:
+    text = fmt_number(value, outcome.decimals)
+    if outcome.unit == "%":
+        return f"{text} percentage points" if difference else f"{text}%"
+    return f"{text} {outcome.unit}"
+
+
+def result_sentence(
+    outcome: Outcome, trial: TrialConfig, effects: pd.DataFrame, lsmeans: pd.DataFrame
+) -> str:
+    """One manuscript sentence on the MMRM treatment effect at the primary visit."""
+    visit = trial.visit(trial.primary_visit)
+    e = effects.loc[
+        (effects["outcome"] == outcome.name)
+        & (effects["analysis"] == "mmrm")
+        & (effects["visit"] == visit.label)
+    ]
+    if e.empty or not np.isfinite(e["estimate"].iloc[0]):
+        return (
+            f"At {visit.label}, the treatment effect on {outcome.label} could not be estimated "
+            "(see model diagnostics)."
+        )
+    r = e.iloc[0]
+    ls = lsmeans.loc[
+        (lsmeans["outcome"] == outcome.name)
+        & (lsmeans["analysis"] == "mmrm")
+        & (lsmeans["visit"] == visit.label)
+    ].set_index("arm")["estimate"]
+    est, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
+    if lo > 0 or hi < 0:
+        good = (est > 0) == (outcome.better == "higher")
+        verdict = f"favouring the {trial.treatment if good else trial.control} arm"
+    else:
+        verdict = "the confidence interval includes no difference"
+    p_text = f"p = {fmt_p(float(r['p_value']))}".replace("p = <", "p < ")
+    if not outcome.primary and np.isfinite(r.get("p_adjusted", np.nan)):
+        adj = fmt_p(float(r["p_adjusted"]))
+        p_text += f"; Holm-adjusted p {'< ' + adj[1:] if adj.startswith('<') else '= ' + adj}"
+    return (
+        f"At {visit.label} (week {visit.week:g}), the mean change from baseline in "
+        f"{outcome.label} was {_amount(ls.get(trial.control, np.nan), outcome)} in the "
+        f"{trial.control} arm and {_amount(ls.get(trial.treatment, np.nan), outcome)} in the "
+        f"{trial.treatment} arm; the difference ({trial.treatment} minus {trial.control}) was "
+        f"{_amount(est, outcome, difference=True)} (95% CI {fmt_number(lo, outcome.decimals)} to "
+        f"{fmt_number(hi, outcome.decimals)}; {p_text}; n = {int(r['n'])}), {verdict} "
+        f"({outcome.better} is better)."
+    )
+
+
+def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[str]:
+    """The statistical-methods text, written from the configuration and the model records."""
+    trial = inputs.trial
+    n = {arm: int((inputs.adsl["arm"] == arm).sum()) for arm in trial.arms}
+    covs = [c.name for c in trial.covariates]
+    adjust = "the baseline value" + (f" and {', '.join(covs)}" if covs else "")
+    post = ", ".join(v.label for v in trial.post_baseline_visits)
+    used = {
+        o: rec.get("mmrm", {}).get("info", {}).get("covariance_used")
+        for o, rec in inputs.models.items()
+    }
+    requested = {
+        o: rec.get("mmrm", {}).get("info", {}).get("covariance_requested")
+        for o, rec in inputs.models.items()
+    }
+    fallbacks = [o for o in used if used[o] and used[o] != requested[o]]
+    fallback_text = (
+        "No outcome needed a fallback."
+        if not fallbacks
+        else "The fallback was used for: "
+        + "; ".join(f"{o} ({requested[o]} -> {used[o]})" for o in fallbacks)
+        + "."
+    )
+    secondary = [o.label for o in trial.outcomes if not o.primary]
+    pk = prov["packages"]
+    return [
+        f"All analyses followed the intention-to-treat principle: the {len(inputs.adsl)} "
+        f"randomized participants were analysed in the arm to which they were allocated "
+        f"({trial.control}: {n[trial.control]}; {trial.treatment}: {n[trial.treatment]}).",
+        f"The primary analysis of each outcome was a mixed model for repeated measures (MMRM) "
+        f"of the change from baseline at each post-baseline visit ({post}), with fixed effects "
+        f"for {adjust}, arm, visit and the arm-by-visit interaction, and an unstructured "
+        "covariance matrix for the residuals across visits within participant, estimated by "
+        "restricted maximum likelihood (REML). The model uses every observed visit of every "
+        "participant with a baseline value and is valid when data are missing at random. "
+        "Treatment effects are differences in least-squares mean change between arms at each "
+        "visit, with 95% confidence intervals and two-sided p-values from t distributions with "
+        "Satterthwaite degrees of freedom. Had the unstructured covariance failed to converge, "
+        "Toeplitz, first-order autoregressive and compound-symmetry structures were to be "
+        f"tried in that order. {fallback_text}",
+        "Supportive analyses were a linear mixed model of the outcome at all visits including "
+        "baseline with a random intercept per participant (treatment effect = arm-by-visit "
+        "interaction; Satterthwaite degrees of freedom), an analysis of covariance of the change "
+        "at each visit adjusted for the baseline value and covariates, the repeated-measures "
+        "(mixed) analysis of variance used in the published trials, restricted to participants "
+        "with complete data, and Hedges' g of the change from baseline.",
+        f"The primary outcome{'s were' if len(trial.primary_outcomes) > 1 else ' was'} tested "
+        "without adjustment at the primary visit ("
+        f"{trial.primary_visit}); "
+        + (
+            f"p-values of the {len(secondary)} secondary outcomes at that visit were adjusted "
+            "by the Holm method; "
+            if secondary
+            else ""
+        )
+        + "results at other visits are exploratory.",
+        f"Analyses used trialflow {prov['trialflow_version']} (Python "
+        f"{prov['python'].split(' ')[0]}; statsmodels {pk['statsmodels']}, pingouin "
+        f"{pk['pingouin']}, scipy {pk['scipy']}); the MMRM, LMM, ANCOVA and ANOVA implementations "
+        "are validated against R (nlme with emmeans, lmerTest, lm and afex).",
+    ]
+
+
+def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
+    trial = inputs.trial
+    rows = []
+    for o in trial.primary_outcomes:
+        ls = inputs.lsmeans.loc[
+            (inputs.lsmeans["outcome"] == o.name)
+            & (inputs.lsmeans["analysis"] == "mmrm")
+            & (inputs.lsmeans["visit"] == trial.primary_visit)
+        ].set_index("arm")
+        for arm in trial.arms:
+            rows.append(
+                {
+                    "outcome": o.label,
+                    "arm": arm,
+                    "randomized": int((inputs.adsl["arm"] == arm).sum()),
+                    "with baseline": int(
+                        ((inputs.adsl["arm"] == arm) & (inputs.adsl["has_baseline"] == "Y")).sum()
+                    ),
+                    f"observed at {trial.primary_visit}": int(ls["n"].get(arm, 0))
+                    if len(ls)
+                    else 0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _supportive(inputs: ReportInputs) -> pd.DataFrame:
+    labels = {o.name: o for o in inputs.trial.outcomes}
+    rows = []
+    for r in inputs.effects.itertuples(index=False):
+        o = labels[r.outcome]
+        rows.append(
+            {
+                "outcome": o.label,
+                "analysis": r.analysis,
+                "visit": r.visit,
+                "difference (95% CI)": fmt_ci(r.estimate, r.ci_lower, r.ci_upper, o.decimals),
+                "df": fmt_number(r.df, 1),
+                "p": fmt_p(r.p_value),
+                "n": "" if pd.isna(r.n) else str(int(r.n)),
+                "note": "" if pd.isna(r.note) else str(r.note),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _anova_table(inputs: ReportInputs) -> pd.DataFrame:
+    a = inputs.anova
+    labels = {o.name: o.label for o in inputs.trial.outcomes}
+    out = pd.DataFrame(
+        {
+            "outcome": a["outcome"].map(labels),
+            "source": a["source"],
+            "F": a["F"].map(lambda x: fmt_number(x, 2)),
+            "df": [
+                f"{fmt_number(d1, 0)}, {fmt_number(d2, 0)}"
+                for d1, d2 in zip(a["df1"], a["df2"], strict=True)
+            ],
+            "p": a["p_value"].map(fmt_p),
+            "partial eta squared": a["partial_eta_sq"].map(lambda x: fmt_number(x, 3)),
+        }
+    )
+    if "p_value_gg" in a:
+        out["p (Greenhouse-Geisser)"] = a["p_value_gg"].map(fmt_p)
+    if "n_subjects" in a:
+        out["complete cases"] = a["n_subjects"].map(lambda x: "" if pd.isna(x) else str(int(x)))
+    return out
+
+
+def _effect_sizes(inputs: ReportInputs) -> pd.DataFrame:
+    g = inputs.effect_sizes
+    labels = {o.name: o.label for o in inputs.trial.outcomes}
+    if "g" not in g:
+        return pd.DataFrame()
+    return pd.DataFrame(
+        {
+            "outcome": g["outcome"].map(labels),
+            "visit": g["visit"],
+            "Hedges' g (95% CI)": [
+                fmt_ci(a, b, c, 2)
+                for a, b, c in zip(g["g"], g["ci_lower"], g["ci_upper"], strict=True)
+            ],
+            "n": [
+                f"{int(t)} / {int(c)}"
+                for t, c in zip(g["n_treatment"], g["n_control"], strict=True)
+            ],
+        }
+    )
+
+
+def _diagnostics(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
+    rows, warnings = [], []
+    for o in inputs.trial.outcomes:
+        rec = inputs.models.get(o.name, {})
+        for analysis in ("mmrm", "lmm", "ancova"):
+            fit = rec.get(analysis, {})
+            info = fit.get("info", {})
+            if not fit.get("fitted", False):
+                rows.append(
+                    {"outcome": o.label, "analysis": analysis, "converged": "no",
+                     "note": f"not fitted: {fit.get('reason', 'unknown')}"}
+                )  # fmt: skip
+                continue
+            cov = ""
+            if analysis == "mmrm":
+                cov = str(info.get("covariance_used", ""))
+                if info.get("fallback_reason"):
+                    cov += f" (requested {info.get('covariance_requested')})"
+            loglik = info.get("loglik")
+            rows.append(
+                {
+                    "outcome": o.label,
+                    "analysis": analysis,
+                    "converged": "yes" if fit.get("converged") else "no",
+                    "covariance": cov,
+                    "REML log-likelihood": fmt_number(loglik, 3)
+                    if isinstance(loglik, (int, float))
+                    else "",
+                    "subjects": str(info.get("n_subjects", "")),
+                    "observations": str(info.get("n_observations", "")),
+                    "optimizer": str(info.get("optimizer", "")),
+                    "note": str(info.get("fallback_reason") or ""),
+                }
+            )
+            warnings += [f"{o.label}, {analysis}: {w}" for w in fit.get("warnings", [])]
+        anova = rec.get("mixed_anova", {})
+        warnings += [f"{o.label}, mixed ANOVA: {w}" for w in anova.get("warnings", [])]
+    return pd.DataFrame(rows).fillna(""), warnings
+
+
+def report_tables(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
+    """The publication tables: table1, primary, secondary (may be empty), completion."""
+    trial = inputs.trial
+    secondary = tuple(o for o in trial.outcomes if not o.primary)
+
+    def as_table(outcomes: tuple[Outcome, ...]) -> pd.DataFrame:
+        if not outcomes:
+            return pd.DataFrame()
+        t = outcome_table(inputs.effects, inputs.lsmeans, inputs.adeff, trial, outcomes)
+        return t.drop(columns=["better"])
+
+    return {
+        "table1": table1(inputs.adsl, inputs.adeff, trial, inputs.covariate_types),
+        "primary": as_table(trial.primary_outcomes).drop(columns=["p (Holm)"]),
+        "secondary": as_table(secondary),
+        "completion": visit_completion(inputs.flow, trial),
+    }
+
+
+def write_report_tables(inputs: ReportInputs) -> dict[str, Any]:
+    """The publication tables, plus Table 1 as a standalone HTML page."""
+    tables: dict[str, Any] = dict(report_tables(inputs))
+    title = html.escape(f"Table 1. Baseline characteristics - {inputs.trial.title}")
+    tables["table1_html"] = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS.replace('display: flex;', '')}</style></head><body><main><h1>{title}</h1>"
+        f'{html_table(tables["table1"])}<p class="note">Mean (SD) for continuous, n (%) for '
+        "categorical characteristics; SMD = standardized mean difference.</p></main></body>"
+        "</html>\n"
+    )
+    return tables
+
+
+def render_report(
+    inputs: ReportInputs,
+    *,
+    root: Path | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+) -> str:
+    """Render the trial's report as one self-contained HTML document."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    trial = inputs.trial
+    prov = provenance(trial, inputs.input_files, root or Path.cwd())
+    primary = trial.primary_outcomes
+    secondary = tuple(o for o in trial.outcomes if not o.primary)
+    tables = tables if tables is not None else report_tables(inputs)
+    primary_table = tables["primary"]
+    secondary_table = tables["secondary"] if secondary else None
+    queries = inputs.queries
+    query_counts = (
+        queries.groupby("rule").size().rename("queries").reset_index()
+        if len(queries)
+        else pd.DataFrame()
+    )
+    diagnostics, model_warnings = _diagnostics(inputs)
+    covs = ", ".join(c.name for c in trial.covariates)
+    model_note = (
+        "Model: MMRM of change from baseline ~ baseline"
+        + (f" + {covs}" if covs else "")
+        + " + arm + visit + arm:visit; unstructured residual covariance across visits within "
+        "participant; REML; Satterthwaite degrees of freedom; intention to treat. Change (95% CI) "
+        "is the least-squares mean change from baseline; difference is "
+        f"{trial.treatment} minus {trial.control}."
+    )
+    sections = [
+        ("summary", "Trial summary"),
+        ("consort", "Participant flow"),
+        ("table1", "Baseline characteristics"),
+        ("primary", "Primary outcome"),
+        ("secondary", "Secondary outcomes"),
+        ("figures", "Figures"),
+        ("supportive", "Supportive analyses"),
+        ("quality", "Data quality"),
+        ("diagnostics", "Model diagnostics"),
+        ("methods", "Methods and results text"),
+        ("reproducibility", "Reproducibility"),
+    ]
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    template = env.get_template("report.html.j2")
+    return template.render(
+        trial=trial,
+        css=Markup(CSS),
+        sections=sections,
+        colors=dict(zip(trial.arms, ARM_COLORS, strict=True)),
+        counts={"randomized": {a: int((inputs.adsl["arm"] == a).sum()) for a in trial.arms}},
+        figure=_figure_macro(inputs.figures),
+        table=html_table,
+        visit_completion=tables["completion"],
+        numbers_analysed=_numbers_analysed(inputs),
+        table1=tables["table1"],
+        primary_table=primary_table,
+        secondary_table=secondary_table,
+        model_note=model_note,
+        multiplicity_note="p (Holm): Holm-adjusted across the secondary outcomes at "
+        f"{trial.primary_visit}.",
+        primary_sentences=[
+            result_sentence(o, trial, inputs.effects, inputs.lsmeans) for o in primary
+        ],
+        secondary_sentences=[
+            result_sentence(o, trial, inputs.effects, inputs.lsmeans) for o in secondary
+        ],
+        supportive=_supportive(inputs),
+        supportive_note="mmrm: primary model (all visits shown); lmm: random-intercept linear "
+        "mixed model on all visits, effect = arm-by-visit interaction, Satterthwaite df; "
+        "ancova: change ~ baseline + covariates + arm at each visit, residual df.",
+        anova_table=_anova_table(inputs),
+        anova_note="Arm (between participants) by visit (within participants), baseline "
+        "included, on complete cases only: participants with the outcome observed at every "
+        "visit (the number per outcome is in the table); type III sums of squares; the "
+        "Greenhouse-Geisser p corrects the within-participant terms for non-sphericity.",
+        effect_sizes=_effect_sizes(inputs),
+        queries_total=len(queries),
+        query_counts=query_counts,
+        queries=queries,
+        diagnostics=diagnostics,
+        model_warnings=model_warnings,
+        methods=methods_paragraphs(inputs, prov),
+        provenance=prov,
+    )
+
+
+def load_report_inputs(
+    *,
+    trial: TrialConfig,
+    analysis_dir: Path,
+    tables_dir: Path,
+    models_dir: Path,
+    figures_dir: Path,
+    input_files: Sequence[Path],
+) -> ReportInputs:
+    """Read everything the report needs from a trial's result folders."""
+    import json
+
+    from trialflow.derive import read_analysis_datasets
+
+    meta = analysis_dir / "covariates.json"
+    adsl, adeff = read_analysis_datasets(
+        adsl=str(analysis_dir / "adsl.csv"), adeff=str(analysis_dir / "adeff.csv"), meta=str(meta)
+    )
+    text = {"keep_default_na": False, "na_values": [""]}
+    return ReportInputs(
+        trial=trial,
+        adsl=adsl,
+        adeff=adeff,
+        flow=pd.read_csv(analysis_dir / "flow.csv", dtype={"visit": str}, **text).fillna(
+            {"visit": ""}
+        ),
+        queries=pd.read_csv(analysis_dir / "queries.csv", dtype=str, keep_default_na=False),
+        effects=pd.read_csv(tables_dir / "effects.csv", dtype={"note": str}, **text),
+        lsmeans=pd.read_csv(tables_dir / "lsmeans.csv", **text),
+        anova=pd.read_csv(tables_dir / "anova.csv", **text),
+        effect_sizes=pd.read_csv(tables_dir / "effect_sizes.csv", **text),
+        models={
+            p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted(models_dir.glob("*.json"))
+        },
+        covariate_types=json.loads(meta.read_text(encoding="utf-8"))["covariate_types"],
+        figures={p.stem: p for p in sorted(figures_dir.glob("*.png"))},
+        input_files=list(input_files),
+    )
+
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+INDEX_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
+<title>trialflow results</title><style>{{ css }}</style></head>
+<body><main>
+<h1>trialflow results</h1>
+<p class="lead">{{ trials|length }} trial{{ "s" if trials|length != 1 }} analysed.</p>
+<table class="data"><thead><tr><th>trial</th><th>title</th><th>randomized</th>
+<th>primary outcome (MMRM at primary visit)</th><th>report</th></tr></thead><tbody>
+{% for t in trials %}<tr><td><code>{{ t.name }}</code></td><td>{{ t.title }}</td>
+<td class="num">{{ t.randomized }}</td><td>{% for s in t.primary %}<p>{{ s }}</p>{% endfor %}</td>
+<td><a href="{{ t.link }}">report</a></td></tr>
+{% endfor %}</tbody></table>
+<h2>Outcomes shared by several trials</h2>
+{% if shared %}{% for item in shared %}
+<h3>{{ item.label }} ({{ item.unit }})</h3>{{ figure(item.stem, item.caption) }}
+{% endfor %}{% else %}<p>No outcome is shared by two or more trials.</p>{% endif %}
+<p class="stamp">Generated: {{ generated }}</p>
+</main></body></html>
+"""
+
+
+@dataclass
+class IndexEntry:
+    """One trial on the index page."""
+
+    name: str
+    title: str
+    randomized: int
+    primary: list[str]
+    link: str
+
+
+def shared_outcomes(trials: Sequence[TrialConfig]) -> dict[str, list[TrialConfig]]:
+    """Outcome names measured by two or more trials (same name), in first-seen order."""
+    seen: dict[str, list[TrialConfig]] = {}
+    for t in trials:
+        for o in t.outcomes:
+            seen.setdefault(o.name, []).append(t)
+    return {name: ts for name, ts in seen.items() if len(ts) > 1}
+
+
+def render_index(
+    entries: Sequence[IndexEntry],
+    shared: Sequence[Mapping[str, str]],
+    figures: Mapping[str, Path],
+) -> str:
+    """The page linking every trial's report, with the cross-trial figures embedded."""
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(INDEX_TEMPLATE).render(
+        css=Markup(CSS.replace("display: flex;", "")),
+        csp=CSP,
+        trials=entries,
+        shared=shared,
+        figure=_figure_macro(figures),
+        generated=generated_stamp(),
+    )
+
+
+def write_index(
+    *,
+    trials: Mapping[str, TrialConfig],
+    effects: Mapping[str, pd.DataFrame],
+    lsmeans: Mapping[str, pd.DataFrame],
+    randomized: Mapping[str, int],
+    reports: Mapping[str, Path],
+    index_path: Path,
+    figures_dir: Path,
+) -> None:
+    """Write ``index.html`` and the cross-trial forest plots of shared outcomes.
+
+    An outcome shared under the same name but with different units is listed with a note and
+    no plot: scales are never mixed.
+    """
+    from trialflow import figures as fg
+    from trialflow.errors import TrialflowError
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, trial in trials.items():
+        entries.append(
+            IndexEntry(
+                name=name,
+                title=trial.title,
+                randomized=randomized[name],
+                primary=[
+                    result_sentence(o, trial, effects[name], lsmeans[name])
+                    for o in trial.primary_outcomes
+                ],
+                link=os.path.relpath(reports[name], index_path.parent),
+            )
+        )
+    shared, figures = [], {}
+    for outcome, members in shared_outcomes(list(trials.values())).items():
+        first = members[0].outcome(outcome)
+        stem = f"cross_trial_{outcome}"
+        try:
+            fig = fg.cross_trial_forest(
+                {t.name: effects[t.name] for t in members}, {t.name: t for t in members}, outcome
+            )
+        except TrialflowError as exc:
+            shared.append(
+                {"label": first.label, "unit": first.unit, "stem": stem, "caption": exc.message}
+            )
+            continue
+        paths = fg.save_figure(fig, figures_dir / stem)
+        figures[stem] = next(p for p in paths if p.suffix == ".png")
+        shared.append(
+            {
+                "label": first.label,
+                "unit": first.unit,
+                "stem": stem,
+                "caption": f"MMRM treatment effect on {first.label} at each trial's primary "
+                "visit, with 95% CI.",
+            }
+        )
+    index_path.write_text(render_index(entries, shared, figures), encoding="utf-8")
