@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,12 +32,15 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # A fixed SOURCE_DATE_EPOCH makes the report's one time stamp reproducible.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1764115200", "MPLBACKEND": "Agg"}
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", *args],
         cwd=work,
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
 
 
@@ -91,12 +96,107 @@ def test_rerun_from_scratch_is_byte_identical(bundled_run: Path, tmp_path: Path)
     again = _project(tmp_path)
     run = _snakemake(again, "--config", "trials=exercise_education,weightbearing")
     assert run.returncode == 0, run.stderr[-3000:]
-    outputs = sorted((bundled_run / "results").rglob("*.csv"))
-    outputs += sorted((bundled_run / "results").rglob("*.json"))
-    assert len(outputs) >= 2 * 12
+    outputs = [
+        p
+        for p in sorted((bundled_run / "results").rglob("*"))
+        if p.suffix in {".csv", ".json", ".html", ".png", ".svg"} and "logs" not in p.parts
+    ]
+    assert len(outputs) >= 2 * 50
     for path in outputs:
         twin = again / path.relative_to(bundled_run)
         assert path.read_bytes() == twin.read_bytes(), path
+
+
+def _section(html: str, start: str, end: str) -> str:
+    return html[html.index(f'<section id="{start}">') : html.index(f'<section id="{end}">')]
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_report_numbers_come_from_the_effects_table(bundled_run: Path, trial: str) -> None:
+    from trialflow.config import load_trial
+    from trialflow.tables import fmt_ci, fmt_p
+
+    config = load_trial(bundled_run / "config" / "trials" / f"{trial}.yaml")
+    html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
+    effects = pd.read_csv(bundled_run / "results" / trial / "tables" / "effects.csv")
+    primary = _section(html, "primary", "secondary")
+    for outcome in config.primary_outcomes:
+        row = effects.loc[
+            (effects["outcome"] == outcome.name)
+            & (effects["analysis"] == "mmrm")
+            & (effects["visit"] == config.primary_visit)
+        ].iloc[0]
+        d = outcome.decimals
+        assert fmt_ci(row["estimate"], row["ci_lower"], row["ci_upper"], d) in primary
+        assert f'<td class="num">{fmt_p(row["p_value"])}</td>' in primary
+        sentence = f"95% CI {row['ci_lower']:.{d}f} to {row['ci_upper']:.{d}f}"
+        assert sentence in primary
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
+    html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert len(sources) == 3 + 4 * 4  # consort, forest, missingness + 4 per outcome
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(href|src)="(https?:)?//', html)
+    assert "is not available" not in html
+    sections = re.findall(r'<section id="([a-z0-9]+)">', html)
+    assert sections == [
+        "summary", "consort", "table1", "primary", "secondary", "figures",
+        "supportive", "quality", "diagnostics", "methods", "reproducibility",
+    ]  # fmt: skip
+    assert "Generated: 2025-11-26 00:00:00 UTC" in html  # SOURCE_DATE_EPOCH honoured
+
+
+def test_index_links_every_report(bundled_run: Path) -> None:
+    html = (bundled_run / "results" / "index.html").read_text(encoding="utf-8")
+    assert 'href="exercise_education/report.html"' in html
+    assert 'href="weightbearing/report.html"' in html
+    assert "HbA1c" in html and "data:image/png;base64," in html  # shared outcome plotted
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Chromium missing")
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_report_renders_in_headless_chromium(bundled_run: Path, tmp_path: Path, trial: str) -> None:
+    """Every image decodes and the page logs nothing to the console.
+
+    A copy of the report gets a probe script (the report itself allows no script) that writes
+    the number of images and of broken images into the title, read back with --dump-dom.
+    """
+    assert CHROMIUM is not None, "CI must install Chromium (.ci/run)"
+    html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
+    html = html.replace("style-src 'unsafe-inline'", "style-src 'unsafe-inline'; "
+                        "script-src 'unsafe-inline'")  # fmt: skip
+    probe = (
+        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        "document.title='PROBE:'+i.length+':'+i.filter(x=>!(x.complete&&x.naturalWidth>0))"
+        ".length;});</script>"
+    )
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe + "</body>"), encoding="utf-8")
+    run = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    titles = re.findall(r"<title>PROBE:(\d+):(\d+)</title>", run.stdout)
+    assert titles, run.stderr[-2000:]
+    images, broken = map(int, titles[0])
+    assert images == html.count("<img ") and broken == 0
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+
+
+def test_snakemake_report_archive(bundled_run: Path) -> None:
+    run = _snakemake(bundled_run, "--report", "report.zip")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (bundled_run / "report.zip").stat().st_size > 100_000
 
 
 def _new_trial(work: Path, name: str) -> None:
@@ -118,6 +218,7 @@ def _new_trial(work: Path, name: str) -> None:
     }
     config["columns"] = {"subject_id": "Patient ID", "arm": "Group", "visit": "Visit Name"}
     config["covariates"] = ["Age (years)", "sex"]
+    config["title"] = "A <script>alert('x')</script> trial & co"
     (work / "config" / "trials" / f"{name}.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -130,6 +231,9 @@ def test_new_trial_runs_without_code_changes(tmp_path: Path) -> None:
     assert adsl["subject_id"].tolist() == ["S01", "S02", "S03", "S04"]
     assert "Age (years)" in adsl.columns
     assert not (work / "results" / "exercise_education").exists()
+    html = (work / "results" / "my_trial" / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert "A &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; trial &amp; co" in html
 
 
 def test_bad_input_stops_with_a_message_not_a_traceback(tmp_path: Path) -> None:

@@ -1,0 +1,92 @@
+"""Report building blocks: escaping, sentences and methods text written from the tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from trialflow.config import load_trial
+from trialflow.report import generated_stamp, html_table, result_sentence, shared_outcomes
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def walk_trial():
+    return load_trial(ROOT / "config" / "trials" / "weightbearing.yaml")
+
+
+def _tables(estimate: float, lo: float, hi: float, p: float, adjusted: float = float("nan")):
+    effects = pd.DataFrame(
+        {
+            "outcome": ["six_minute_walk", "hba1c"],
+            "analysis": ["mmrm", "mmrm"],
+            "visit": ["week12", "week12"],
+            "estimate": [estimate, -estimate / 100],
+            "ci_lower": [lo, -hi / 100],
+            "ci_upper": [hi, -lo / 100],
+            "p_value": [p, p],
+            "p_adjusted": [p, adjusted],
+            "n": [27, 27],
+        }
+    )
+    lsmeans = pd.DataFrame(
+        {
+            "outcome": ["six_minute_walk"] * 2 + ["hba1c"] * 2,
+            "analysis": ["mmrm"] * 4,
+            "visit": ["week12"] * 4,
+            "arm": ["nonweightbearing", "weightbearing"] * 2,
+            "estimate": [16.0, 45.0, -0.4, -0.1],
+        }
+    )
+    return effects, lsmeans
+
+
+def test_result_sentence_reads_the_tables(walk_trial) -> None:
+    effects, lsmeans = _tables(29.0, 6.0, 51.0, 0.012)
+    text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
+    assert text.startswith("At week12 (week 12), the mean change from baseline in 6-minute walk")
+    assert "16.0 m in the nonweightbearing arm and 45.0 m in the weightbearing arm" in text
+    assert "29.0 m (95% CI 6.0 to 51.0; p = 0.012; n = 27)" in text
+    assert "favouring the weightbearing arm (higher is better)" in text
+
+
+def test_result_sentence_direction_for_lower_is_better(walk_trial) -> None:
+    effects, lsmeans = _tables(29.0, 6.0, 51.0, 0.0004, adjusted=0.0008)
+    text = result_sentence(walk_trial.outcome("hba1c"), walk_trial, effects, lsmeans)
+    # HbA1c difference -0.29 (CI -0.51 to -0.06) with lower better favours the treatment
+    assert "-0.29 percentage points" in text
+    assert "p < 0.001; Holm-adjusted p < 0.001" in text
+    assert "favouring the weightbearing arm (lower is better)" in text
+
+
+def test_result_sentence_interval_including_zero(walk_trial) -> None:
+    effects, lsmeans = _tables(10.0, -5.0, 25.0, 0.2)
+    text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
+    assert "the confidence interval includes no difference" in text
+
+
+def test_html_table_escapes_every_cell() -> None:
+    frame = pd.DataFrame({"<b>col</b>": ["<script>x</script>", "a & b"], "n": [1, 2]})
+    out = str(html_table(frame))
+    assert "<script>" not in out and "<b>" not in out
+    assert "&lt;script&gt;x&lt;/script&gt;" in out and "a &amp; b" in out
+    assert '<td class="num">1</td>' in out
+
+
+def test_grouped_header_for_arm_columns() -> None:
+    frame = pd.DataFrame({"outcome": ["x"], "A: n": ["1"], "A: mean": ["2"], "B: n": ["3"]})
+    out = str(html_table(frame))
+    assert '<th colspan="2" class="group">A</th>' in out
+    assert '<th rowspan="2">outcome</th>' in out
+
+
+def test_generated_stamp_honours_source_date_epoch(monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    assert generated_stamp() == "1970-01-01 00:00:00 UTC"
+
+
+def test_shared_outcomes(walk_trial) -> None:
+    other = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    shared = shared_outcomes([walk_trial, other])
+    assert list(shared) == ["hba1c"]
