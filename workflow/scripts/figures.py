@@ -3,10 +3,9 @@
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from trialflow.config import load_trial
 from trialflow.derive import read_analysis_datasets
+from trialflow.io import read_result_csv
 from trialflow.plots import write_trial_figures
 from trialflow.runner import logger, run_script
 
@@ -16,18 +15,17 @@ def main(smk: Any) -> None:
     _, adeff = read_analysis_datasets(
         adsl=smk.input.adsl, adeff=smk.input.adeff, meta=smk.input.meta
     )
-    text = {"keep_default_na": False, "na_values": [""]}
     models = Path(smk.input.models)
     residuals = {
-        p.name.removesuffix(".residuals.csv"): pd.read_csv(p, dtype={"subject_id": str}, **text)
+        p.name.removesuffix(".residuals.csv"): read_result_csv(p, dtype={"subject_id": str})
         for p in sorted(models.glob("*.residuals.csv"))
     }
     written = write_trial_figures(
         trial=trial,
         adeff=adeff,
-        flow=pd.read_csv(smk.input.flow, dtype={"visit": str}, **text).fillna({"visit": ""}),
-        effects=pd.read_csv(smk.input.effects, dtype={"note": str}, **text),
-        lsmeans=pd.read_csv(smk.input.lsmeans, **text),
+        flow=read_result_csv(smk.input.flow, dtype={"visit": str}).fillna({"visit": ""}),
+        effects=read_result_csv(smk.input.effects, dtype={"note": str}),
+        lsmeans=read_result_csv(smk.input.lsmeans),
         residuals=residuals,
         folder=Path(smk.output.figures),
     )

@@ -3,9 +3,8 @@
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from trialflow.config import load_trial
+from trialflow.io import read_result_csv
 from trialflow.report import write_index
 from trialflow.runner import run_script
 
@@ -13,15 +12,14 @@ from trialflow.runner import run_script
 def main(smk: Any) -> None:
     names = list(smk.params.trials)
     trials = {n: load_trial(p, name=n) for n, p in zip(names, smk.input.trials, strict=True)}
-    text = {"keep_default_na": False, "na_values": [""]}
     effects = {
-        n: pd.read_csv(p, dtype={"note": str}, **text)
+        n: read_result_csv(p, dtype={"note": str})
         for n, p in zip(names, smk.input.effects, strict=True)
     }
-    lsmeans = {n: pd.read_csv(p, **text) for n, p in zip(names, smk.input.lsmeans, strict=True)}
+    lsmeans = {n: read_result_csv(p) for n, p in zip(names, smk.input.lsmeans, strict=True)}
     randomized = {}
     for n, p in zip(names, smk.input.flows, strict=True):
-        flow = pd.read_csv(p, **text)
+        flow = read_result_csv(p)
         total = flow.loc[(flow["stage"] == "randomized") & (flow["arm"] == "total"), "n"]
         randomized[n] = int(total.iloc[0])
     index = Path(smk.output.index)

@@ -123,7 +123,7 @@ def _new_figure(width: float, height: float, *, constrained: bool = True) -> Fig
     return fig
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- colours and text
 
 
 def arm_colors(trial: TrialConfig) -> dict[str, str]:
@@ -188,11 +188,21 @@ def _with_unit(text: str, outcome: Outcome) -> str:
     return f"{_plain(text)} ({_plain(outcome.unit)})"
 
 
+def _wrap(text: str, width: int = 48) -> str:
+    """Break a long axis label over lines so that it never runs past the axis."""
+    return textwrap.fill(text, width=width, break_long_words=False)
+
+
 def _better_note(outcome: Outcome) -> str:
     return "\u2193 lower is better" if outcome.better == "lower" else "\u2191 higher is better"
 
 
-def _no_data(ax: Axes, message: str = "no data") -> None:
+def _no_data(ax: Axes, message: str = "no data", *, hide_ticks: str = "") -> None:
+    """Say why a panel is empty; ``hide_ticks`` ("x", "y", "xy") drops meaningless scales."""
+    if "x" in hide_ticks:
+        ax.set_xticks([])
+    if "y" in hide_ticks:
+        ax.set_yticks([])
     ax.text(
         0.5,
         0.5,
@@ -242,7 +252,9 @@ def _dodge(trial: TrialConfig) -> dict[str, float]:
 def _attended_subjects(adeff: pd.DataFrame, visit: str) -> set[str]:
     """Subjects with at least one outcome value at ``visit`` (the ADSL meaning of attended)."""
     rows = _rows(adeff, visit=visit)
-    values = pd.to_numeric(rows["value"], errors="coerce") if "value" in rows else pd.Series()
+    if "value" not in rows.columns:
+        return set()
+    values = pd.to_numeric(rows["value"], errors="coerce")
     return set(rows.loc[values.notna(), "subject_id"].astype(str))
 
 
@@ -542,7 +554,7 @@ def trajectory_figure(
     weeks = {v.label: v.week for v in trial.visits}
     base_week = weeks[trial.baseline_visit]
     fig = _new_figure(7.0, 4.8)
-    fig.suptitle(_plain(trial.title), fontsize=10, color=TEXT_GREY)
+    fig.suptitle(_wrap(_plain(trial.title), 95), fontsize=10, color=TEXT_GREY)
     ax = fig.add_subplot()
     ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
     model = _rows(lsmeans, outcome=out.name, analysis="mmrm")
@@ -622,9 +634,9 @@ def trajectory_figure(
         )
     )
     if not drawn:
-        _no_data(ax, "no data: MMRM not estimable for this outcome")
+        _no_data(ax, "no data: MMRM not estimable for this outcome", hide_ticks="y")
     _week_ticks(ax, trial)
-    ax.set_ylabel(f"Change from baseline in {_with_unit(out.label, out)}")
+    ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
     _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
     _legend_below(fig, handles, ncols=3)
     return fig
@@ -659,7 +671,8 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
     final_ids = _attended_subjects(adeff, trial.final_visit)
     fig = _new_figure(10.0, 4.6)
     fig.suptitle(
-        f"{_plain(out.label)}: individual trajectories ({_plain(trial.title)})", fontsize=10
+        _wrap(f"{_plain(out.label)}: individual trajectories ({_plain(trial.title)})", 130),
+        fontsize=10,
     )
     axes = fig.subplots(1, 2, sharey=True)
     any_data = False
@@ -705,7 +718,7 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
             f"{_plain(arm)} (n = {len(subjects)}; {n_withdrawn} withdrew)", loc="left", fontsize=10
         )
         _week_ticks(ax, trial)
-        ax.set_ylabel(_with_unit(out.label, out))
+        ax.set_ylabel(_wrap(_with_unit(out.label, out)))
         ax.yaxis.set_tick_params(labelleft=True)
     if not any_data:
         axes[0].set_ylim(out.range_min, out.range_max)
@@ -754,7 +767,7 @@ def change_figure(
     rows = _outcome_rows(adeff, out)
     rows = _rows(rows, visit=trial.primary_visit).dropna(subset=["change"])
     fig = _new_figure(5.6, 4.8)
-    fig.suptitle(_plain(trial.title), fontsize=9, color=TEXT_GREY)
+    fig.suptitle(_wrap(_plain(trial.title), 80), fontsize=9, color=TEXT_GREY)
     ax = fig.add_subplot()
     ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
     rng = np.random.default_rng(seed)
@@ -790,12 +803,16 @@ def change_figure(
             zorder=3,
         )
     if rows.empty:
-        _no_data(ax, f"no data: no change observed at {_plain(trial.primary_visit)}")
+        _no_data(
+            ax, f"no data: no change observed at {_plain(trial.primary_visit)}", hide_ticks="y"
+        )
     ax.set_xticks(range(len(trial.arms)), labels)
     ax.set_xlim(-0.6, len(trial.arms) - 0.4)
     ax.set_xlabel("Arm")
     ax.set_ylabel(
-        f"Change from baseline to {_plain(trial.primary_visit)}\nin {_with_unit(out.label, out)}"
+        _wrap(
+            f"Change from baseline to {_plain(trial.primary_visit)} in {_with_unit(out.label, out)}"
+        )
     )
     _titles(ax, f"{_plain(out.label)}: observed change", _better_note(out))
     return fig
@@ -1200,7 +1217,7 @@ def missingness_figure(data: pd.DataFrame, trial: TrialConfig) -> Figure:
     counts = _attendance_from(data, trial)
     colors = arm_colors(trial)
     fig = _new_figure(max(6.0, 1.5 + 1.3 * len(trial.visits)), 4.6)
-    fig.suptitle(_plain(trial.title), fontsize=9, color=TEXT_GREY)
+    fig.suptitle(_wrap(_plain(trial.title), 90), fontsize=9, color=TEXT_GREY)
     ax = fig.add_subplot()
     x = np.arange(len(trial.visits), dtype=float)
     bar_w = 0.38
@@ -1281,7 +1298,8 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
     )
     fig = _new_figure(10.0, 4.6)
     fig.suptitle(
-        f"{_plain(out.label)}: MMRM residual diagnostics ({_plain(trial.title)})", fontsize=10
+        _wrap(f"{_plain(out.label)}: MMRM residual diagnostics ({_plain(trial.title)})", 130),
+        fontsize=10,
     )
     qq, rvf = fig.subplots(1, 2)
 
@@ -1302,7 +1320,7 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         )
         qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
     else:
-        _no_data(qq)
+        _no_data(qq, "no data: no MMRM residuals (model not fitted)", hide_ticks="xy")
     qq.set_xlabel("Standard normal quantile (SD)")
     qq.set_ylabel("Normalized residual (SD units)")
     qq.set_title("Normal QQ plot of normalized residuals", loc="left", fontsize=10)
@@ -1319,8 +1337,8 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         )
         rvf.axhline(0, color="black", lw=0.9, ls="--")
     else:
-        _no_data(rvf)
-    rvf.set_xlabel(f"Fitted change in {_with_unit(out.label, out)}")
+        _no_data(rvf, "no data: no MMRM residuals (model not fitted)", hide_ticks="xy")
+    rvf.set_xlabel(_wrap(f"Fitted change in {_with_unit(out.label, out)}", 70))
     rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
     rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
     if "arm" in frame.columns and n:

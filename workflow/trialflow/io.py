@@ -202,12 +202,12 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
 
 def read_csv(path: str | Path) -> pd.DataFrame:
     """Read a table written by :func:`write_csv` (identifiers kept as text)."""
-    return pd.read_csv(
-        path,
-        dtype={"subject_id": str, "arm": str, "visit": str},
-        keep_default_na=False,
-        na_values=[""],
-    )
+    return read_result_csv(path, dtype={"subject_id": str, "arm": str, "visit": str})
+
+
+def read_result_csv(path: str | Path, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read a result table: only empty cells are missing (a label "NA" stays text)."""
+    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
 
 
 def write_json(obj: Any, path: str | Path) -> None:

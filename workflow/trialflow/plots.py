@@ -7,12 +7,17 @@ the tests agree on one list.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from trialflow.config import TrialConfig
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def figure_stems(trial: TrialConfig) -> list[str]:
@@ -44,23 +49,22 @@ def write_trial_figures(
     empty = pd.DataFrame(
         columns=["subject_id", "visit", "observed", "fitted", "residual", "normalized_residual"]
     )
-    drawings = {
-        "consort": lambda: fg.consort_figure(flow, trial, fg.analysed_counts(lsmeans, trial)),
-        "forest": lambda: fg.forest_figure(effects, trial),
-        "forest_all_analyses": lambda: fg.forest_figure(
-            effects, trial, analyses=("mmrm", "lmm", "ancova")
+    # Drawn one at a time and saved at once, so that only one figure is in memory.
+    drawings: dict[str, Callable[[], Figure]] = {
+        "consort": partial(fg.consort_figure, flow, trial, fg.analysed_counts(lsmeans, trial)),
+        "forest": partial(fg.forest_figure, effects, trial),
+        "forest_all_analyses": partial(
+            fg.forest_figure, effects, trial, analyses=("mmrm", "lmm", "ancova")
         ),
-        "missingness": lambda: fg.missingness_figure(flow, trial),
+        "missingness": partial(fg.missingness_figure, flow, trial),
     }
     for o in trial.outcomes:
         name = o.name
-        drawings[f"{name}_trajectory"] = lambda n=name: fg.trajectory_figure(
-            lsmeans, adeff, trial, n
-        )
-        drawings[f"{name}_spaghetti"] = lambda n=name: fg.spaghetti_figure(adeff, trial, n)
-        drawings[f"{name}_change"] = lambda n=name: fg.change_figure(adeff, trial, n)
-        drawings[f"{name}_diagnostics"] = lambda n=name: fg.diagnostics_figure(
-            residuals.get(n, empty), trial, n
+        drawings[f"{name}_trajectory"] = partial(fg.trajectory_figure, lsmeans, adeff, trial, name)
+        drawings[f"{name}_spaghetti"] = partial(fg.spaghetti_figure, adeff, trial, name)
+        drawings[f"{name}_change"] = partial(fg.change_figure, adeff, trial, name)
+        drawings[f"{name}_diagnostics"] = partial(
+            fg.diagnostics_figure, residuals.get(name, empty), trial, name
         )
     written: list[Path] = []
     for stem in figure_stems(trial):

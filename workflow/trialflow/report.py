@@ -167,13 +167,14 @@ def _header(columns: Sequence[Any]) -> str:
     names = [str(c) for c in columns]
     if not any(": " in n for n in names):
         return "<tr>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
-    top, bottom = [], []
+    top: list[tuple[str, int, str]] = []  # (group, span, label of an ungrouped column)
+    bottom: list[str] = []
     for n in names:
         group, _, label = n.partition(": ") if ": " in n else ("", "", n)
         if group and top and top[-1][0] == group:
-            top[-1][1] += 1
+            top[-1] = (group, top[-1][1] + 1, "")
         else:
-            top.append([group, 1, "" if group else label])
+            top.append((group, 1, "" if group else label))
         if group:
             bottom.append(f"<th>{html.escape(label)}</th>")
     first = "".join(
@@ -366,18 +367,20 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
 def _supportive(inputs: ReportInputs) -> pd.DataFrame:
     labels = {o.name: o for o in inputs.trial.outcomes}
     rows = []
-    for r in inputs.effects.itertuples(index=False):
-        o = labels[r.outcome]
+    for r in inputs.effects.to_dict("records"):
+        o = labels[str(r["outcome"])]
         rows.append(
             {
                 "outcome": o.label,
-                "analysis": r.analysis,
-                "visit": r.visit,
-                "difference (95% CI)": fmt_ci(r.estimate, r.ci_lower, r.ci_upper, o.decimals),
-                "df": fmt_number(r.df, 1),
-                "p": fmt_p(r.p_value),
-                "n": "" if pd.isna(r.n) else str(int(r.n)),
-                "note": "" if pd.isna(r.note) else str(r.note),
+                "analysis": r["analysis"],
+                "visit": r["visit"],
+                "difference (95% CI)": fmt_ci(
+                    r["estimate"], r["ci_lower"], r["ci_upper"], o.decimals
+                ),
+                "df": fmt_number(r["df"], 1),
+                "p": fmt_p(r["p_value"]),
+                "n": "" if pd.isna(r["n"]) else str(int(r["n"])),
+                "note": "" if pd.isna(r["note"]) else str(r["note"]),
             }
         )
     return pd.DataFrame(rows)
@@ -607,24 +610,22 @@ def load_report_inputs(
     import json
 
     from trialflow.derive import read_analysis_datasets
+    from trialflow.io import read_result_csv
 
     meta = analysis_dir / "covariates.json"
     adsl, adeff = read_analysis_datasets(
         adsl=str(analysis_dir / "adsl.csv"), adeff=str(analysis_dir / "adeff.csv"), meta=str(meta)
     )
-    text = {"keep_default_na": False, "na_values": [""]}
     return ReportInputs(
         trial=trial,
         adsl=adsl,
         adeff=adeff,
-        flow=pd.read_csv(analysis_dir / "flow.csv", dtype={"visit": str}, **text).fillna(
-            {"visit": ""}
-        ),
+        flow=read_result_csv(analysis_dir / "flow.csv", dtype={"visit": str}).fillna({"visit": ""}),
         queries=pd.read_csv(analysis_dir / "queries.csv", dtype=str, keep_default_na=False),
-        effects=pd.read_csv(tables_dir / "effects.csv", dtype={"note": str}, **text),
-        lsmeans=pd.read_csv(tables_dir / "lsmeans.csv", **text),
-        anova=pd.read_csv(tables_dir / "anova.csv", **text),
-        effect_sizes=pd.read_csv(tables_dir / "effect_sizes.csv", **text),
+        effects=read_result_csv(tables_dir / "effects.csv", dtype={"note": str}),
+        lsmeans=read_result_csv(tables_dir / "lsmeans.csv"),
+        anova=read_result_csv(tables_dir / "anova.csv"),
+        effect_sizes=read_result_csv(tables_dir / "effect_sizes.csv"),
         models={
             p.stem: json.loads(p.read_text(encoding="utf-8"))
             for p in sorted(models_dir.glob("*.json"))

@@ -192,11 +192,12 @@ def outcome_table(
             row[f"{arm}: baseline mean (SD)"] = _continuous_cell(
                 base.loc[base["arm"] == arm, "value"], d
             )
-            row[f"{arm}: change (95% CI)"] = (
-                fmt_ci(*ls[["estimate", "ci_lower", "ci_upper"]].iloc[0].tolist(), d)
-                if len(ls)
-                else "not estimable"
-            )
+            if len(ls):
+                first = ls.iloc[0]
+                change = fmt_ci(first["estimate"], first["ci_lower"], first["ci_upper"], d)
+            else:
+                change = "not estimable"
+            row[f"{arm}: change (95% CI)"] = change
         if len(e):
             r = e.iloc[0]
             row["difference (95% CI)"] = fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"], d)

@@ -1,0 +1,318 @@
+"""Figures: labelled axes with units, one colour per arm, reproducible files, forest direction,
+unit checks across trials, and figures that still render when an outcome has no data."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.cbook import is_math_text
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+from PIL import Image
+
+from trialflow import figures
+from trialflow.analysis import analyse_trial, analysis_options, outcome_data
+from trialflow.clean import read_and_clean
+from trialflow.config import load_trial
+from trialflow.derive import derive
+from trialflow.errors import TrialflowError
+from trialflow.stats.mmrm import fit_mmrm
+
+from .conftest import ROOT
+
+BLUE, ORANGE = "#0072b2", "#e69f00"
+
+
+@pytest.fixture(scope="module", params=["exercise_education", "weightbearing"])
+def bundled(request):
+    trial = load_trial(ROOT / "config" / "trials" / f"{request.param}.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    return trial, d, analyse_trial(d.adeff, d.adsl, trial)
+
+
+def _residuals(trial, d, outcome):
+    """MMRM residuals of one outcome, as the workflow writes them, with the arm added."""
+    options = analysis_options(trial)
+    data = outcome_data(d.adeff, d.adsl, trial, trial.outcome(outcome))
+    post = [v.label for v in trial.post_baseline_visits]
+    fit = fit_mmrm(
+        data.loc[data["visit"].isin(post)],
+        response="change",
+        baseline="baseline",
+        covariates=[c.name for c in trial.covariates],
+        covariance=options["covariance"],
+        fallback=options["fallback"],
+        reference_arm=trial.control,
+        visit_order=post,
+        subject="subject_id",
+        visit="visit",
+        arm="arm",
+    )
+    return fit.residuals.merge(d.adsl[["subject_id", "arm"]], on="subject_id")
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.findobj(Text)]
+
+
+def _plot_axes(fig: Figure):
+    return [ax for ax in fig.axes if ax.axison]
+
+
+def _labels(fig: Figure) -> str:
+    return " | ".join(f"{ax.get_xlabel()} / {ax.get_ylabel()}" for ax in fig.axes)
+
+
+def test_arm_colors_are_okabe_ito(bundled) -> None:
+    trial, _, _ = bundled
+    colors = figures.arm_colors(trial)
+    assert {k: to_hex(v) for k, v in colors.items()} == {
+        trial.control: BLUE,
+        trial.treatment: ORANGE,
+    }
+
+
+def test_every_figure_has_labelled_axes_with_units(bundled) -> None:
+    trial, d, result = bundled
+    primary = trial.primary_outcomes[0]
+    unit = primary.unit
+    built = {
+        "trajectory": figures.trajectory_figure(result.lsmeans, d.adeff, trial, primary.name),
+        "spaghetti": figures.spaghetti_figure(d.adeff, trial, primary.name),
+        "change": figures.change_figure(d.adeff, trial, primary.name),
+        "diagnostics": figures.diagnostics_figure(
+            _residuals(trial, d, primary.name), trial, primary.name
+        ),
+        "missingness": figures.missingness_figure(d.flow, trial),
+        "forest": figures.forest_figure(result.effects, trial),
+    }
+    for name, fig in built.items():
+        assert isinstance(fig, Figure), name
+        for ax in _plot_axes(fig):
+            assert ax.get_xlabel(), (name, ax.get_title())
+            if name != "forest":
+                assert ax.get_ylabel(), (name, ax.get_title())
+    trajectory = _plot_axes(built["trajectory"])[0]
+    ylabel = trajectory.get_ylabel().replace("\n", " ")
+    assert ylabel == f"Change from baseline in {primary.label} ({unit})"
+    assert "weeks" in trajectory.get_xlabel()
+    assert all(f"({unit})" in ax.get_ylabel() for ax in _plot_axes(built["spaghetti"]))
+    assert f"({unit})" in _plot_axes(built["change"])[0].get_ylabel()
+    _, rvf = _plot_axes(built["diagnostics"])
+    assert f"({unit})" in rvf.get_xlabel() and f"({unit})" in rvf.get_ylabel()
+    assert "%" in _plot_axes(built["missingness"])[0].get_ylabel()
+    forest_units = sorted(ax.get_xlabel() for ax in _plot_axes(built["forest"]))
+    assert forest_units == sorted(f"Difference ({o.unit})" for o in trial.outcomes)
+    # Error bars come from the model table: the treatment arm's CI at the primary visit.
+    ls = result.lsmeans
+    row = ls.loc[
+        (ls["outcome"] == primary.name)
+        & (ls["analysis"] == "mmrm")
+        & (ls["arm"] == trial.treatment)
+        & (ls["visit"] == trial.primary_visit)
+    ].iloc[0]
+    segments = np.concatenate(
+        [c.get_segments() for c in trajectory.collections if hasattr(c, "get_segments")]
+    )
+    assert any(
+        np.isclose(s[:, 1].min(), row["ci_lower"]) and np.isclose(s[:, 1].max(), row["ci_upper"])
+        for s in segments
+    )
+
+
+def test_arm_colours_are_the_same_in_every_figure(bundled) -> None:
+    trial, d, result = bundled
+    outcome = trial.outcomes[0].name
+    colors = {arm: to_hex(c) for arm, c in figures.arm_colors(trial).items()}
+
+    spaghetti = figures.spaghetti_figure(d.adeff, trial, outcome)
+    for ax, arm in zip(_plot_axes(spaghetti), trial.arms, strict=True):
+        line_colors = {to_hex(line.get_color()) for line in ax.get_lines()} - {"#000000"}
+        assert line_colors == {colors[arm]}
+
+    bars = figures.missingness_figure(d.flow, trial)
+    for patch in _plot_axes(bars)[0].patches:
+        assert to_hex(patch.get_facecolor()) in colors.values()
+    legend = bars.legends[0]
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        arm = text.get_text().split(" (")[0]
+        assert to_hex(handle.get_facecolor()) == colors[arm]
+
+    change = figures.change_figure(d.adeff, trial, outcome)
+    points = [c for c in _plot_axes(change)[0].collections if len(c.get_offsets())]
+    for collection, arm in zip(points, trial.arms, strict=True):
+        assert to_hex(collection.get_facecolor()[0]) == colors[arm]
+
+    trajectory = figures.trajectory_figure(result.lsmeans, d.adeff, trial, outcome)
+    handles = trajectory.legends[0].legend_handles
+    assert [to_hex(h.get_color()) for h in handles[:2]] == [colors[a] for a in trial.arms]
+
+
+def test_consort_shows_flow_counts(bundled) -> None:
+    trial, d, result = bundled
+    analysed = figures.analysed_counts(result.lsmeans, trial)
+    eff = result.effects
+    primary = trial.primary_outcomes[0].name
+    at_primary = eff.loc[
+        (eff["outcome"] == primary)
+        & (eff["analysis"] == "mmrm")
+        & (eff["visit"] == trial.primary_visit)
+    ]
+    assert sum(analysed.values()) == int(at_primary["n"].iloc[0])
+    fig = figures.consort_figure(d.flow, trial, analysed)
+    text = "\n".join(_texts(fig)).replace("\n", " ")
+    flow = d.flow
+
+    def n(stage, arm, visit=""):
+        sel = (flow["stage"] == stage) & (flow["arm"] == arm) & (flow["visit"] == visit)
+        return int(flow.loc[sel, "n"].iloc[0])
+
+    assert f"Randomized (n = {n('randomized', 'total')})" in text
+    for arm in trial.arms:
+        assert f"Allocated to {arm} (n = {n('randomized', arm)})" in text
+        assert f"(n = {analysed[arm]} of {n('randomized', arm)} randomized)" in text
+        assert f"(n = {n('completed', arm)})" in text
+    lost = [v.label for v in trial.visits[:-1]]
+    assert sum(f"Withdrew after {v}" in t for t in _texts(fig) for v in lost) == 2 * len(lost)
+
+
+def test_save_figure_is_byte_identical(bundled, tmp_path) -> None:
+    trial, d, _ = bundled
+    outcome = trial.primary_outcomes[0].name
+    written = []
+    for run in ("a", "b"):
+        fig = figures.change_figure(d.adeff, trial, outcome)
+        size = tuple(round(150 * inches) for inches in fig.get_size_inches())
+        paths = figures.save_figure(fig, tmp_path / run / "change")
+        assert [p.suffix for p in paths] == [".png", ".svg"]
+        assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+        written.append([p.read_bytes() for p in paths])
+    assert written[0] == written[1]
+    png, svg = written[0]
+    assert b"Software" not in png and b"matplotlib" not in png.lower()
+    assert b"<dc:date>" not in svg and matplotlib.__version__.encode() not in svg
+    with Image.open(tmp_path / "a" / "change.png") as image:
+        # PNG stores pixels per metre, so 150 dpi reads back as 150.01.
+        assert np.allclose(image.info["dpi"], 150, atol=0.05)
+        assert image.size == size
+
+
+def test_forest_shades_the_side_favouring_treatment(bundled) -> None:
+    trial, _, result = bundled
+    fig = figures.forest_figure(result.effects, trial, analyses=("mmrm", "lmm", "ancova"))
+    axes = _plot_axes(fig)
+    assert len(axes) == len(trial.outcomes)
+    for o in trial.outcomes:
+        ax = next(a for a in axes if a.get_label() == o.name)
+        shade = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(shade) == 1
+        x0, x1 = sorted((shade[0].get_x(), shade[0].get_x() + shade[0].get_width()))
+        lo, hi = ax.get_xlim()
+        if o.better == "higher":
+            assert (x0, x1) == pytest.approx((0.0, hi))
+            assert any(t.get_text() == f"favours {trial.treatment} \u2192" for t in ax.texts)
+        else:
+            assert (x0, x1) == pytest.approx((lo, 0.0))
+            assert any(t.get_text() == f"\u2190 favours {trial.treatment}" for t in ax.texts)
+        assert lo < 0 < hi
+    # One estimate text per analysis and outcome, with the table's numbers.
+    estimates = [t for t in _texts(fig) if t.startswith("MMRM: ")]
+    assert len(estimates) == len(trial.outcomes)
+    assert len(fig.legends) == 1
+
+
+def test_cross_trial_forest_and_mixed_units() -> None:
+    trials, effects = {}, {}
+    for name in ("exercise_education", "weightbearing"):
+        trial = load_trial(ROOT / "config" / "trials" / f"{name}.yaml")
+        trials[name] = trial
+        effects[name] = pd.DataFrame(
+            {
+                "outcome": ["hba1c"],
+                "analysis": ["mmrm"],
+                "visit": [trial.primary_visit],
+                "estimate": [0.2],
+                "ci_lower": [-0.1],
+                "ci_upper": [0.5],
+                "n": [30],
+            }
+        )
+    fig = figures.cross_trial_forest(effects, trials, "hba1c")
+    (ax,) = _plot_axes(fig)
+    assert "(%)" in ax.get_xlabel()
+    assert [t.get_text().split("\n")[0] for t in ax.get_yticklabels()] == list(trials)
+    assert _texts(fig).count("0.20 (\u22120.10 to 0.50), n = 30") == 2
+
+    wb = trials["weightbearing"]
+    mmol = tuple(
+        dataclasses.replace(o, unit="mmol/mol") if o.name == "hba1c" else o for o in wb.outcomes
+    )
+    mixed = {**trials, "weightbearing": dataclasses.replace(wb, outcomes=mmol)}
+    with pytest.raises(TrialflowError, match="different units"):
+        figures.cross_trial_forest(effects, mixed, "hba1c")
+    with pytest.raises(TrialflowError, match="none of the trials"):
+        figures.cross_trial_forest(effects, trials, "pain_vas_typo")
+
+
+def test_outcome_without_data_still_renders(bundled, tmp_path) -> None:
+    trial, d, result = bundled
+    name = trial.outcomes[-1].name
+    adeff = d.adeff.copy()
+    gone = adeff["outcome"] == name
+    adeff.loc[gone, ["value", "baseline", "change", "pct_change"]] = np.nan
+    adeff.loc[gone, "anl01fl"] = ""
+    effects = result.effects.copy()
+    effects.loc[effects["outcome"] == name, ["estimate", "ci_lower", "ci_upper", "n"]] = np.nan
+    lsmeans = result.lsmeans.loc[result.lsmeans["outcome"] != name]
+    empty_residuals = pd.DataFrame(
+        columns=["subject_id", "visit", "observed", "fitted", "residual", "normalized_residual"]
+    )
+    built = [
+        figures.trajectory_figure(lsmeans, adeff, trial, name),
+        figures.spaghetti_figure(adeff, trial, name),
+        figures.change_figure(adeff, trial, name),
+        figures.diagnostics_figure(empty_residuals, trial, name),
+    ]
+    for i, fig in enumerate(built):
+        assert any(t.startswith("no data") for t in _texts(fig)), i
+        assert all(ax.get_xlabel() and ax.get_ylabel() for ax in _plot_axes(fig))
+        figures.save_figure(fig, tmp_path / f"fig{i}")
+    forest = figures.forest_figure(effects, trial)
+    assert "not estimable" in _texts(forest)
+    figures.save_figure(forest, tmp_path / "forest")
+    assert len(list(tmp_path.glob("*.png"))) == len(built) + 1
+
+
+def test_user_text_is_never_mathtext(bundled) -> None:
+    trial, d, result = bundled
+    first = trial.outcomes[0]
+    renamed = dataclasses.replace(first, label="Cost $ per visit ($)", unit="$/wk")
+    odd = dataclasses.replace(
+        trial, title="Price $x$ trial", outcomes=(renamed, *trial.outcomes[1:])
+    )
+    fig = figures.trajectory_figure(result.lsmeans, d.adeff, odd, first.name)
+    texts = _texts(fig)
+    assert not any(is_math_text(t) for t in texts)
+    flat = " ".join(texts).replace("\n", " ")
+    assert "Cost \\$ per visit (\\$) (\\$/wk)" in flat
+    fig.canvas.draw()
+
+
+def test_figures_leave_global_matplotlib_state_alone(bundled) -> None:
+    trial, d, _ = bundled
+    keys = ("font.family", "font.size", "svg.hashsalt", "text.usetex", "axes.spines.top")
+    before = {k: matplotlib.rcParams[k] for k in keys}
+    fig = figures.missingness_figure(d.adeff, trial)
+    fig.canvas.draw()
+    assert {k: matplotlib.rcParams[k] for k in keys} == before
+    assert type(fig.canvas).__name__ == "FigureCanvasAgg"
+    # Not registered with pyplot: nothing to close and no figure leaks between callers.
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    assert pyplot is None or fig not in map(pyplot.figure, pyplot.get_fignums())
