@@ -29,6 +29,23 @@ def figure_stems(trial: TrialConfig) -> list[str]:
     return stems
 
 
+def mmrm_included(
+    residuals: Mapping[str, pd.DataFrame], adeff: pd.DataFrame, trial: TrialConfig
+) -> dict[str, int] | None:
+    """Participants per arm in the primary MMRM of the first primary outcome.
+
+    These are the participants contributing at least one post-baseline value (the MMRM uses
+    every observed visit), which is what CONSORT calls "analysed". None when the model was
+    not fitted.
+    """
+    primary = trial.primary_outcomes[0].name
+    if primary not in residuals:
+        return None
+    arm_of = adeff.drop_duplicates("subject_id").set_index("subject_id")["arm"]
+    included = residuals[primary]["subject_id"].astype(str).drop_duplicates().map(arm_of)
+    return {arm: int((included == arm).sum()) for arm in trial.arms}
+
+
 def write_trial_figures(
     *,
     trial: TrialConfig,
@@ -51,7 +68,12 @@ def write_trial_figures(
     )
     # Drawn one at a time and saved at once, so that only one figure is in memory.
     drawings: dict[str, Callable[[], Figure]] = {
-        "consort": partial(fg.consort_figure, flow, trial, fg.analysed_counts(lsmeans, trial)),
+        "consort": partial(
+            fg.consort_figure,
+            flow,
+            trial,
+            mmrm_included(residuals, adeff, trial) or fg.analysed_counts(lsmeans, trial),
+        ),
         "forest": partial(fg.forest_figure, effects, trial),
         "forest_all_analyses": partial(
             fg.forest_figure, effects, trial, analyses=("mmrm", "lmm", "ancova")

@@ -20,7 +20,7 @@ import platform
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,7 @@ class ReportInputs:
     covariate_types: Mapping[str, str]
     figures: Mapping[str, Path]
     input_files: Sequence[Path]
+    residuals: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def sha256(path: Path) -> str:
@@ -340,8 +341,15 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
 
 def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
     trial = inputs.trial
+    arm_of = inputs.adsl.set_index("subject_id")["arm"]
     rows = []
     for o in trial.primary_outcomes:
+        resid = inputs.residuals.get(o.name)
+        included = (
+            resid["subject_id"].astype(str).drop_duplicates().map(arm_of)
+            if resid is not None
+            else pd.Series(dtype=str)
+        )
         ls = inputs.lsmeans.loc[
             (inputs.lsmeans["outcome"] == o.name)
             & (inputs.lsmeans["analysis"] == "mmrm")
@@ -356,6 +364,7 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
                     "with baseline": int(
                         ((inputs.adsl["arm"] == arm) & (inputs.adsl["has_baseline"] == "Y")).sum()
                     ),
+                    "in the MMRM (any post-baseline value)": int((included == arm).sum()),
                     f"observed at {trial.primary_visit}": int(ls["n"].get(arm, 0))
                     if len(ls)
                     else 0,
@@ -633,6 +642,10 @@ def load_report_inputs(
         covariate_types=json.loads(meta.read_text(encoding="utf-8"))["covariate_types"],
         figures={p.stem: p for p in sorted(figures_dir.glob("*.png"))},
         input_files=list(input_files),
+        residuals={
+            p.name.removesuffix(".residuals.csv"): read_result_csv(p, dtype={"subject_id": str})
+            for p in sorted(models_dir.glob("*.residuals.csv"))
+        },
     )
 
 
