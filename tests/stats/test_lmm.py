@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.regression.mixed_linear_model import MixedLM
 
 from trialflow.errors import ModelError
 from trialflow.stats import lmm as lmm_module
@@ -302,3 +304,158 @@ def test_missing_covariate_excludes_subject_with_warning() -> None:
 def test_unknown_baseline_visit_is_an_error() -> None:
     with pytest.raises(ModelError, match="baseline visit"):
         _fit("sim_dropout", "pain", baseline_visit="screening")
+
+
+def _slope_blocks(jitter: float) -> lmm_module._Blocks:
+    """sim_dropout pain with a random slope; ``jitter`` moves each subject's weeks apart."""
+    rows = _read_data("sim_dropout")
+    rows = rows.loc[(rows["outcome"] == "pain") & rows["value"].notna()]
+    rows = rows.sort_values(["subject_id", "visit_index"])
+    x = np.column_stack(
+        [
+            np.ones(len(rows)),
+            rows["age"].to_numpy(),
+            (rows["arm"] == "active").to_numpy(float),
+            *[(rows["visit_index"] == k).to_numpy(float) for k in (2, 3, 4)],
+        ]
+    )
+    weeks = rows["week"].to_numpy(float)
+    weeks = weeks + jitter * np.random.default_rng(3).uniform(-1, 1, len(rows)) * (weeks > 0)
+    z = np.column_stack([np.ones(len(rows)), weeks / 12.0])
+    return lmm_module._Blocks.from_rows(
+        rows["value"].to_numpy(float), x, z, rows["subject_id"].to_numpy()
+    )
+
+
+def test_per_subject_random_effects_blocks_match_shared_ones() -> None:
+    """Subjects whose weeks differ cannot share V; that path gives the same REML quantities."""
+    mixed = _slope_blocks(jitter=0.0)  # shared V wherever the observed visits agree
+    assert any(b.shared for b in mixed.batches)
+    stacked = _slope_blocks(jitter=0.0)
+    stacked.batches = [
+        lmm_module._Batch.build(b.xy, np.broadcast_to(b.z, (b.n_subjects, *b.z.shape)).copy())
+        if b.shared
+        else b
+        for b in mixed.batches
+    ]
+    assert not any(b.shared for b in stacked.batches)
+    psi = np.array([1.5, -0.2, 0.6, 1.1])
+    one = lmm_module._reml_state(mixed, psi)
+    two = lmm_module._reml_state(stacked, psi)
+    np.testing.assert_allclose(two.deviance, one.deviance, rtol=1e-12)
+    np.testing.assert_allclose(two.beta, one.beta, rtol=1e-10)
+    grad1, hess1, jac1 = lmm_module._reml_derivatives(mixed, one)
+    grad2, hess2, jac2 = lmm_module._reml_derivatives(stacked, two)
+    np.testing.assert_allclose(grad2, grad1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(hess2, hess1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.array(jac2), np.array(jac1), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(lmm_module._reml_gradient(stacked, two), grad1, rtol=1e-9)
+
+    # Jittered weeks really take the per-subject path; check it against central differences.
+    jittered = _slope_blocks(jitter=0.5)
+    assert not any(b.shared for b in jittered.batches if b.n_subjects > 1)
+    state = lmm_module._reml_state(jittered, psi)
+    grad, hess, _ = lmm_module._reml_derivatives(jittered, state)
+    h = 1e-4
+    eye = np.eye(len(psi))
+
+    def dev(p: np.ndarray) -> float:
+        return lmm_module._reml_state(jittered, p).deviance
+
+    num_grad = np.array([(dev(psi + h * e) - dev(psi - h * e)) / (2 * h) for e in eye])
+    num_hess = np.array(
+        [
+            (
+                lmm_module._reml_gradient(jittered, lmm_module._reml_state(jittered, psi + h * e))
+                - lmm_module._reml_gradient(jittered, lmm_module._reml_state(jittered, psi - h * e))
+            )
+            / (2 * h)
+            for e in eye
+        ]
+    )
+    np.testing.assert_allclose(grad, num_grad, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(hess, num_hess, rtol=1e-5, atol=1e-5)
+
+
+def _spy_on_mixedlm(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record every MixedLM.fit call (start, result, warnings), passing its warnings on."""
+    calls: list[dict[str, Any]] = []
+    original = MixedLM.fit
+
+    def spy(self: MixedLM, *args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            fit = original(self, *args, **kwargs)
+        calls.append(
+            {
+                "start": kwargs.get("start_params"),
+                "fit": fit,
+                "messages": [str(w.message) for w in seen],
+            }
+        )
+        for w in seen:
+            warnings.warn(w.message, stacklevel=2)
+        return fit
+
+    monkeypatch.setattr(MixedLM, "fit", spy)
+    return calls
+
+
+def test_statsmodels_confirms_the_closed_form_optimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MixedLM starts at the closed-form REML optimum and its answer is the one reported."""
+    calls = _spy_on_mixedlm(monkeypatch)
+    result = _fit("sim_dropout", "pain")
+    assert len(calls) == 1
+    fit = calls[0]["fit"]
+    assert calls[0]["start"] is not None
+    assert fit.converged and result.converged
+    steps = result.info["optimizer_steps"]
+    assert steps[1]["start"] == "closed-form REML optimum"
+    assert steps[1]["method"] == "bfgs" and steps[1]["iterations"] == 0
+    assert steps[1]["converged"] is True
+    vc = result.info["variance_components"]
+    np.testing.assert_allclose(vc["subject_intercept"], fit.cov_re[0, 0], rtol=1e-6)
+    np.testing.assert_allclose(vc["residual"], fit.scale, rtol=1e-6)
+    np.testing.assert_allclose(result.effects["estimate"], fit.fe_params[-3:], rtol=1e-6)
+    assert result.warnings == tuple(calls[0]["messages"])
+
+
+def test_statsmodels_flag_and_warnings_are_reported_at_a_boundary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a zero subject variance MixedLM searches from its own start, fails, and says so."""
+    calls = _spy_on_mixedlm(monkeypatch)
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(30, 3))
+    values -= values.mean(axis=1, keepdims=True)
+    frame = pd.DataFrame(
+        {
+            "subject_id": np.repeat(np.arange(30), 3),
+            "arm": np.repeat(np.where(np.arange(30) % 2 == 0, "ctl", "trt"), 3),
+            "visit": np.tile(["v0", "v1", "v2"], 30),
+            "value": values.ravel(),
+        }
+    )
+    result = fit_lmm(
+        frame,
+        response="value",
+        subject="subject_id",
+        visit="visit",
+        arm="arm",
+        reference_arm="ctl",
+        visit_order=["v0", "v1", "v2"],
+        baseline_visit="v0",
+    )
+    assert len(calls) == 1
+    assert calls[0]["start"] is None
+    assert not calls[0]["fit"].converged
+    messages = calls[0]["messages"]
+    assert any("converge" in m for m in messages)
+    unique = tuple(dict.fromkeys(messages))
+    assert result.warnings[: len(unique)] == unique
+    assert not result.converged
+    steps = result.info["optimizer_steps"]
+    assert steps[1]["start"] == "statsmodels default"
+    assert steps[1]["converged"] is False
+    assert steps[2]["step"] == "direct REML minimisation after MixedLM failed"
+    assert steps[-1] == {"step": "Newton polish", "newton_steps": 0, "skipped": True}

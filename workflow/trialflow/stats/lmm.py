@@ -2,17 +2,19 @@
 
 The model is ``response ~ covariates + arm * visit + (1 | subject)`` fitted by REML to every
 visit including baseline, so the arm-by-visit interaction at a visit is the difference between
-arms in mean change from baseline. statsmodels' ``MixedLM`` finds the REML optimum; the REML
-criterion, its exact gradient and Hessian, and the covariance of the fixed effects as a function
-of the variance parameters are then computed in closed form with numpy. They serve two purposes:
-a few Newton steps polish the optimum to the precision R's ``lme4`` reaches, and they give
+arms in mean change from baseline. statsmodels' ``MixedLM`` is the fitting engine of record: its
+optimum, convergence flag and warnings are what is reported. The REML criterion, its exact
+gradient and Hessian, and the covariance of the fixed effects as a function of the variance
+parameters are also computed in closed form with numpy, vectorised over subjects. They serve
+three purposes: their optimum is MixedLM's starting point, so that on large trials MixedLM (whose
+every likelihood evaluation loops over subjects in Python) only has to confirm convergence; a
+few Newton steps polish MixedLM's optimum to the precision R's ``lme4`` reaches; and they give
 Satterthwaite degrees of freedom for every contrast exactly as ``lmerTest`` defines them
 (``df = 2 (l' Phi l)^2 / (g' A g)``, ``A`` = twice the inverse Hessian of the REML deviance).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
-from statsmodels.regression.mixed_linear_model import MixedLM
+from statsmodels.regression.mixed_linear_model import MixedLM, MixedLMParams, MixedLMResults
 
 from trialflow.errors import ModelError
 from trialflow.stats.design import (
@@ -44,22 +46,122 @@ from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 # variance tiny relative to the intercept variance and the optimizer fails to converge.
 SLOPE_TIME_SCALE = 12.0
 
+# MixedLM's own default sequence of optimizers, spelled out so the one that finished is known
+# from the number of "Retrying MixedLM optimization with ..." warnings.
+MIXEDLM_METHODS: tuple[str, ...] = ("bfgs", "lbfgs", "cg")
+_RETRY = "Retrying MixedLM optimization with"
 
-@dataclass
+
+@dataclass(frozen=True)
+class _Batch:
+    """Subjects with the same number of observations ``m``, stacked along the first axis.
+
+    When the subjects also share one random-effects block (always so for a random intercept,
+    and for a random slope on scheduled weeks with the same visits observed), ``z`` is that
+    single (m, q) block: their marginal covariance V is then one (m, m) matrix, and every sum
+    over the batch of a quadratic form ``[X_i y_i]' A [X_i y_i]`` follows from the second
+    moments of the rows, computed once, in O(m^2 p^2) work whatever the number of subjects.
+    """
+
+    xy: np.ndarray  # (k, m, p + 1) fixed-effects rows with the response appended
+    z: np.ndarray  # (m, q) shared or (k, m, q) per-subject random-effects rows
+    moments: np.ndarray | None  # (m * m, (p + 1)^2) for a shared batch, else None
+
+    @classmethod
+    def build(cls, xy: np.ndarray, z: np.ndarray) -> _Batch:
+        """A batch with its row moments precomputed when ``z`` is one shared (m, q) block."""
+        if z.ndim == 3:
+            return cls(xy=xy, z=z, moments=None)
+        k, m, n = xy.shape
+        flat = xy.reshape(k, m * n)
+        # (a, p), (b, r) -> (a, b), (p, r): sum_i xy_i[a, p] xy_i[b, r]
+        moments = (flat.T @ flat).reshape(m, n, m, n).transpose(0, 2, 1, 3).reshape(m * m, -1)
+        return cls(xy=xy, z=z, moments=moments)
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.xy.shape[0])
+
+    @property
+    def shared(self) -> bool:
+        return self.moments is not None
+
+    def quad(self, a: np.ndarray) -> np.ndarray:
+        """Sum over subjects of [X_i y_i]' A_i [X_i y_i]; ``a`` (m, m) shared or (k, m, m)."""
+        n = self.xy.shape[2]
+        if self.moments is not None and a.ndim == 2:
+            return (a.reshape(-1) @ self.moments).reshape(n, n)
+        return _cross(self.xy, a @ self.xy)
+
+
+def _stack_by_size(xy: np.ndarray, z: np.ndarray, sizes: np.ndarray) -> list[_Batch]:
+    """Split row arrays of consecutive subjects into batches of equal-sized subjects.
+
+    Subjects of one size are further split by their random-effects block when the distinct
+    blocks are few (a shared block saves per-subject work, but every extra batch costs a
+    round of numpy calls).
+    """
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    batches = []
+    for m in np.unique(sizes):
+        rows = starts[sizes == m][:, None] + np.arange(m)
+        zb = z[rows]
+        patterns, which = np.unique(zb.reshape(len(rows), -1), axis=0, return_inverse=True)
+        if len(patterns) == 1 or 8 * len(patterns) <= len(rows):
+            for j, pattern in enumerate(patterns):
+                sel = rows[which.ravel() == j]
+                batches.append(_Batch.build(xy[sel], pattern.reshape(m, -1)))
+        else:
+            batches.append(_Batch.build(xy[rows], zb))
+    return batches
+
+
 class _Blocks:
-    """Per-subject response vectors and design blocks."""
+    """Per-subject responses and design blocks, held as batches of equal-sized subjects.
 
-    y: list[np.ndarray]
-    x: list[np.ndarray]
-    z: list[np.ndarray]
+    Stacking subjects turns every per-subject matrix operation of the REML computations into
+    one vectorised numpy call per batch, so the Python-level work grows with the number of
+    batches rather than the number of subjects. The response is stored minus its OLS fit:
+    the REML criterion and the GLS residuals are unchanged by subtracting any ``X b`` (the
+    fixed effects absorb it), and centring keeps quadratic forms in the residuals, formed
+    from sums over subjects, free of cancellation when the response is far from zero.
+
+    Parameters
+    ----------
+    y, x, z
+        Response vector, fixed-effects block and random-effects block of each subject.
+    """
+
+    def __init__(
+        self, y: Sequence[np.ndarray], x: Sequence[np.ndarray], z: Sequence[np.ndarray]
+    ) -> None:
+        sizes = np.array([len(v) for v in y], dtype=int)
+        self._setup(np.concatenate(y), np.concatenate(x), np.concatenate(z), sizes)
+
+    @classmethod
+    def from_rows(cls, y: np.ndarray, x: np.ndarray, z: np.ndarray, groups: np.ndarray) -> _Blocks:
+        """Build the blocks from row arrays whose rows are sorted by the ``groups`` labels."""
+        bounds = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True])
+        blocks = cls.__new__(cls)
+        blocks._setup(y, x, z, np.diff(bounds))
+        return blocks
+
+    def _setup(self, y: np.ndarray, x: np.ndarray, z: np.ndarray, sizes: np.ndarray) -> None:
+        self.offset = np.linalg.lstsq(x, y, rcond=None)[0]
+        xy = np.column_stack([x, y - x @ self.offset])
+        self.batches = _stack_by_size(xy, z, sizes)
 
     @property
     def n_obs(self) -> int:
-        return int(sum(len(v) for v in self.y))
+        return int(sum(b.xy.shape[0] * b.xy.shape[1] for b in self.batches))
 
     @property
     def n_fixed(self) -> int:
-        return int(self.x[0].shape[1])
+        return int(self.batches[0].xy.shape[2] - 1)
+
+    @property
+    def n_random(self) -> int:
+        return int(self.batches[0].z.shape[-1])
 
 
 @dataclass
@@ -69,9 +171,11 @@ class _RemlState:
     deviance: float
     beta: np.ndarray
     phi: np.ndarray
-    w: list[np.ndarray]
-    e: list[np.ndarray]
-    u: list[np.ndarray]
+    w: list[np.ndarray]  # V^-1 per batch: (m, m) if shared, else (k, m, m)
+    resid: np.ndarray  # c with GLS residuals r_i = [X_i y_i] c (centred response)
+
+
+_Derivatives = tuple[np.ndarray, np.ndarray, list[np.ndarray]]
 
 
 def _n_vparams(q: int) -> int:
@@ -92,68 +196,94 @@ def _pack(g: np.ndarray, sigma2: float) -> np.ndarray:
     return np.concatenate([g[rows, cols], [sigma2]])
 
 
-def _dv_blocks(z: np.ndarray, q: int) -> list[np.ndarray]:
-    """Derivatives of one subject's V = Z G Z' + s2 I with respect to each variance parameter."""
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum over subjects of A_i' B_i for stacked (k, m, r) and (k, m, s) arrays."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _trace_sum(a: np.ndarray, b: np.ndarray, n_subjects: int) -> float:
+    """Sum over the subjects of a batch of tr(A_i B_i); each of a, b shared or stacked."""
+    total = float(np.sum(a * np.swapaxes(b, -1, -2)))
+    return n_subjects * total if a.ndim == 2 and b.ndim == 2 else total
+
+
+def _dv_blocks(z: np.ndarray) -> list[np.ndarray]:
+    """Derivatives of V = Z G Z' + s2 I with respect to each variance parameter.
+
+    ``z`` is one (m, q) block or a (k, m, q) stack; each derivative is then one (m, m) matrix
+    or a (k, m, m) stack, except the last (for s2), the (m, m) identity either way.
+    """
+    m, q = z.shape[-2:]
     out = []
     for a, b in zip(*np.tril_indices(q), strict=True):
-        out.append(np.outer(z[:, a], z[:, b]) + (np.outer(z[:, b], z[:, a]) if a != b else 0.0))
-    out.append(np.eye(z.shape[0]))
+        outer = z[..., :, a, None] * z[..., None, :, b]
+        out.append(outer if a == b else outer + np.swapaxes(outer, -1, -2))
+    out.append(np.eye(m))
     return out
 
 
 def _reml_state(blocks: _Blocks, psi: np.ndarray) -> _RemlState:
     """REML deviance (-2 log-likelihood on lme4's scale), GLS estimates and helpers."""
-    q = blocks.z[0].shape[1]
-    g, sigma2 = _unpack(psi, q)
+    g, sigma2 = _unpack(psi, blocks.n_random)
     p = blocks.n_fixed
-    xtwx = np.zeros((p, p))
-    xtwy = np.zeros(p)
+    total = np.zeros((p + 1, p + 1))  # [X y]' V^-1 [X y] summed over subjects
     logdet_v = 0.0
     ws: list[np.ndarray] = []
-    for y, x, z in zip(blocks.y, blocks.x, blocks.z, strict=True):
-        v = z @ g @ z.T + sigma2 * np.eye(len(y))
+    for b in blocks.batches:
+        v = b.z @ g @ np.swapaxes(b.z, -1, -2) + sigma2 * np.eye(b.xy.shape[1])
         chol = np.linalg.cholesky(v)
-        logdet_v += 2.0 * float(np.log(np.diag(chol)).sum())
+        logdet = 2.0 * float(np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum())
+        logdet_v += b.n_subjects * logdet if b.shared else logdet
         w = np.linalg.inv(v)
         ws.append(w)
-        wx = w @ x
-        xtwx += x.T @ wx
-        xtwy += wx.T @ y
+        total += b.quad(w)
+    xtwx = total[:p, :p]
     chol_x = np.linalg.cholesky(xtwx)
     phi = np.linalg.inv(xtwx)
-    beta = phi @ xtwy
-    es: list[np.ndarray] = []
-    us: list[np.ndarray] = []
-    quad = 0.0
-    for y, x, w in zip(blocks.y, blocks.x, ws, strict=True):
-        r = y - x @ beta
-        e = w @ r
-        quad += float(r @ e)
-        es.append(e)
-        us.append(w @ x)
+    beta = phi @ total[:p, p]
+    resid = np.append(-beta, 1.0)
     deviance = (
         logdet_v
         + 2.0 * float(np.log(np.diag(chol_x)).sum())
-        + quad
+        + float(resid @ total @ resid)
         + (blocks.n_obs - p) * math.log(2.0 * math.pi)
     )
-    return _RemlState(deviance=deviance, beta=beta, phi=phi, w=ws, e=es, u=us)
+    return _RemlState(deviance=deviance, beta=beta + blocks.offset, phi=phi, w=ws, resid=resid)
 
 
-def _reml_derivatives(
-    blocks: _Blocks, state: _RemlState
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _reml_gradient(blocks: _Blocks, state: _RemlState) -> np.ndarray:
+    """Exact gradient of the REML deviance, d(dev)/dpsi_k = tr(P V_k) - y'P V_k P y.
+
+    The same expansion as in :func:`_reml_derivatives`, without the Hessian terms.
+    """
+    p = blocks.n_fixed
+    c = state.resid
+    grad = np.zeros(_n_vparams(blocks.n_random))
+    for b, w in zip(blocks.batches, state.w, strict=True):
+        for k, d in enumerate(_dv_blocks(b.z)):
+            qk = b.quad(w @ d @ w)
+            grad[k] += (
+                _trace_sum(w, d, b.n_subjects)
+                - float(np.sum(state.phi * qk[:p, :p]))
+                - float(c @ qk @ c)
+            )
+    return grad
+
+
+def _reml_derivatives(blocks: _Blocks, state: _RemlState) -> _Derivatives:
     """Exact gradient and Hessian of the REML deviance, and dPhi/dpsi_k = Phi S_k Phi.
 
     With P = V^-1 - V^-1 X Phi X' V^-1 and V_k = dV/dpsi_k (V is linear in psi):
     d(dev)/dpsi_k = tr(P V_k) - y'P V_k P y and
     d2(dev)/dpsi_k dpsi_l = -tr(P V_k P V_l) + 2 y'P V_k P V_l P y.
-    Traces are expanded block by block so no N x N matrix is ever formed.
+    Traces are expanded block by block so no N x N matrix is ever formed: with W = V^-1,
+    U = W X and e = W r, every term is a sum over subjects of [X y]' A [X y] for
+    A = W V_k W or W V_k W V_l W, or a trace of W V_k (W V_l).
     """
-    q = blocks.z[0].shape[1]
-    m = _n_vparams(q)
+    m = _n_vparams(blocks.n_random)
     p = blocks.n_fixed
     phi = state.phi
+    c = state.resid
     s = [np.zeros((p, p)) for _ in range(m)]  # S_k = sum U' V_k U
     ua = [np.zeros(p) for _ in range(m)]  # sum U' V_k e
     tr_wv = np.zeros(m)
@@ -161,20 +291,21 @@ def _reml_derivatives(
     tr_wvwv = np.zeros((m, m))
     mid = [[np.zeros((p, p)) for _ in range(m)] for _ in range(m)]  # sum U' V_k W V_l U
     a_w_a = np.zeros((m, m))  # sum (V_k e)' W (V_l e)
-    for z, w, e, u in zip(blocks.z, state.w, state.e, state.u, strict=True):
-        dv = _dv_blocks(z, q)
-        wv = [w @ d for d in dv]
-        a = [d @ e for d in dv]
-        vu = [d @ u for d in dv]
+    for b, w in zip(blocks.batches, state.w, strict=True):
+        dv = _dv_blocks(b.z)
+        dw = [d @ w for d in dv]
+        wdw = [w @ dwk for dwk in dw]
         for k in range(m):
-            s[k] += u.T @ vu[k]
-            ua[k] += u.T @ a[k]
-            tr_wv[k] += float(np.trace(wv[k]))
-            quad_v[k] += float(e @ a[k])
+            qk = b.quad(wdw[k])
+            s[k] += qk[:p, :p]
+            ua[k] += qk[:p] @ c
+            tr_wv[k] += _trace_sum(w, dv[k], b.n_subjects)
+            quad_v[k] += float(c @ qk @ c)
             for ell in range(k, m):
-                tr_wvwv[k, ell] += float(np.sum(wv[k] * wv[ell].T))
-                mid[k][ell] += vu[k].T @ w @ vu[ell]
-                a_w_a[k, ell] += float(a[k] @ w @ a[ell])
+                qkl = b.quad(wdw[k] @ dw[ell])
+                tr_wvwv[k, ell] += _trace_sum(dw[k], dw[ell], b.n_subjects)
+                mid[k][ell] += qkl[:p, :p]
+                a_w_a[k, ell] += float(c @ qkl @ c)
     grad = np.array([tr_wv[k] - float(np.sum(phi * s[k])) - quad_v[k] for k in range(m)])
     hess = np.zeros((m, m))
     for k in range(m):
@@ -201,13 +332,28 @@ def _admissible(psi: np.ndarray, q: int) -> bool:
     return True
 
 
-def _polish(blocks: _Blocks, psi: np.ndarray, max_iter: int = 25) -> tuple[np.ndarray, int, float]:
-    """Newton steps on the REML deviance from a nearby optimum; returns psi, steps, |grad|."""
-    q = blocks.z[0].shape[1]
+def _interior(psi: np.ndarray, q: int) -> bool:
+    """Whether every random-effects variance direction is clearly away from zero."""
+    g, sigma2 = _unpack(psi, q)
+    return bool(np.all(np.linalg.eigvalsh(g) > 1e-6 * sigma2))
+
+
+def _polish(
+    blocks: _Blocks, psi: np.ndarray, max_iter: int = 25
+) -> tuple[np.ndarray, int, _RemlState, _Derivatives]:
+    """Newton steps on the REML deviance from a nearby optimum.
+
+    Returns psi, the number of steps taken, and the REML state and derivatives at psi (so the
+    caller need not recompute them). No step is taken when the gradient is already negligible.
+    """
+    q = blocks.n_random
     state = _reml_state(blocks, psi)
-    grad, hess, _ = _reml_derivatives(blocks, state)
+    derivs = _reml_derivatives(blocks, state)
     steps = 0
     for _ in range(max_iter):
+        grad, hess, _ = derivs
+        if float(np.max(np.abs(grad))) < 1e-10:
+            break
         try:
             np.linalg.cholesky(hess)
         except np.linalg.LinAlgError:
@@ -228,42 +374,105 @@ def _polish(blocks: _Blocks, psi: np.ndarray, max_iter: int = 25) -> tuple[np.nd
         if not accepted:
             break
         steps += 1
-        grad, hess, _ = _reml_derivatives(blocks, state)
-        if float(np.max(np.abs(grad))) < 1e-10:
-            break
-    return psi, steps, float(np.max(np.abs(grad)))
+        derivs = _reml_derivatives(blocks, state)
+    return psi, steps, state, derivs
 
 
-def _optimize_reml(blocks: _Blocks, psi0: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Minimise the closed-form REML deviance directly (fallback when MixedLM fails).
+def _start_psi(blocks: _Blocks) -> np.ndarray:
+    """Moment-based starting values: OLS residuals split into between- and within-subject parts.
 
-    Parameterised like lme4: G = L L' with a lower-triangular L whose diagonal is bounded
-    below by zero, so a boundary optimum (a zero variance) is reachable exactly.
+    Only a starting point for the optimizer, so crude is fine; every variance is kept clearly
+    positive so the search starts inside the parameter space.
     """
-    q = blocks.z[0].shape[1]
+    resid = [b.xy[:, :, -1] for b in blocks.batches]  # the stored response is the OLS residual
+    total = float(np.mean(np.concatenate([r.ravel() for r in resid]) ** 2))
+    within = sum(float(np.sum((r - r.mean(axis=1, keepdims=True)) ** 2)) for r in resid)
+    within_df = sum(r.size - r.shape[0] for r in resid)
+    sigma2 = within / within_df if within_df > 0 else 0.5 * total
+    sigma2 = max(sigma2, 1e-3 * total, 1e-12)
+    # A subject's mean residual has variance G11 + s2 / m.
+    means = np.concatenate([r.mean(axis=1) for r in resid])
+    sizes = np.concatenate([np.full(r.shape[0], r.shape[1]) for r in resid])
+    between = max(float(np.var(means)) - sigma2 * float(np.mean(1.0 / sizes)), 0.1 * sigma2)
+    g = np.diag([between] + [0.1 * sigma2] * (blocks.n_random - 1))
+    return _pack(g, sigma2)
+
+
+def _direct_optimum(blocks: _Blocks) -> tuple[np.ndarray, bool, int, int]:
+    """REML optimum of the closed-form criterion from moment-based starting values.
+
+    L-BFGS-B gets close (and reaches a boundary optimum exactly); Newton steps then finish an
+    interior optimum to full precision. Returns psi, whether L-BFGS-B reported success, and
+    the numbers of L-BFGS-B iterations and Newton steps.
+    """
+    psi, ok, iterations = _optimize_reml(blocks, _start_psi(blocks))
+    newton = 0
+    if _interior(psi, blocks.n_random):
+        psi, newton, _, _ = _polish(blocks, psi)
+    return psi, ok, iterations, newton
+
+
+def _optimize_reml(blocks: _Blocks, psi0: np.ndarray) -> tuple[np.ndarray, bool, int]:
+    """Minimise the closed-form REML deviance directly with its exact gradient.
+
+    Parameterised like lme4: G = s2 L L' with a lower-triangular L whose diagonal is bounded
+    below by zero, so a boundary optimum (a zero variance) is reachable exactly, and the
+    log residual variance. Returns psi, whether L-BFGS-B reported success, and its iterations.
+    """
+    q = blocks.n_random
     rows, cols = np.tril_indices(q)
     g0, s0 = _unpack(psi0, q)
+    s0 = max(s0, 1e-8)
     try:
-        l0 = np.linalg.cholesky(g0 + 1e-10 * np.eye(q))
+        l0 = np.linalg.cholesky(g0 / s0 + 1e-10 * np.eye(q))
     except np.linalg.LinAlgError:
-        l0 = np.eye(q) * math.sqrt(max(s0, 1e-8))
-    start = np.concatenate([l0[rows, cols], [math.log(max(s0, 1e-8))]])
+        l0 = np.eye(q)
+    start = np.concatenate([l0[rows, cols], [math.log(s0)]])
 
-    def to_psi(t: np.ndarray) -> np.ndarray:
+    def to_psi(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lower = np.zeros((q, q))
         lower[rows, cols] = t[:-1]
-        return _pack(lower @ lower.T, math.exp(t[-1]))
+        return _pack(math.exp(t[-1]) * (lower @ lower.T), math.exp(t[-1])), lower
 
-    def objective(t: np.ndarray) -> float:
+    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+        psi, lower = to_psi(t)
         try:
-            return _reml_state(blocks, to_psi(t)).deviance
+            state = _reml_state(blocks, psi)
         except np.linalg.LinAlgError:
-            return float("inf")
+            return float("inf"), np.zeros_like(t)
+        grad = _reml_gradient(blocks, state)
+        # Chain rule from psi = (G entries, s2) to (L entries, log s2) with G = s2 L L':
+        # d = symmetric dDev/dG, so dDev/dL = 2 s2 d L and dDev/dlog s2 = s2 dDev/ds2 + tr(d G).
+        d, _ = _unpack(np.concatenate([grad[:-1], [0.0]]), q)
+        d = 0.5 * (d + np.diag(np.diag(d)))
+        sigma2 = float(psi[-1])
+        g, _ = _unpack(psi, q)
+        d_lower = 2.0 * sigma2 * (d @ lower)
+        d_log_s2 = sigma2 * float(grad[-1]) + float(np.sum(d * g))
+        return state.deviance, np.concatenate([d_lower[rows, cols], [d_log_s2]])
 
     bounds = [(0.0, None) if a == b else (None, None) for a, b in zip(rows, cols, strict=True)]
     bounds.append((None, None))
-    res = optimize.minimize(objective, start, method="L-BFGS-B", bounds=bounds)
-    return to_psi(res.x), bool(res.success)
+    res = optimize.minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    return to_psi(res.x)[0], bool(res.success), int(res.nit)
+
+
+def _mixedlm_step(
+    fit: MixedLMResults, messages: Sequence[str], from_optimum: bool
+) -> dict[str, object]:
+    """What MixedLM's optimizer did, as recorded in its results and warnings."""
+    retvals = fit.hist[-1] if fit.hist else {}
+    # bfgs and cg report no iteration count, but keep every iterate (start included).
+    iterations = retvals.get("iterations", len(retvals.get("allvecs", [None])) - 1)
+    retries = sum(m.startswith(_RETRY) for m in messages)
+    return {
+        "step": "statsmodels MixedLM (REML)",
+        "start": "closed-form REML optimum" if from_optimum else "statsmodels default",
+        "method": MIXEDLM_METHODS[min(retries, len(MIXEDLM_METHODS) - 1)],
+        "iterations": int(iterations),
+        "function_evaluations": int(retvals.get("fcalls", -1)),
+        "converged": bool(fit.converged),
+    }
 
 
 def _satterthwaite(
@@ -429,40 +638,80 @@ def fit_lmm(
     q = z.shape[1]
     groups = frame[SUBJECT].to_numpy()
 
+    blocks = _Blocks.from_rows(y, x, z, groups)
+    # Each MixedLM likelihood evaluation loops over subjects in Python, whereas the closed-form
+    # REML criterion is vectorised over subjects: find the optimum with the latter and start
+    # MixedLM there, so that MixedLM only has to confirm convergence. Its verdict and warnings
+    # are still the ones reported. A boundary optimum is not handed over: MixedLM's
+    # square-root parameterisation has a zero gradient there and would stop at once, so it
+    # searches from its own default start, as it would on its own.
+    psi_direct, direct_ok, direct_iterations, direct_newton = _direct_optimum(blocks)
+    start: MixedLMParams | None = None
+    if _interior(psi_direct, q):
+        g0, s0 = _unpack(psi_direct, q)
+        start = MixedLMParams(x.shape[1], q, 0)
+        start.cov_re = g0 / s0  # MixedLM profiles out the residual variance
+        start.vcomp = np.zeros(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = MixedLM(y, x, groups=groups, exog_re=z)
         try:
-            fit = model.fit(reml=True)
+            fit = model.fit(
+                reml=True, start_params=start, method=list(MIXEDLM_METHODS), full_output=True
+            )
         except (np.linalg.LinAlgError, ValueError) as exc:
             raise ModelError(
                 f"the linear mixed model could not be fitted: {exc}",
                 fix="check for visits or arms with very few observations",
             ) from exc
-    notes.extend(str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught]
+    notes.extend(messages)
+    steps: list[dict[str, object]] = [
+        {
+            "step": "closed-form REML minimisation",
+            "method": "L-BFGS-B, then Newton",
+            "iterations": direct_iterations,
+            "newton_steps": direct_newton,
+            "converged": direct_ok,
+        },
+        _mixedlm_step(fit, messages, from_optimum=start is not None),
+    ]
 
-    # Closed-form REML on the same data, started from statsmodels' optimum.
-    bounds = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True])
-    slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-    blocks = _Blocks(y=[y[s] for s in slices], x=[x[s] for s in slices], z=[z[s] for s in slices])
     psi = _pack(np.asarray(fit.cov_re, dtype=float), float(fit.scale))
-    optimizer = "statsmodels MixedLM (REML)"
+    optimizer = (
+        "statsmodels MixedLM (REML, started at the closed-form REML optimum)"
+        if start is not None
+        else "statsmodels MixedLM (REML)"
+    )
     optimizer_ok = bool(fit.converged)
     if not optimizer_ok:
         # Typically a variance at zero, which MixedLM approaches but does not reach.
-        candidate, optimizer_ok = _optimize_reml(blocks, psi)
-        if _reml_state(blocks, candidate).deviance < _reml_state(blocks, psi).deviance:
+        candidate, optimizer_ok, iterations = _optimize_reml(blocks, psi)
+        if _reml_state(blocks, psi_direct).deviance < _reml_state(blocks, candidate).deviance:
+            candidate, optimizer_ok = psi_direct, direct_ok
+        used = _reml_state(blocks, candidate).deviance < _reml_state(blocks, psi).deviance
+        steps.append(
+            {
+                "step": "direct REML minimisation after MixedLM failed",
+                "method": "L-BFGS-B",
+                "iterations": iterations,
+                "converged": optimizer_ok,
+                "used": used,
+            }
+        )
+        if used:
             psi = candidate
             optimizer = "statsmodels MixedLM failed; direct REML minimisation (L-BFGS-B)"
             notes.append("the REML optimum was found by direct minimisation of the REML criterion")
-    g_hat, sigma2 = _unpack(psi, q)
-    interior = bool(np.all(np.linalg.eigvalsh(g_hat) > 1e-6 * sigma2))
+    interior = _interior(psi, q)
     polish_steps = 0
     if interior:
-        psi, polish_steps, _ = _polish(blocks, psi)
-        g_hat, sigma2 = _unpack(psi, q)
-    state = _reml_state(blocks, psi)
-    grad, hess, jac = _reml_derivatives(blocks, state)
+        psi, polish_steps, state, (grad, hess, jac) = _polish(blocks, psi)
+    else:
+        state = _reml_state(blocks, psi)
+        grad, hess, jac = _reml_derivatives(blocks, state)
+    steps.append({"step": "Newton polish", "newton_steps": polish_steps, "skipped": not interior})
+    g_hat, sigma2 = _unpack(psi, q)
     converged = optimizer_ok and interior
     if not interior:
         notes.append(
@@ -569,6 +818,7 @@ def fit_lmm(
         "loglik": -0.5 * state.deviance,
         "optimizer": f"{optimizer} + {polish_steps} Newton step(s) on the exact REML gradient",
         "iterations": polish_steps,
+        "optimizer_steps": steps,
         "df_method": effective_df_method,
         "random_slope": random_slope,
         "variance_components": variance_components,
