@@ -6,6 +6,7 @@ import sys
 
 from snakemake.utils import validate
 
+from trialflow.clean import data_file
 from trialflow.config import (
     TRIAL_SCHEMA,
     load_yaml,
@@ -14,9 +15,16 @@ from trialflow.config import (
     validate_schema,
 )
 from trialflow.errors import TrialflowError
+from trialflow.paths import confine
+
+# Command-line values arrive as text (--config debug=true): read yes/no words as booleans.
+for _key in ("debug", "allow_outside_paths"):
+    if isinstance(config.get(_key), str):
+        config[_key] = config[_key].strip().lower() in ("true", "yes", "1", "on")
 
 validate(config, "../schemas/config.schema.yaml")
 
+PROJECT = Path(workflow.basedir)
 RESULTS = config["results_dir"]
 TRIALS_DIR = config["trials_dir"]
 TRIALS = trial_names(config["trials"])
@@ -32,7 +40,19 @@ def _load_trials() -> dict:
             # through Snakemake, which also fills in the defaults.
             validate_schema(content, TRIAL_SCHEMA, source=path)
             validate(content, "../schemas/trial.schema.yaml")
-            trials[name] = parse_trial(content, name=name, source=path)
+            trial = parse_trial(content, name=name, source=path)
+            for key in ("subjects", "visits"):
+                if not config["allow_outside_paths"]:
+                    confine(
+                        content["data"][key],
+                        roots=config["data_roots"],
+                        project=PROJECT,
+                        what="data file",
+                        source=path,
+                        key=f"data.{key}",
+                    )
+                data_file(trial, key, PROJECT)
+            trials[name] = trial
         except TrialflowError as exc:
             if config.get("debug"):
                 raise
@@ -42,6 +62,26 @@ def _load_trials() -> dict:
     return trials
 
 
+def _check_results_dir() -> None:
+    if config["allow_outside_paths"]:
+        return
+    try:
+        confine(
+            RESULTS,
+            roots=["."],
+            project=PROJECT,
+            what="results folder",
+            source="config/config.yaml",
+            key="results_dir",
+            fix="choose a folder inside the project (the default is results), or set "
+            "allow_outside_paths: true",
+        )
+    except TrialflowError as exc:
+        sys.stderr.write(f"\ntrialflow error in the configuration:\n{exc}\n\n")
+        sys.exit(1)
+
+
+_check_results_dir()
 TRIAL_CONFIGS = _load_trials()
 
 

@@ -10,9 +10,10 @@ be fitted for one outcome becomes a row saying so; the other outcomes and models
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,8 @@ ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
     "partial_eta_sq",
 )
 ANALYSES: tuple[str, ...] = ("mmrm", "lmm", "ancova")
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,11 +119,19 @@ def _not_fitted(outcome: str, analysis: str, trial: TrialConfig, reason: str) ->
     )
 
 
-def _try(fit: Callable[[], ModelResult]) -> tuple[ModelResult | None, str]:
+def _try(fit: Callable[[], T]) -> tuple[T | None, str]:
+    """Run one model; a failure becomes a reason, so the other models still run.
+
+    A ModelError is an expected limitation of the data (its message says so). Anything else is
+    unexpected: its traceback goes to the log, and the outputs still say the model failed.
+    """
     try:
         return fit(), ""
     except ModelError as exc:
         return None, exc.message
+    except Exception as exc:  # a model must never take the whole trial down with it
+        logger.exception("unexpected failure of a model fit")
+        return None, f"unexpected error ({type(exc).__name__}: {exc}); see the log"
 
 
 def analyse_outcome(
@@ -205,8 +216,8 @@ def analyse_outcome(
             sd = np.sqrt(np.diag(result.covariance.to_numpy()))
             corr = result.covariance / np.outer(sd, sd)
             record[name]["correlation"] = jsonable(corr)
-    try:
-        anova = mixed_anova(
+    anova, reason = _try(
+        lambda: mixed_anova(
             data,
             response="value",
             subject="subject_id",
@@ -215,17 +226,19 @@ def analyse_outcome(
             reference_arm=trial.control,
             visit_order=all_visits,
         )
+    )
+    if anova is not None:
         anova.insert(0, "outcome", outcome.name)
         record["mixed_anova"] = {
             "fitted": True,
             "rule": str(anova["rule"].iloc[0]) if "rule" in anova else "",
             "warnings": list(anova.attrs.get("warnings", [])),
         }
-    except ModelError as exc:
-        anova = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [exc.message]})
-        record["mixed_anova"] = {"fitted": False, "reason": exc.message}
-    try:
-        g = hedges_g(
+    else:
+        anova = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [reason]})
+        record["mixed_anova"] = {"fitted": False, "reason": reason}
+    g, reason = _try(
+        lambda: hedges_g(
             post,
             response="change",
             reference_arm=trial.control,
@@ -235,9 +248,11 @@ def analyse_outcome(
             visit="visit",
             arm="arm",
         )
+    )
+    if g is not None:
         g.insert(0, "outcome", outcome.name)
-    except ModelError as exc:
-        g = pd.DataFrame({"outcome": [outcome.name], "note": [exc.message]})
+    else:
+        g = pd.DataFrame({"outcome": [outcome.name], "note": [reason]})
     return effects, lsmeans, anova, g, record
 
 

@@ -100,9 +100,23 @@ class _Log:
                 }
             )
 
+    def add_file_level(self, path: str, column: str, rule: str, action: str) -> None:
+        """A query about a whole column or file (no single row)."""
+        self.rows.append(
+            {
+                "file": path,
+                "row": None,
+                "column": column,
+                "value": "",
+                "rule": rule,
+                "action": action,
+                "subject_id": "",
+            }
+        )
+
     def frame(self) -> pd.DataFrame:
         out = pd.DataFrame(self.rows, columns=list(QUERY_COLUMNS))
-        return out.astype({"row": "int64"}) if len(out) else out
+        return out.astype({"row": "Int64"}) if len(out) else out
 
 
 def _norm(name: str) -> str:
@@ -216,9 +230,11 @@ def _match_labels(
         )
     if unknown:
         parts = [
-            f"{label!r} (rows {_rows_text(table, pos, 5)}; {did_you_mean(label, known)})"
-            for label, pos in unknown.items()
+            f"{short(label)!r} (rows {_rows_text(table, pos, 5)}; {did_you_mean(label, known)})"
+            for label, pos in list(unknown.items())[:10]
         ]
+        if len(unknown) > 10:
+            parts.append(f"and {len(unknown) - 10} more")
         first = next(iter(unknown.values()))[0]
         raise DataError(
             f"unknown {what} label(s): {'; '.join(parts)}. Known {what}s: "
@@ -417,6 +433,8 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
             s_ids.loc[positions],
         )
     _drop_queries_of_dropped_rows(log, subjects, kept)
+    _check_arms(subjects_out, subjects.path, arm_col, trial, log)
+    _check_covariates(subjects_out, subjects.path, trial)
 
     # -- visits -----------------------------------------------------------------------------
     v_ids = _trim(visits, sid_col, log, visits.frame[sid_col].str.strip())
@@ -435,7 +453,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
         missing_ids = list(dict.fromkeys(v_ids.loc[stray].tolist()))
         raise DataError(
             f"{len(missing_ids)} subject(s) have visits but are not in the subjects file "
-            f"{subjects.path}: {', '.join(missing_ids[:10])}"
+            f"{subjects.path}: {', '.join(short(i, 40) for i in missing_ids[:10])}"
             + (" ..." if len(missing_ids) > 10 else ""),
             file=visits.path,
             row=visits.row_number(int(stray[0])),
@@ -483,14 +501,120 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
         ["_o", "visit_index"], kind="stable"
     )
     out = out.drop(columns="_o").reset_index(drop=True)
+    _check_outcomes(out, visits.path, trial, log)
+    _check_baselines(out, subjects_out, subjects, visits.path, visit_col, trial, log)
     queries = log.frame()
     if len(queries):
-        queries = queries.sort_values(["file", "row", "column"], kind="stable").reset_index(
-            drop=True
-        )
+        queries = queries.sort_values(
+            ["file", "row", "column"], kind="stable", na_position="first"
+        ).reset_index(drop=True)
     return CleanResult(
         visits=out, subjects=subjects_out, queries=queries, covariate_types=covariate_types
     )
+
+
+def short(label: object, limit: int = 60) -> str:
+    """A label shortened for messages (a pasted paragraph must not flood the terminal)."""
+    text = str(label)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_arms(
+    subjects: pd.DataFrame, path: str, arm_col: str, trial: TrialConfig, log: _Log
+) -> None:
+    counts = subjects["arm"].value_counts()
+    for arm in trial.arms:
+        n = int(counts.get(arm, 0))
+        if n == 0:
+            sizes = ", ".join(f"{short(a)!r}: {int(counts.get(a, 0))}" for a in trial.arms)
+            raise DataError(
+                f"no randomized subject is in arm {short(arm)!r}; a two-arm comparison needs "
+                f"both arms ({sizes})",
+                file=path,
+                column=arm_col,
+                fix="check the arm labels in the file and under arms: in the trial description",
+            )
+        if n == 1:
+            log.add_file_level(
+                path,
+                arm_col,
+                "small_arm",
+                f"only 1 subject in arm {short(arm)!r}: variances within the arm cannot be "
+                "estimated; some analyses will report 'not estimable'",
+            )
+
+
+def _check_covariates(subjects: pd.DataFrame, path: str, trial: TrialConfig) -> None:
+    for cov in trial.covariates:
+        values = subjects[cov.name].dropna()
+        if values.empty:
+            raise DataError(
+                f"covariate {short(cov.name)!r} has no value for any subject",
+                file=path,
+                column=cov.name,
+                fix="fill it in, or remove it from covariates: in the trial description",
+            )
+        if values.nunique() == 1:
+            raise DataError(
+                f"covariate {short(cov.name)!r} has the same value ({short(values.iloc[0])!r}) "
+                "for every subject, so it cannot be adjusted for",
+                file=path,
+                column=cov.name,
+                fix="remove it from covariates: in the trial description",
+            )
+
+
+def _check_outcomes(visits: pd.DataFrame, path: str, trial: TrialConfig, log: _Log) -> None:
+    for o in trial.outcomes:
+        values = visits[o.name].dropna()
+        if values.empty:
+            log.add_file_level(
+                path, o.column, "outcome_empty", "no value at any visit: not analysed"
+            )
+        elif values.nunique() == 1:
+            log.add_file_level(
+                path,
+                o.column,
+                "outcome_constant",
+                f"every value is {values.iloc[0]:g}: models of this outcome are not estimable",
+            )
+
+
+def _check_baselines(
+    visits: pd.DataFrame,
+    subjects: pd.DataFrame,
+    table: RawTable,
+    visits_path: str,
+    visit_col: str,
+    trial: TrialConfig,
+    log: _Log,
+) -> None:
+    names = [o.name for o in trial.outcomes]
+    at_base = visits.loc[
+        (visits["visit"] == trial.baseline_visit) & visits[names].notna().any(axis=1), "subject_id"
+    ]
+    if at_base.empty:
+        raise DataError(
+            f"no subject has a baseline visit ({trial.baseline_visit!r} with any outcome value)",
+            file=visits_path,
+            column=visit_col,
+            fix="check baseline_visit in the trial description against the visit labels in the "
+            "file",
+        )
+    missing = subjects.loc[~subjects["subject_id"].isin(set(at_base))]
+    for sid, row in zip(missing["subject_id"], missing["source_row"], strict=True):
+        log.rows.append(
+            {
+                "file": table.path,
+                "row": int(row),
+                "column": trial.subject_id_column,
+                "value": str(sid),
+                "rule": "no_baseline",
+                "action": "no baseline visit: left out of change-from-baseline analyses; counted "
+                "in the ITT population",
+                "subject_id": str(sid),
+            }
+        )
 
 
 def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) -> None:
@@ -526,27 +650,33 @@ def _check_visit_arms(
         )
 
 
+def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
+    """The raw file under ``data.<key>`` (relative to ``root``); a ConfigError if missing."""
+    configured = trial.subjects_path if key == "subjects" else trial.visits_path
+    path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
+    if not path.is_file():
+        raise ConfigError(
+            f"key data.{key}: data file {configured} not found (looked for {path})",
+            file=trial.source,
+            fix=f"correct data.{key} (paths are relative to the project folder)",
+        )
+    return path
+
+
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     """Read the trial's raw files (paths relative to ``root``) and clean them."""
-    base = Path(root)
-
-    def resolve(p: str) -> Path:
-        path = Path(p)
-        return path if path.is_absolute() else base / path
-
-    try:
-        subjects = read_table(resolve(trial.subjects_path), sheet=trial.subjects_sheet)
-        visits = read_table(resolve(trial.visits_path), sheet=trial.visits_sheet)
-    except DataError as exc:
-        if exc.message == "file not found":
-            raise ConfigError(
-                f"data file {exc.file} not found",
-                file=trial.source,
-                fix="correct data.subjects / data.visits (paths are relative to the project)",
-            ) from None
-        raise
-    subjects.path, visits.path = trial.subjects_path, trial.visits_path
-    return clean_trial(trial, subjects, visits)
+    tables = {}
+    for key, configured, sheet in (
+        ("subjects", trial.subjects_path, trial.subjects_sheet),
+        ("visits", trial.visits_path, trial.visits_sheet),
+    ):
+        table = read_table(data_file(trial, key, root), sheet=sheet)
+        # Messages and queries name the file as the trial description does.
+        table.path = configured
+        for note in table.notes:
+            note["file"] = configured
+        tables[key] = table
+    return clean_trial(trial, tables["subjects"], tables["visits"])
 
 
 def write_clean(

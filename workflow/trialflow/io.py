@@ -10,6 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,10 +198,35 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
     return body
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` that replaces it only when the block succeeds.
+
+    An interrupted write never leaves a partial file under the final name.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table reproducibly: no index, '\\n' line ends, shortest round-trip floats."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, lineterminator="\n")
+    """Write a table reproducibly and atomically: no index, '\\n' line ends, shortest
+    round-trip floats."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -212,6 +241,5 @@ def read_result_csv(path: str | Path, dtype: dict[str, Any] | None = None) -> pd
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON reproducibly (sorted keys, fixed indentation, trailing newline)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    Path(path).write_text(text + "\n", encoding="utf-8")
+    write_text(text + "\n", path)

@@ -729,6 +729,7 @@ def write_index(
     """
     from trialflow import figures as fg
     from trialflow.errors import TrialflowError
+    from trialflow.io import write_text
 
     figures_dir.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -769,4 +770,4 @@ def write_index(
                 "visit, with 95% CI.",
             }
         )
-    index_path.write_text(render_index(entries, shared, figures), encoding="utf-8")
+    write_text(render_index(entries, shared, figures), index_path)

@@ -1,0 +1,498 @@
+"""Write the corpus of broken trials under tests/data/bad/<case>/.
+
+Each case is a small trial (12 subjects, 3 visits, 2 outcomes, covariates age and sex) broken
+in one way, with ``expected.yaml`` saying what must happen: ``outcome: error`` (the run stops
+with a message naming the file, the row and column where there is one, and the fix) or
+``outcome: query`` (the run completes and the listed rules appear in queries.csv, every
+randomized subject accounted for). Run from the project root:
+``python tests/data/bad/make_cases.py``; a test checks that the committed corpus is what this
+script writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+BASE_TRIAL: dict[str, Any] = {
+    "title": "Corpus trial",
+    "data": {"subjects": "subjects.csv", "visits": "visits.csv"},
+    "arms": {"control": "control", "treatment": "exercise"},
+    "visits": [
+        {"label": "baseline", "week": 0},
+        {"label": "week6", "week": 6},
+        {"label": "week12", "week": 12},
+    ],
+    "baseline_visit": "baseline",
+    "primary_visit": "week12",
+    "covariates": ["age", "sex"],
+    "outcomes": [
+        {"name": "pain", "label": "Pain VAS", "unit": "cm", "range": [0, 10],
+         "better": "lower", "domain": "pain", "primary": True},
+        {"name": "walk", "column": "6MWD", "label": "6-minute walk", "unit": "m",
+         "range": [0, 900], "better": "higher", "domain": "function"},
+    ],
+}  # fmt: skip
+
+
+def base_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """12 subjects (6 per arm), every visit attended, values from a fixed seed."""
+    rng = np.random.default_rng(20261126)
+    ids = [f"S{i:02d}" for i in range(1, 13)]
+    arms = ["control", "exercise"] * 6
+    subjects = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "arm": arms,
+            "age": rng.integers(40, 80, 12).astype(str),
+            "sex": rng.choice(["F", "M"], 12),
+        }
+    )
+    rows = []
+    for sid, arm in zip(ids, arms, strict=True):
+        pain0, walk0 = rng.normal(6, 1.2), rng.normal(400, 60)
+        for k, visit in enumerate(["baseline", "week6", "week12"]):
+            effect = 0.4 * k if arm == "exercise" else 0.1 * k
+            rows.append(
+                {
+                    "subject_id": sid,
+                    "visit": visit,
+                    "pain": f"{np.clip(pain0 - effect + rng.normal(0, 0.5), 0, 10):.1f}",
+                    "6MWD": f"{walk0 + 12 * k * (arm == 'exercise') + rng.normal(0, 15):.0f}",
+                }
+            )
+    return subjects, pd.DataFrame(rows)
+
+
+@dataclass
+class Case:
+    """One broken trial: files to write and the expected outcome."""
+
+    config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(BASE_TRIAL))
+    subjects: pd.DataFrame = field(default_factory=lambda: base_tables()[0])
+    visits: pd.DataFrame = field(default_factory=lambda: base_tables()[1])
+    # Raw file contents that replace the tables: name -> bytes (or None: do not write).
+    files: dict[str, bytes | None] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+
+
+def _csv(frame: pd.DataFrame, sep: str = ",") -> bytes:
+    return frame.to_csv(index=False, sep=sep, lineterminator="\n").encode("utf-8")
+
+
+CASES: dict[str, Callable[[Case], None]] = {}
+
+
+def case(name: str) -> Callable[[Callable[[Case], None]], Callable[[Case], None]]:
+    def register(func: Callable[[Case], None]) -> Callable[[Case], None]:
+        CASES[name] = func
+        return func
+
+    return register
+
+
+def error(c: Case, *message: str, file: str, row: int | None = None,
+          column: str | None = None) -> None:  # fmt: skip
+    c.expected = {"outcome": "error", "message": list(message), "file": file}
+    if row is not None:
+        c.expected["row"] = row
+    if column is not None:
+        c.expected["column"] = column
+
+
+def query(c: Case, *rules: str) -> None:
+    c.expected = {"outcome": "query", "rules": list(rules)}
+
+
+# --- files --------------------------------------------------------------------------------
+@case("missing_file")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = None
+    error(c, "key data.visits: data file", "visits.csv not found", file="trial.yaml")
+
+
+@case("empty_file")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = b""
+    error(c, "the file is empty", file="visits.csv")
+
+
+@case("header_only")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = b"subject_id,visit,pain,6MWD\n"
+    error(c, "header but no data rows", file="visits.csv")
+
+
+@case("zero_subjects")
+def _(c: Case) -> None:
+    c.files["subjects.csv"] = b"subject_id,arm,age,sex\n"
+    error(c, "header but no data rows", file="subjects.csv")
+
+
+@case("wrong_delimiter")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = _csv(c.visits, sep=";")
+    error(c, "semicolon-separated", file="visits.csv", row=1)
+
+
+@case("duplicate_column_names")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = _csv(c.visits).replace(b"6MWD", b"pain", 1)
+    error(c, "column name 'pain' appears 2 times", file="visits.csv", row=1, column="pain")
+
+
+@case("ragged_row")
+def _(c: Case) -> None:
+    lines = _csv(c.visits).split(b"\n")
+    lines[3] += b",99"
+    c.files["visits.csv"] = b"\n".join(lines)
+    error(c, "row has 5 cells but the header has 4 columns", file="visits.csv", row=4)
+
+
+@case("unsupported_extension")
+def _(c: Case) -> None:
+    c.config["data"]["visits"] = "visits.json"
+    c.files["visits.json"] = b"{}"
+    error(c, "unsupported file type '.json'", file="visits.json")
+
+
+@case("utf8_bom")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = b"\xef\xbb\xbf" + _csv(c.visits)
+    query(c)
+
+
+@case("latin1_encoding")
+def _(c: Case) -> None:
+    c.subjects["site"] = ["Montr\u00e9al"] * 12
+    c.files["subjects.csv"] = c.subjects.to_csv(index=False, lineterminator="\n").encode("latin-1")
+    query(c, "encoding")
+
+
+@case("blank_lines")
+def _(c: Case) -> None:
+    c.files["visits.csv"] = _csv(c.visits) + b"\n,,,\n\n"
+    query(c)
+
+
+@case("excel_several_sheets")
+def _(c: Case) -> None:
+    c.config["data"]["subjects"] = "subjects.xlsx"
+    c.files["subjects.xlsx"] = b"two-sheets"  # written as a workbook by write_case
+    error(c, "the workbook has 2 sheets (Subjects, Notes)", file="subjects.xlsx")
+
+
+@case("excel_sheet_named")
+def _(c: Case) -> None:
+    c.config["data"]["subjects"] = "subjects.xlsx"
+    c.config["data"]["subjects_sheet"] = "Subjects"
+    c.files["subjects.xlsx"] = b"two-sheets"
+    query(c)
+
+
+# --- numbers ------------------------------------------------------------------------------
+def _text_case(name: str, text: str, rule: str) -> None:
+    @case(name)
+    def _(c: Case) -> None:
+        c.visits.loc[4, "pain"] = text
+        query(c, rule)
+
+
+for _name, _text, _rule in [
+    ("text_na", "n/a", "not_a_number"),
+    ("text_missing", "missing", "not_a_number"),
+    ("text_less_than", "<5", "not_a_number"),
+    ("text_nan", "NaN", "not_a_number"),
+    ("text_inf", "inf", "not_a_number"),
+    ("decimal_comma", "5,5", "decimal_comma"),
+    ("out_of_range", "12.5", "out_of_range"),
+    ("negative_value", "-1", "out_of_range"),
+]:
+    _text_case(_name, _text, _rule)
+
+
+@case("thousands_separator")
+def _(c: Case) -> None:
+    c.visits.loc[4, "6MWD"] = "1,250"
+    query(c, "thousands_separator")
+
+
+@case("missing_value_codes")
+def _(c: Case) -> None:
+    c.config["data"]["missing_values"] = ["NA", "."]
+    c.visits.loc[4, "pain"] = "NA"
+    c.visits.loc[7, "6MWD"] = "."
+    query(c)
+
+
+# --- rows and labels ----------------------------------------------------------------------
+@case("duplicated_rows")
+def _(c: Case) -> None:
+    c.visits = pd.concat([c.visits.iloc[:5], c.visits.iloc[[4]], c.visits.iloc[5:]])
+    query(c, "exact_duplicate")
+
+
+@case("conflicting_duplicates")
+def _(c: Case) -> None:
+    dup = c.visits.iloc[[4]].copy()
+    dup["pain"] = "1.0"
+    c.visits = pd.concat([c.visits.iloc[:5], dup, c.visits.iloc[5:]])
+    error(c, "share the same subject and visit but differ", file="visits.csv", row=6)
+
+
+@case("subject_not_in_subjects")
+def _(c: Case) -> None:
+    extra = pd.DataFrame([{"subject_id": "S99", "visit": "baseline", "pain": "5", "6MWD": "300"}])
+    c.visits = pd.concat([c.visits, extra])
+    error(c, "not in the subjects file", "S99", file="visits.csv", row=38, column="subject_id")
+
+
+@case("leading_zero_ids")
+def _(c: Case) -> None:
+    c.visits["subject_id"] = c.visits["subject_id"].str.replace("S0", "S", regex=False)
+    error(c, "not in the subjects file", file="visits.csv", column="subject_id")
+
+
+@case("subject_without_arm")
+def _(c: Case) -> None:
+    c.subjects.loc[3, "arm"] = ""
+    error(c, "have no arm", "S04", file="subjects.csv", row=5, column="arm")
+
+
+@case("unknown_arm")
+def _(c: Case) -> None:
+    c.subjects.loc[3, "arm"] = "exercize"
+    error(c, "unknown arm label", "did you mean 'exercise'", file="subjects.csv", row=5,
+          column="arm")  # fmt: skip
+
+
+@case("arm_case_whitespace")
+def _(c: Case) -> None:
+    c.subjects.loc[3, "arm"] = " EXERCISE "
+    query(c, "label_case", "label_whitespace")
+
+
+@case("unknown_visit")
+def _(c: Case) -> None:
+    c.visits.loc[1, "visit"] = "week 7"
+    error(c, "unknown visit label", "'week 7'", file="visits.csv", row=3, column="visit")
+
+
+@case("visit_labels_as_numbers")
+def _(c: Case) -> None:
+    c.visits["visit"] = c.visits["visit"].map({"baseline": "0", "week6": "6", "week12": "12"})
+    query(c, "visit_as_week")
+
+
+@case("more_visits_than_configured")
+def _(c: Case) -> None:
+    extra = c.visits.loc[c.visits["visit"] == "week12"].copy()
+    extra["visit"] = "week24"
+    c.visits = pd.concat([c.visits, extra])
+    error(c, "unknown visit label", "'week24'", file="visits.csv", column="visit")
+
+
+@case("no_baseline_some")
+def _(c: Case) -> None:
+    drop = (c.visits["subject_id"] == "S03") & (c.visits["visit"] == "baseline")
+    c.visits = c.visits.loc[~drop]
+    query(c, "no_baseline")
+
+
+@case("no_baseline_anyone")
+def _(c: Case) -> None:
+    c.visits = c.visits.loc[c.visits["visit"] != "baseline"]
+    error(c, "no subject has a baseline visit", file="visits.csv", column="visit")
+
+
+@case("only_one_arm")
+def _(c: Case) -> None:
+    c.subjects["arm"] = "exercise"
+    error(c, "no randomized subject is in arm 'control'", file="subjects.csv", column="arm")
+
+
+@case("arm_with_one_subject")
+def _(c: Case) -> None:
+    c.subjects.loc[c.subjects.index[2:], "arm"] = "exercise"
+    c.subjects.loc[0, "arm"] = "control"
+    query(c, "small_arm")
+
+
+@case("outcome_entirely_missing")
+def _(c: Case) -> None:
+    c.visits["6MWD"] = ""
+    query(c, "outcome_empty")
+
+
+@case("outcome_constant")
+def _(c: Case) -> None:
+    c.visits["6MWD"] = "400"
+    query(c, "outcome_constant")
+
+
+@case("missing_covariate_value")
+def _(c: Case) -> None:
+    c.subjects.loc[2, "age"] = ""
+    query(c, "missing_covariate")
+
+
+@case("covariate_entirely_missing")
+def _(c: Case) -> None:
+    c.subjects["age"] = ""
+    error(c, "covariate 'age' has no value for any subject", file="subjects.csv", column="age")
+
+
+@case("covariate_constant")
+def _(c: Case) -> None:
+    c.subjects["sex"] = "F"
+    error(c, "covariate 'sex' has the same value", file="subjects.csv", column="sex")
+
+
+@case("identifiers_present")
+def _(c: Case) -> None:
+    c.subjects["Name"] = "Jane Doe"
+    c.subjects["Date of birth"] = "1950-01-01"
+    c.subjects["email"] = "jane@example.org"
+    error(c, "look like direct personal data", "drop_columns", file="subjects.csv",
+          column="Name")  # fmt: skip
+
+
+@case("identifiers_dropped")
+def _(c: Case) -> None:
+    c.subjects["Name"] = "Jane Doe"
+    c.config["drop_columns"] = ["Name"]
+    query(c)
+
+
+@case("extremely_long_label")
+def _(c: Case) -> None:
+    c.config["outcomes"][1]["label"] = "Six-minute walk distance " * 16
+    long_id = "S01-" + "x" * 300
+    c.subjects.loc[0, "subject_id"] = long_id
+    c.visits.loc[c.visits["subject_id"] == "S01", "subject_id"] = long_id
+    query(c)
+
+
+@case("html_in_labels")
+def _(c: Case) -> None:
+    c.config["title"] = "<script>alert('trial')</script>"
+    c.config["outcomes"][0]["label"] = "Pain <b>VAS</b> & <script>x</script>"
+    c.config["arms"]["treatment"] = "<i>exercise</i>"
+    c.subjects["arm"] = c.subjects["arm"].replace({"exercise": "<i>exercise</i>"})
+    query(c)
+
+
+# --- trial description --------------------------------------------------------------------
+@case("config_unknown_key")
+def _(c: Case) -> None:
+    c.config["primary_vist"] = "week12"
+    error(c, "unknown key(s) 'primary_vist'", "did you mean 'primary_visit'", file="trial.yaml")
+
+
+@case("config_missing_required_key")
+def _(c: Case) -> None:
+    del c.config["arms"]
+    error(c, "'arms' is a required property", file="trial.yaml")
+
+
+@case("config_range_min_above_max")
+def _(c: Case) -> None:
+    c.config["outcomes"][0]["range"] = [10, 0]
+    error(c, "min 10 is not below max 0", file="trial.yaml")
+
+
+@case("config_primary_visit_not_among_visits")
+def _(c: Case) -> None:
+    c.config["primary_visit"] = "week24"
+    error(c, "'week24' is not one of the visits", file="trial.yaml")
+
+
+@case("config_outcome_column_absent")
+def _(c: Case) -> None:
+    c.config["outcomes"][1]["column"] = "6MWT"
+    error(c, "outcome column '6MWT' not found", "did you mean '6MWD'", file="visits.csv", row=1,
+          column="6MWT")  # fmt: skip
+
+
+@case("config_covariate_not_a_column")
+def _(c: Case) -> None:
+    c.config["covariates"] = ["Age", "sex"]
+    error(c, "covariate column 'Age' not found", file="subjects.csv", row=1, column="Age")
+
+
+@case("config_injection_in_outcome_name")
+def _(c: Case) -> None:
+    c.config["outcomes"][0]["name"] = "pain + I(__import__('os').system('id'))"
+    error(c, "outcomes[0].name", "does not match", file="trial.yaml")
+
+
+@case("config_injection_in_covariate")
+def _(c: Case) -> None:
+    c.config["covariates"] = ["age) + __import__('os').system('id') + (sex"]
+    error(c, "covariates[0]", file="trial.yaml")
+
+
+def write_case(name: str, folder: Path) -> None:
+    """Build one case and write its files and expected.yaml to ``folder``."""
+    c = Case()
+    CASES[name](c)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    files: dict[str, bytes | None] = {
+        "subjects.csv": _csv(c.subjects),
+        "visits.csv": _csv(c.visits),
+        **c.files,
+    }
+    for file_name, content in sorted(files.items()):
+        if content is None:
+            continue
+        if content == b"two-sheets":
+            _write_workbook(folder / file_name, c.subjects)
+            continue
+        (folder / file_name).write_bytes(content)
+    (folder / "trial.yaml").write_text(yaml.safe_dump(c.config, sort_keys=False), encoding="utf-8")
+    (folder / "expected.yaml").write_text(
+        yaml.safe_dump({"case": name, **c.expected}, sort_keys=False), encoding="utf-8"
+    )
+
+
+def _write_workbook(path: Path, subjects: pd.DataFrame) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Subjects"
+    sheet.append(list(subjects.columns))
+    for row in subjects.itertuples(index=False):
+        sheet.append(list(row))
+    notes = book.create_sheet("Notes")
+    notes.append(["exported by the trial database"])
+    # Fixed document properties so the workbook is the same bytes every time.
+    import datetime as dt
+
+    stamp = dt.datetime(2026, 1, 1)
+    book.properties.created = stamp
+    book.properties.modified = stamp
+    book.save(path)
+
+
+def main() -> None:
+    for name in CASES:
+        write_case(name, HERE / name)
+    print(f"{len(CASES)} cases written to {HERE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The corpus of broken trials (tests/data/bad/<case>/): every bad input gets a clear answer.
+
+Each case runs through the stages that own its rules (load the trial description, clean,
+derive, the analysis plan). ``outcome: error`` cases must stop with a TrialflowError naming the
+file (and the row and column where there is one) and saying what to do; ``outcome: query``
+cases must complete with the expected rules in the query log, every randomized subject in
+ADSL and the CONSORT counts, every raw visit row either analysed or queried, and an analysis
+row for every outcome, model and visit. A few cases also run through the Snakemake command
+line, which must show the message and no Python traceback.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from trialflow.analysis import analyse_trial
+from trialflow.clean import read_and_clean
+from trialflow.config import load_trial
+from trialflow.derive import derive
+from trialflow.errors import TrialflowError
+from trialflow.io import read_table
+
+from .conftest import ROOT
+
+CORPUS = ROOT / "tests" / "data" / "bad"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.yaml").is_file())
+
+
+def _expected(case: str) -> dict:
+    return yaml.safe_load((CORPUS / case / "expected.yaml").read_text(encoding="utf-8"))
+
+
+def test_corpus_is_large_and_covers_both_outcomes() -> None:
+    outcomes = [_expected(c)["outcome"] for c in CASES]
+    assert len(CASES) >= 40
+    assert outcomes.count("error") >= 20 and outcomes.count("query") >= 15
+
+
+def _run(case: str):
+    folder = CORPUS / case
+    trial = load_trial(folder / "trial.yaml")
+    clean = read_and_clean(trial, root=folder)
+    derived = derive(clean, trial)
+    return trial, clean, derived, analyse_trial(derived.adeff, derived.adsl, trial)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case: str) -> None:
+    expected = _expected(case)
+    if expected["outcome"] == "error":
+        with pytest.raises(TrialflowError) as info:
+            _run(case)
+        err = info.value
+        text = str(err)
+        for fragment in expected["message"]:
+            assert fragment in text, text
+        assert err.file is not None and Path(err.file).name == expected["file"], text
+        if "row" in expected:
+            assert err.row == expected["row"], text
+        if "column" in expected:
+            assert err.column == expected["column"], text
+        assert err.fix, f"no fix offered: {text}"
+        assert len(text) < 2000
+        return
+
+    trial, clean, derived, analysis = _run(case)
+    rules = set(clean.queries["rule"])
+    assert set(expected["rules"]) <= rules, clean.queries
+    if not expected["rules"]:
+        assert rules == set(), clean.queries
+    folder = CORPUS / case
+    # Every randomized subject is accounted for.
+    subjects = read_table(folder / trial.subjects_path, sheet=trial.subjects_sheet).frame
+    n_randomized = subjects[trial.subject_id_column].str.strip().nunique()
+    assert len(derived.adsl) == n_randomized
+    flow = derived.flow
+    total = flow.loc[(flow["stage"] == "randomized") & (flow["arm"] == "total"), "n"].item()
+    assert total == n_randomized
+    # Every raw visit row is analysed or queried with a reason.
+    visits = read_table(folder / trial.visits_path, sheet=trial.visits_sheet).frame
+    kept = set(clean.visits["source_row"])
+    dropped = set(clean.queries.loc[clean.queries["rule"] == "exact_duplicate", "row"])
+    assert kept | dropped == set(range(2, len(visits) + 2))
+    # The analysis plan produced a row for every outcome, model and visit.
+    eff = analysis.effects
+    assert len(eff) == len(trial.outcomes) * 3 * len(trial.post_baseline_visits)
+    unfitted = eff.loc[eff["estimate"].isna()]
+    assert unfitted["note"].fillna("").str.len().gt(0).all()
+    if "outcome_empty" in rules or "outcome_constant" in rules:
+        assert unfitted["outcome"].eq("walk").any()
+
+
+def test_corpus_matches_its_generator(tmp_path: Path) -> None:
+    """The committed cases are what tests/data/bad/make_cases.py writes."""
+    sys.path.insert(0, str(CORPUS))
+    try:
+        import make_cases
+    finally:
+        sys.path.remove(str(CORPUS))
+    assert sorted(make_cases.CASES) == CASES
+    for case in CASES:
+        make_cases.write_case(case, tmp_path / case)
+        for path in sorted((tmp_path / case).iterdir()):
+            committed = CORPUS / case / path.name
+            if path.suffix == ".xlsx":  # zip entries carry write times: compare the cells
+                for sheet in pd.ExcelFile(path).sheet_names:
+                    assert pd.read_excel(path, sheet).equals(pd.read_excel(committed, sheet))
+            else:
+                assert filecmp.cmp(path, committed, shallow=False), committed
+
+
+CLI_CASES = ["missing_file", "unknown_arm", "conflicting_duplicates", "config_unknown_key"]
+
+
+def _project_with_case(tmp_path: Path, case: str) -> Path:
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(ROOT / "Snakefile", work)
+    for folder in ("workflow", "config", "profiles"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = work / "data" / "raw" / case
+    shutil.copytree(CORPUS / case, raw)
+    config = yaml.safe_load((raw / "trial.yaml").read_text(encoding="utf-8"))
+    data = config.get("data", {})
+    for key in ("subjects", "visits"):
+        if key in data:
+            data[key] = f"data/raw/{case}/{data[key]}"
+    (work / "config" / "trials" / f"{case}.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_command_line_shows_the_message_not_a_traceback(tmp_path: Path, case: str) -> None:
+    work = _project_with_case(tmp_path, case)
+    run = _snakemake(work, "--config", f"trials={case}")
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "trialflow error" in output
+    assert _expected(case)["message"][0] in output
+    assert "What to do" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.workflow
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    work = _project_with_case(tmp_path, "unknown_arm")
+    run = _snakemake(work, "--config", "trials=unknown_arm", "debug=true")
+    assert run.returncode != 0
+    assert "Traceback" in run.stdout + run.stderr
+
+
+@pytest.mark.workflow
+def test_paths_outside_the_data_roots_are_refused(tmp_path: Path) -> None:
+    work = _project_with_case(tmp_path, "utf8_bom")
+    path = work / "config" / "trials" / "utf8_bom.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["data"]["visits"] = "../../etc/passwd.csv"
+    path.write_text(yaml.safe_dump(config))
+    run = _snakemake(work, "--config", "trials=utf8_bom", "-n")
+    assert run.returncode != 0
+    assert "key data.visits: data file '../../etc/passwd.csv' is outside the allowed folders" in (
+        run.stdout + run.stderr
+    )
+    outside = _snakemake(work, "--config", "trials=utf8_bom", "results_dir=/tmp/elsewhere", "-n")
+    assert outside.returncode != 0
+    assert "key results_dir" in outside.stdout + outside.stderr

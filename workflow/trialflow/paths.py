@@ -1,0 +1,56 @@
+"""Path confinement: inputs only from the allowed data folders, outputs only under results.
+
+A reviewer may run someone else's trial description; it must not be able to read files from
+anywhere on the machine or write outside the project. Paths are resolved (symbolic links and
+``..`` included) before they are compared. ``allow_outside_paths: true`` in
+``config/config.yaml`` lifts the restriction explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from trialflow.errors import ConfigError
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` once both are resolved."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def confine(
+    path: str | Path,
+    *,
+    roots: Sequence[str | Path],
+    project: str | Path,
+    what: str,
+    source: str,
+    key: str,
+    fix: str = "move the file under an allowed folder, add its folder to data_roots in "
+    "config/config.yaml, or set allow_outside_paths: true there if you trust this "
+    "trial description",
+) -> Path:
+    """Return ``path`` (relative paths taken from ``project``) if it lies under one of ``roots``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and key that hold the path, the allowed folders and the fix.
+    """
+    base = Path(project)
+    candidate = Path(path)
+    full = candidate if candidate.is_absolute() else base / candidate
+    folders = [Path(r) if Path(r).is_absolute() else base / r for r in roots]
+    if any(is_inside(full, folder) for folder in folders):
+        return full
+    allowed = ", ".join(str(r) for r in roots) or "none"
+    raise ConfigError(
+        f"key {key}: {what} {str(path)!r} is outside the allowed folders ({allowed})",
+        file=source,
+        fix=fix,
+    )
