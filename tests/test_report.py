@@ -90,3 +90,9 @@ def test_shared_outcomes(walk_trial) -> None:
     other = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
     shared = shared_outcomes([walk_trial, other])
     assert list(shared) == ["hba1c"]
+
+
+def test_result_sentence_for_a_model_that_was_not_fitted(walk_trial) -> None:
+    effects, lsmeans = _tables(float("nan"), float("nan"), float("nan"), float("nan"))
+    text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
+    assert "could not be estimated (see model diagnostics)" in text
