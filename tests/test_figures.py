@@ -3,6 +3,7 @@ unit checks across trials, and figures that still render when an outcome has no 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 
@@ -10,7 +11,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.cbook import is_math_text
+from matplotlib.cbook import boxplot_stats, is_math_text
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -20,9 +22,10 @@ from PIL import Image
 from trialflow import figures
 from trialflow.analysis import analyse_trial, analysis_options, outcome_data
 from trialflow.clean import read_and_clean
-from trialflow.config import load_trial
+from trialflow.config import load_trial, load_yaml
 from trialflow.derive import derive
 from trialflow.errors import TrialflowError
+from trialflow.simulate import simulate, write_trial
 from trialflow.stats.mmrm import fit_mmrm
 
 from .conftest import ROOT
@@ -35,6 +38,17 @@ def bundled(request):
     trial = load_trial(ROOT / "config" / "trials" / f"{request.param}.yaml")
     d = derive(read_and_clean(trial, root=ROOT), trial)
     return trial, d, analyse_trial(d.adeff, d.adsl, trial)
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """The exercise/education trial simulated with 1500 subjects per arm, cleaned and derived."""
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    scenario = copy.deepcopy(load_yaml(ROOT / "config" / "scenarios" / "exercise_education.yaml"))
+    scenario["n"] = {trial.control: 1500, trial.treatment: 1500}
+    root = tmp_path_factory.mktemp("large")
+    write_trial(simulate(scenario), root / "data" / "raw" / "exercise_education")
+    return trial, derive(read_and_clean(trial, root=root), trial)
 
 
 def _residuals(trial, d, outcome):
@@ -316,3 +330,120 @@ def test_figures_leave_global_matplotlib_state_alone(bundled) -> None:
     # Not registered with pyplot: nothing to close and no figure leaks between callers.
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or fig not in map(pyplot.figure, pyplot.get_fignums())
+
+
+def _trajectories(ax) -> list[np.ndarray]:
+    return [
+        seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()
+    ]
+
+
+def test_large_trial_draws_a_sample_of_trajectories(large, bundled) -> None:
+    trial, d = large
+    outcome = trial.primary_outcomes[0].name
+    fig = figures.spaghetti_figure(d.adeff, trial, outcome)
+    rows = d.adeff.loc[d.adeff["outcome"] == outcome].dropna(subset=["value"])
+    for ax, arm in zip(_plot_axes(fig), trial.arms, strict=True):
+        arm_rows = rows.loc[rows["arm"] == arm]
+        n = arm_rows["subject_id"].nunique()
+        assert n == 1500
+        assert len(_trajectories(ax)) == figures.MAX_TRAJECTORIES_PER_ARM
+        assert f"(n = {n}; " in ax.get_title(loc="left")
+        shown = figures.MAX_TRAJECTORIES_PER_ARM
+        assert f"{shown} of {n} subjects shown" in ax.get_title(loc="left")
+        # The thick mean line still averages every subject, not the sample.
+        mean = max(ax.get_lines(), key=lambda line: line.get_linewidth())
+        expected = arm_rows.groupby("week")["value"].mean()
+        assert np.allclose(mean.get_xdata(), expected.index)
+        assert np.allclose(mean.get_ydata(), expected.to_numpy())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "one subject (random sample)" in legend
+    assert "observed mean (all subjects)" in legend
+
+    small_trial, small, _ = bundled
+    name = small_trial.primary_outcomes[0].name
+    full = figures.spaghetti_figure(small.adeff, small_trial, name)
+    assert not any("shown" in t for t in _texts(full))
+    small_rows = small.adeff.loc[small.adeff["outcome"] == name].dropna(subset=["value"])
+    for ax, arm in zip(_plot_axes(full), small_trial.arms, strict=True):
+        n = small_rows.loc[small_rows["arm"] == arm, "subject_id"].nunique()
+        assert len(_trajectories(ax)) == n
+    capped = figures.spaghetti_figure(small.adeff, small_trial, name, max_subjects=5)
+    for ax in _plot_axes(capped):
+        assert len(_trajectories(ax)) == 5
+        assert "lines: 5 of " in ax.get_title(loc="left")
+
+
+def test_trajectory_sample_is_deterministic(large, tmp_path) -> None:
+    trial, d = large
+    outcome = trial.primary_outcomes[0].name
+
+    def sample(adeff, **kwargs):
+        fig = figures.spaghetti_figure(adeff, trial, outcome, **kwargs)
+        return [np.concatenate(_trajectories(ax)) for ax in _plot_axes(fig)]
+
+    first = sample(d.adeff)
+    # The same subjects whatever the row order of ADEFF, and a different sample per seed.
+    shuffled = d.adeff.sample(frac=1.0, random_state=7)
+    for a, b in zip(first, sample(shuffled), strict=True):
+        assert np.array_equal(a, b)
+    other = sample(d.adeff, seed=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    written = []
+    for run in ("a", "b"):
+        fig = figures.spaghetti_figure(d.adeff, trial, outcome)
+        written.append([p.read_bytes() for p in figures.save_figure(fig, tmp_path / run / "s")])
+    assert written[0] == written[1]
+
+
+def test_change_figure_caps_points_but_boxes_use_everyone(large) -> None:
+    trial, d = large
+    outcome = trial.primary_outcomes[0].name
+    fig = figures.change_figure(d.adeff, trial, outcome)
+    (ax,) = _plot_axes(fig)
+    rows = d.adeff.loc[
+        (d.adeff["outcome"] == outcome) & (d.adeff["visit"] == trial.primary_visit)
+    ].dropna(subset=["change"])
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    medians = [line for line in ax.get_lines() if line.get_color() == "black"]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    for arm, collection, median, label in zip(trial.arms, points, medians, labels, strict=True):
+        values = rows.loc[rows["arm"] == arm, "change"].to_numpy(dtype=float)
+        shown = collection.get_offsets()[:, 1]
+        assert len(values) > figures.MAX_POINTS_PER_ARM
+        assert len(shown) == figures.MAX_POINTS_PER_ARM
+        assert f"(n = {len(values)}; {len(shown)} shown as points)" in label
+        assert np.allclose(median.get_ydata(), np.median(values))
+        # The box hides its fliers, so every value beyond the whiskers must be a point.
+        fliers = boxplot_stats(values)[0]["fliers"]
+        assert len(fliers) and set(fliers) <= set(shown)
+    assert "random sample" in ax.get_xlabel()
+    again = figures.change_figure(d.adeff, trial, outcome)
+    redrawn = [c for c in _plot_axes(again)[0].collections if isinstance(c, PathCollection)]
+    for a, b in zip(points, redrawn, strict=True):
+        assert np.array_equal(a.get_offsets(), b.get_offsets())
+
+
+@pytest.mark.parametrize("n", [300, 4000])
+def test_dense_residual_clouds_are_rasterized(bundled, tmp_path, n: int) -> None:
+    trial, _, _ = bundled
+    outcome = trial.primary_outcomes[0].name
+    rng = np.random.default_rng(3)
+    residual = rng.normal(size=n)
+    frame = pd.DataFrame(
+        {
+            "subject_id": [f"S{i // 2:04d}" for i in range(n)],
+            "visit": trial.primary_visit,
+            "fitted": rng.normal(size=n),
+            "residual": residual,
+            "normalized_residual": residual,
+            "arm": np.resize(trial.arms, n),
+        }
+    )
+    fig = figures.diagnostics_figure(frame, trial, outcome)
+    clouds = [c for ax in _plot_axes(fig) for c in ax.collections if len(c.get_offsets())]
+    assert [len(c.get_offsets()) for c in clouds] == [n, n]
+    dense = n > figures.DENSE_POINTS
+    assert all(c.get_rasterized() == dense for c in clouds)
+    _, svg = figures.save_figure(fig, tmp_path / "diagnostics")
+    assert (b"<image" in svg.read_bytes()) == dense

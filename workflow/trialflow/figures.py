@@ -3,12 +3,15 @@
 Every plotting function takes DataFrames of the output contract (``flow``, ``adeff``,
 ``effects``, ``lsmeans``, MMRM residuals) and the :class:`~trialflow.config.TrialConfig`, and
 returns a :class:`matplotlib.figure.Figure` without writing anything; :func:`save_figure` is
-the only function touching files and writes byte-reproducible PNG and SVG. Figures are built on
-their own Agg canvas under a local style context, so no global pyplot or backend state is
-touched. Each arm keeps one colour-blind-safe colour in every figure (:func:`arm_colors`),
-every axis names its unit from the trial description, confidence intervals are read from the
-model tables (never re-estimated), and labels coming from the configuration or the data are
-rendered as plain text. An outcome without data or estimates still gets a figure that says so.
+the only function touching files and writes byte-reproducible PNG and SVG. Figures are built
+on their own Agg canvas under a local style context, so no global pyplot or backend state is
+touched. In large trials, individual trajectories and points are drawn for a seeded sample of
+subjects per arm (the figure says so) and dense scatters are rasterized in the SVG; means,
+boxes and counts always use every subject. Each arm keeps one colour-blind-safe colour in
+every figure (:func:`arm_colors`), every axis names its unit from the trial description,
+confidence intervals are read from the model tables (never re-estimated), and labels coming
+from the configuration or the data are rendered as plain text. An outcome without data or
+estimates still gets a figure that says so.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ DOMAIN_TITLES: dict[str, str] = {
 }
 PNG_DPI = 150
 SVG_HASHSALT = "trialflow"
+
+# In large trials thousands of overlapping lines or points hide the pattern they should show
+# and make the files slow to write and heavy to open, so an arm with more subjects than these
+# caps has its individual data drawn for a random sample of subjects only, while means, boxes
+# and counts still use every subject. The sample is drawn from SAMPLE_SEED (or the figure's
+# ``seed``) and the arm's position over the sorted subject ids, so reruns and reordered input
+# draw the same subjects. Arms within the caps (every bundled trial) are drawn in full.
+MAX_TRAJECTORIES_PER_ARM = 150
+MAX_POINTS_PER_ARM = 300
+SAMPLE_SEED = 20240101
+# Above this many points a scatter is drawn with small translucent markers and embedded in the
+# SVG as one bitmap layer: tens of thousands of vector markers add nothing visible but megabytes.
+DENSE_POINTS = 2000
 
 # Applied only while a figure is built or saved (rc_context), so a user's matplotlib settings
 # are neither changed nor able to change our output. DejaVu Sans ships with matplotlib, which
@@ -247,6 +263,33 @@ def _dodge(trial: TrialConfig) -> dict[str, float]:
     weeks = [v.week for v in trial.visits]
     step = 0.015 * ((max(weeks) - min(weeks)) or 1.0)
     return {trial.control: -step, trial.treatment: step}
+
+
+def _sample_positions(n: int, size: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted positions of a seeded random sample of ``size`` out of ``n`` items.
+
+    Parameters
+    ----------
+    n
+        Number of items to sample from.
+    size
+        Largest number of items to keep.
+    seed
+        Seed of the sample.
+    stream
+        Second seed component (the arm's position), so that each arm gets its own sample and
+        one arm's sample never depends on the other arm's size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``0 .. n - 1`` when ``n <= size``, else ``size`` distinct positions in increasing
+        order.
+    """
+    if n <= size:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.choice(n, size=size, replace=False))
 
 
 def _attended_subjects(adeff: pd.DataFrame, visit: str) -> set[str]:
@@ -643,7 +686,14 @@ def trajectory_figure(
 
 
 @_styled
-def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
+def spaghetti_figure(
+    adeff: pd.DataFrame,
+    trial: TrialConfig,
+    outcome: str,
+    *,
+    max_subjects: int = MAX_TRAJECTORIES_PER_ARM,
+    seed: int = SAMPLE_SEED,
+) -> Figure:
     """Individual trajectories of the observed value, one panel per arm.
 
     Parameters
@@ -654,15 +704,22 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
         The trial description.
     outcome
         Outcome name.
+    max_subjects
+        Most subjects per arm drawn as individual lines; an arm with more subjects shows a
+        random sample of this size, and its panel says so.
+    seed
+        Seed of that sample (with the arm's position), so reruns draw the same subjects.
 
     Returns
     -------
     Figure
         Two panels sharing the y scale (value in the outcome's unit) over weeks: one thin
         line per subject, the observed mean per visit as a thick line, and an ``x`` on the
-        last observation of subjects who did not attend the final visit.
+        last observation of subjects who did not attend the final visit. The means, n and
+        withdrawal counts use every subject, also when only a sample of lines is drawn.
     """
     from matplotlib import patheffects
+    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
     out = _outcome(trial, outcome)
@@ -675,32 +732,48 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
         fontsize=10,
     )
     axes = fig.subplots(1, 2, sharey=True)
-    any_data = False
-    for ax, arm in zip(axes, trial.arms, strict=True):
+    any_data = sampled = False
+    for pos, (ax, arm) in enumerate(zip(axes, trial.arms, strict=True)):
         arm_rows = rows.loc[rows["arm"].astype(str) == arm].dropna(subset=["value"])
-        subjects = sorted(arm_rows["subject_id"].astype(str).unique())
-        for subject in subjects:
-            s = arm_rows.loc[arm_rows["subject_id"].astype(str) == subject].sort_values("week")
-            ax.plot(
-                s["week"],
-                s["value"],
-                color=colors[arm],
-                alpha=0.4,
-                lw=0.8,
-                marker="o",
-                markersize=2,
+        ids = arm_rows["subject_id"].astype(str)
+        subjects = np.array(sorted(ids.unique()), dtype=object)
+        shown = subjects[_sample_positions(len(subjects), max_subjects, seed, pos)]
+        # One row per visit, ordered by subject then week, so each subject is one contiguous run.
+        drawn = (
+            arm_rows.assign(_id=ids)
+            .loc[ids.isin(shown)]
+            .sort_values(["_id", "week"], kind="stable")
+        )
+        weeks = drawn["week"].to_numpy(dtype=float)
+        values = drawn["value"].to_numpy(dtype=float)
+        if len(drawn):
+            starts = np.flatnonzero(drawn["_id"].ne(drawn["_id"].shift()).to_numpy())[1:]
+            segments = [
+                np.column_stack(pair)
+                for pair in zip(np.split(weeks, starts), np.split(values, starts), strict=True)
+            ]
+            # One collection for all lines and one marker artist for all visits: the picture of
+            # a line per subject, without one matplotlib artist per subject.
+            ax.add_collection(
+                LineCollection(segments, colors=colors[arm], alpha=0.4, linewidths=0.8, zorder=2)
             )
-            if subject not in final_ids:
-                ax.plot(
-                    s["week"].iloc[-1],
-                    s["value"].iloc[-1],
-                    marker="x",
-                    color="black",
-                    markersize=6,
-                    mew=1.4,
-                    zorder=4,
-                )
-        if subjects:
+            ax.plot(
+                weeks, values, ls="none", color=colors[arm], alpha=0.4, marker="o", markersize=2
+            )
+        last = drawn.drop_duplicates("_id", keep="last")
+        last = last.loc[~last["_id"].isin(final_ids)]
+        if len(last):
+            ax.plot(
+                last["week"],
+                last["value"],
+                ls="none",
+                marker="x",
+                color="black",
+                markersize=6,
+                mew=1.4,
+                zorder=4,
+            )
+        if len(subjects):
             any_data = True
             mean = arm_rows.groupby("week")["value"].mean()
             ax.plot(
@@ -713,18 +786,33 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
             )
         else:
             _no_data(ax)
-        n_withdrawn = sum(1 for s in subjects if s not in final_ids)
-        ax.set_title(
-            f"{_plain(arm)} (n = {len(subjects)}; {n_withdrawn} withdrew)", loc="left", fontsize=10
-        )
+        n_withdrawn = int((~pd.Series(subjects).isin(final_ids)).sum())
+        title = f"{_plain(arm)} (n = {len(subjects)}; {n_withdrawn} withdrew)"
+        if len(shown) < len(subjects):
+            sampled = True
+            title += f"\nlines: {len(shown)} of {len(subjects)} subjects shown (random sample)"
+        ax.set_title(title, loc="left", fontsize=10)
         _week_ticks(ax, trial)
         ax.set_ylabel(_wrap(_with_unit(out.label, out)))
         ax.yaxis.set_tick_params(labelleft=True)
     if not any_data:
         axes[0].set_ylim(out.range_min, out.range_max)
     handles = [
-        Line2D([], [], color=NEUTRAL_COLOR, alpha=0.6, lw=0.8, label="one subject"),
-        Line2D([], [], color=NEUTRAL_COLOR, lw=2.6, label="observed mean"),
+        Line2D(
+            [],
+            [],
+            color=NEUTRAL_COLOR,
+            alpha=0.6,
+            lw=0.8,
+            label="one subject (random sample)" if sampled else "one subject",
+        ),
+        Line2D(
+            [],
+            [],
+            color=NEUTRAL_COLOR,
+            lw=2.6,
+            label="observed mean (all subjects)" if sampled else "observed mean",
+        ),
         Line2D(
             [],
             [],
@@ -739,9 +827,34 @@ def spaghetti_figure(adeff: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
     return fig
 
 
+def _change_points(values: np.ndarray, max_points: int, seed: int, stream: int) -> np.ndarray:
+    """Positions of the changes drawn as points: all of them, or a sample of ``max_points``.
+
+    The box plot hides its fliers because the points show them, so a sample keeps every value
+    beyond the whiskers (up to ``max_points``) and fills up with a seeded random sample of the
+    others.
+    """
+    from matplotlib.cbook import boxplot_stats
+
+    if len(values) <= max_points:
+        return np.arange(len(values))
+    stats = boxplot_stats(values)[0]
+    beyond = (values < stats["whislo"]) | (values > stats["whishi"])
+    outer, inner = np.flatnonzero(beyond), np.flatnonzero(~beyond)
+    if len(outer) >= max_points:
+        return outer[_sample_positions(len(outer), max_points, seed, stream)]
+    keep = inner[_sample_positions(len(inner), max_points - len(outer), seed, stream)]
+    return np.sort(np.concatenate([outer, keep]))
+
+
 @_styled
 def change_figure(
-    adeff: pd.DataFrame, trial: TrialConfig, outcome: str, *, seed: int = 20240101
+    adeff: pd.DataFrame,
+    trial: TrialConfig,
+    outcome: str,
+    *,
+    seed: int = SAMPLE_SEED,
+    max_points: int = MAX_POINTS_PER_ARM,
 ) -> Figure:
     """Distribution of the observed change at the primary visit by arm.
 
@@ -754,13 +867,17 @@ def change_figure(
     outcome
         Outcome name.
     seed
-        Seed of the horizontal jitter of the points (fixed, so the figure is reproducible).
+        Seed of the horizontal jitter of the points and of the sample of points in large
+        arms (fixed, so the figure is reproducible).
+    max_points
+        Most points per arm; an arm with more subjects shows every value beyond the whiskers
+        plus a random sample of the others, and its tick label says how many are shown.
 
     Returns
     -------
     Figure
-        Box plot per arm (median, quartiles, whiskers at 1.5 IQR) with every subject's change
-        as a jittered point; tick labels give n per arm.
+        Box plot per arm (median, quartiles, whiskers at 1.5 IQR; from every subject) with
+        each subject's change as a jittered point; tick labels give n per arm.
     """
     out = _outcome(trial, outcome)
     colors = arm_colors(trial)
@@ -772,11 +889,18 @@ def change_figure(
     ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
     rng = np.random.default_rng(seed)
     labels = []
+    sampled = False
     for pos, arm in enumerate(trial.arms):
         values = rows.loc[rows["arm"].astype(str) == arm, "change"].to_numpy(dtype=float)
-        labels.append(f"{_plain(arm)}\n(n = {len(values)})")
-        # Drawn per arm, even when empty, so the jitter of one arm never depends on the other.
+        # Drawn per arm for every value, even when empty or sampled, so the jitter of one arm
+        # never depends on the other.
         jitter = rng.uniform(-0.13, 0.13, size=len(values))
+        shown = _change_points(values, max_points, seed, pos)
+        label = f"{_plain(arm)}\n(n = {len(values)})"
+        if len(shown) < len(values):
+            sampled = True
+            label = f"{_plain(arm)}\n(n = {len(values)}; {len(shown)} shown as points)"
+        labels.append(label)
         if len(values) == 0:
             continue
         box = ax.boxplot(
@@ -793,8 +917,8 @@ def change_figure(
             patch.set_facecolor(_tint(colors[arm], 0.35))
             patch.set_edgecolor(colors[arm])
         ax.scatter(
-            pos + jitter,
-            values,
+            pos + jitter[shown],
+            values[shown],
             s=18,
             color=colors[arm],
             edgecolors="black",
@@ -808,7 +932,15 @@ def change_figure(
         )
     ax.set_xticks(range(len(trial.arms)), labels)
     ax.set_xlim(-0.6, len(trial.arms) - 0.4)
-    ax.set_xlabel("Arm")
+    ax.set_xlabel(
+        _wrap(
+            "Arm (boxes: all subjects; points: a random sample and every value beyond the "
+            "whiskers)",
+            70,
+        )
+        if sampled
+        else "Arm"
+    )
     ax.set_ylabel(
         _wrap(
             f"Change from baseline to {_plain(trial.primary_visit)} in {_with_unit(out.label, out)}"
@@ -1261,6 +1393,17 @@ def missingness_figure(data: pd.DataFrame, trial: TrialConfig) -> Figure:
 # --------------------------------------------------------------------------- diagnostics
 
 
+def _cloud_style(n: int) -> dict[str, Any]:
+    """Marker size, transparency and rasterization of a scatter of ``n`` points.
+
+    Up to :data:`DENSE_POINTS` points are vector markers. A denser cloud gets small, more
+    transparent markers, so that where points pile up still shows, and is rasterized in the SVG.
+    """
+    if n <= DENSE_POINTS:
+        return {"s": 14, "alpha": 0.75}
+    return {"s": 3, "alpha": 0.3, "rasterized": True}
+
+
 @_styled
 def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
     """MMRM residual diagnostics: normal QQ plot and residuals against fitted values.
@@ -1280,7 +1423,8 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
     Figure
         Left: normalized residuals against standard normal quantiles with the identity line
         (normalized residuals are N(0, 1) under the model). Right: raw residuals against
-        fitted change, both in the outcome's unit, with a line at 0.
+        fitted change, both in the outcome's unit, with a line at 0. A panel of more than
+        :data:`DENSE_POINTS` points uses small translucent markers, rasterized in the SVG.
     """
     from matplotlib.lines import Line2D
 
@@ -1313,10 +1457,9 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         qq.scatter(
             theoretical,
             norm["normalized_residual"],
-            s=14,
             c=point_colors.loc[norm.index].tolist(),
-            alpha=0.75,
             edgecolors="none",
+            **_cloud_style(n),
         )
         qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
     else:
@@ -1330,10 +1473,9 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         rvf.scatter(
             raw["fitted"],
             raw["residual"],
-            s=14,
             c=point_colors.loc[raw.index].tolist(),
-            alpha=0.75,
             edgecolors="none",
+            **_cloud_style(len(raw)),
         )
         rvf.axhline(0, color="black", lw=0.9, ls="--")
     else:

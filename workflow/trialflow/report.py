@@ -150,7 +150,8 @@ def provenance(trial: TrialConfig, input_files: Sequence[Path], root: Path) -> d
         "git_commit": _git_commit(root),
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "packages": packages,
-        "seeds": "none: the analysis has no random step (plot jitter is deterministic)",
+        "seeds": "none in the analysis; plot jitter and the subject sample of large "
+        "spaghetti plots use fixed seeds in trialflow.figures",
         "inputs": [
             {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256(Path(p))}
             for p in input_files
