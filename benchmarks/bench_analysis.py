@@ -9,22 +9,19 @@ per model and in total, with the ratio to the bundled 54-subject trial timed in 
 
 from __future__ import annotations
 
-import copy
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
+from scaled_trial import ROOT, scaled_trial
 
 import trialflow.analysis as analysis
 from trialflow.clean import read_and_clean
-from trialflow.config import load_trial, load_yaml
+from trialflow.config import load_trial
 from trialflow.derive import derive
-from trialflow.simulate import simulate, write_trial
 
-ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("fit_mmrm", "fit_lmm", "fit_ancova", "mixed_anova", "hedges_g")
 
 
@@ -63,21 +60,9 @@ def main(sizes: list[int]) -> None:
     _timed(ROOT / "config" / "trials" / "exercise_education.yaml")  # warm the imports
     base = _timed(ROOT / "config" / "trials" / "exercise_education.yaml")
     columns = {54: base}
-    scenario = load_yaml(ROOT / "config" / "scenarios" / "exercise_education.yaml")
-    config = yaml.safe_load((ROOT / "config/trials/exercise_education.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            sc = copy.deepcopy(scenario)
-            sc["n"] = {"education": n // 2, "exercise": n - n // 2}
-            folder = Path(tmp) / f"n{n}"
-            write_trial(simulate(sc), folder)
-            cfg = copy.deepcopy(config)
-            cfg["data"] = {
-                "subjects": str(folder / "subjects.csv"),
-                "visits": str(folder / "visits.csv"),
-            }
-            path = folder / "trial.yaml"
-            path.write_text(yaml.safe_dump(cfg))
+            path = scaled_trial(n, Path(tmp) / f"n{n}")
             columns[n] = _timed(path)
     rows = ["clean+derive", *MODELS, "analysis total"]
     header = f"{'step':<16}" + "".join(f"{f'n={n} s':>12}{'x base':>8}" for n in columns)

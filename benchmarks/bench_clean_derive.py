@@ -8,21 +8,17 @@ the ratio to the bundled exercise_education trial measured in the same process.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from scaled_trial import ROOT, scaled_trial
 
 from trialflow.clean import read_and_clean
-from trialflow.config import load_trial, load_yaml
+from trialflow.config import load_trial
 from trialflow.derive import derive
-from trialflow.simulate import simulate, write_trial
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _time(trial_path: Path, repeats: int = 3) -> tuple[float, float]:
@@ -43,21 +39,9 @@ def main(sizes: list[int]) -> None:
     base_clean, base_derive = _time(ROOT / "config" / "trials" / "exercise_education.yaml")
     print(f"{'subjects':>9} {'clean s':>9} {'derive s':>9} {'clean x':>8} {'derive x':>9}")
     print(f"{54:>9} {base_clean:9.3f} {base_derive:9.3f} {1:8.1f} {1:9.1f}")
-    scenario = load_yaml(ROOT / "config" / "scenarios" / "exercise_education.yaml")
-    trial_cfg = yaml.safe_load((ROOT / "config/trials/exercise_education.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            sc = copy.deepcopy(scenario)
-            sc["n"] = {"education": n // 2, "exercise": n - n // 2}
-            folder = Path(tmp) / f"n{n}"
-            write_trial(simulate(sc), folder)
-            cfg = copy.deepcopy(trial_cfg)
-            cfg["data"] = {
-                "subjects": str(folder / "subjects.csv"),
-                "visits": str(folder / "visits.csv"),
-            }
-            path = folder / "trial.yaml"
-            path.write_text(yaml.safe_dump(cfg))
+            path = scaled_trial(n, Path(tmp) / f"n{n}")
             c, d = _time(path)
             print(f"{n:>9} {c:9.3f} {d:9.3f} {c / base_clean:8.1f} {d / base_derive:9.1f}")
 

@@ -25,38 +25,20 @@ from trialflow.stats.anova import mixed_anova
 from trialflow.stats.effect_size import hedges_g, holm
 from trialflow.stats.lmm import fit_lmm
 from trialflow.stats.mmrm import fit_mmrm
-from trialflow.stats.results import ModelResult, jsonable
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult, jsonable
 
+# The model tables of the output contract: the model's own columns behind outcome and analysis.
 EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
     "analysis",
-    "contrast",
-    "visit",
-    "estimate",
-    "std_error",
-    "df",
-    "ci_lower",
-    "ci_upper",
-    "p_value",
-    "n",
+    *EFFECT_COLUMNS,
     "p_adjusted",
     "multiplicity",
     "df_method",
     "converged",
     "note",
 )
-LSMEAN_TABLE_COLUMNS: tuple[str, ...] = (
-    "outcome",
-    "analysis",
-    "visit",
-    "arm",
-    "estimate",
-    "std_error",
-    "df",
-    "ci_lower",
-    "ci_upper",
-    "n",
-)
+LSMEAN_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *LSMEAN_COLUMNS)
 ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
     "source",
