@@ -73,14 +73,19 @@ def test_other_tables_contract(bundled) -> None:
     assert record["mmrm"]["converged"] is True
 
 
-def test_holm_across_secondary_outcomes_at_primary_visit(bundled) -> None:
+def test_holm_within_primary_and_secondary_families_at_primary_visit(bundled) -> None:
     trial, _, result = bundled
     eff = result.effects
     primary = {o.name for o in trial.primary_outcomes}
     for analysis in ("mmrm", "lmm", "ancova"):
         rows = eff.loc[(eff["analysis"] == analysis) & (eff["visit"] == trial.primary_visit)]
         prim = rows.loc[rows["outcome"].isin(primary)]
-        np.testing.assert_array_equal(prim["p_adjusted"], prim["p_value"])
+        if len(prim) == 1:  # exercise_education: one primary outcome, unadjusted
+            np.testing.assert_array_equal(prim["p_adjusted"], prim["p_value"])
+        else:  # weightbearing: two co-primary outcomes, Holm among themselves
+            expected = multipletests(prim["p_value"], method="holm")[1]
+            np.testing.assert_allclose(prim["p_adjusted"], expected, rtol=1e-12)
+            assert prim["multiplicity"].str.startswith("Holm across 2 primary").all()
         sec = rows.loc[~rows["outcome"].isin(primary)]
         expected = multipletests(sec["p_value"], method="holm")[1]
         np.testing.assert_allclose(sec["p_adjusted"], expected, rtol=1e-12)
@@ -115,6 +120,44 @@ def test_ancova_tables_match_r_reference(bundled) -> None:
     assert len(merged) == len(ours)
     for column in ("estimate", "std_error", "p_value"):
         np.testing.assert_allclose(merged[column], merged[f"{column}_r"], rtol=1e-8)
+
+
+def test_failed_secondary_stays_in_the_holm_family() -> None:
+    from trialflow.analysis import add_multiplicity
+
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    effects = pd.DataFrame(
+        {
+            "outcome": ["pain_vas", "knee_strength", "hba1c", "vo2"],
+            "analysis": "mmrm",
+            "visit": "week26",
+            "p_value": [0.10, 0.01, np.nan, 0.04],
+        }
+    )
+    out = add_multiplicity(effects, trial).set_index("outcome")
+    # Holm over m = 3 with the failed outcome counted as p = 1: 0.01*3, 0.04*2, (1).
+    assert out.loc["knee_strength", "p_adjusted"] == pytest.approx(0.03)
+    assert out.loc["vo2", "p_adjusted"] == pytest.approx(0.08)
+    assert np.isnan(out.loc["hba1c", "p_adjusted"])
+    assert "Holm across 3 secondary outcomes" in out.loc["vo2", "multiplicity"]
+    assert "1 not estimable, counted as p = 1" in out.loc["vo2", "multiplicity"]
+    assert out.loc["pain_vas", "p_adjusted"] == 0.10
+
+
+def test_constant_outcome_is_not_fitted_with_a_clear_reason() -> None:
+    trial = load_trial(ROOT / "config" / "trials" / "weightbearing.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    adeff = d.adeff.copy()
+    rows = adeff["outcome"] == "hba1c"
+    adeff.loc[rows & adeff["value"].notna(), "value"] = 7.0
+    adeff.loc[rows, "baseline"] = adeff.loc[rows, "baseline"].where(
+        adeff.loc[rows, "baseline"].isna(), 7.0
+    )
+    adeff.loc[rows, "change"] = adeff.loc[rows, "change"].where(adeff.loc[rows, "change"].isna(), 0)
+    result = analyse_trial(adeff, d.adsl, trial)
+    notes = result.effects.loc[result.effects["outcome"] == "hba1c", "note"]
+    assert notes.str.contains("no variability: every value of HbA1c is 7").all()
+    assert "unexpected" not in " ".join(notes)
 
 
 def test_a_failing_outcome_does_not_stop_the_others() -> None:

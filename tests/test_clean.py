@@ -201,7 +201,12 @@ def test_visits_arm_column_must_agree(tiny: TinyTrial) -> None:
     _error(tiny, "subject S01 is in arm 'control'")
 
 
-@pytest.mark.parametrize("column", ["Name", "date of birth", "E-mail", "Phone", "Address", "DOB"])
+@pytest.mark.parametrize(
+    "column",
+    ["Name", "date of birth", "E-mail", "Phone", "Address", "DOB", "E-mail address",
+     "Phone No.", "Mobile number", "DOB (dd/mm/yyyy)", "Patient initials", "Address line 1",
+     "NHS no", "Patient name"],
+)  # fmt: skip
 def test_personal_data_refused(tiny: TinyTrial, column: str) -> None:
     for row in tiny.subjects:
         row[column] = "x"
@@ -253,9 +258,56 @@ def test_text_in_numeric_covariate(tiny: TinyTrial) -> None:
     assert _query(result, "missing_covariate")["row"].tolist() == [3]
 
 
-def test_mixed_covariate_detected_as_categorical(tiny: TinyTrial) -> None:
-    tiny.subjects[1]["age"] = "fifty"
-    assert _clean(tiny).covariate_types["age"] == "categorical"
+def test_mostly_numeric_covariate_stays_numeric_with_a_query(tiny: TinyTrial) -> None:
+    tiny.subjects[1]["age"] = "unknown"
+    result = _clean(tiny)
+    assert result.covariate_types["age"] == "numeric"
+    assert _query(result, "not_a_number")["value"].tolist() == ["unknown"]
+    assert math.isnan(result.subjects.loc[1, "age"])
+
+
+def test_mostly_text_covariate_is_categorical(tiny: TinyTrial) -> None:
+    for row, site in zip(tiny.subjects, ["A", "B", "3", "A"], strict=True):
+        row["site"] = site
+    tiny.config["covariates"] = ["age", "site"]
+    assert _clean(tiny).covariate_types["site"] == "categorical"
+
+
+def test_category_spellings_are_merged_with_a_query(tiny: TinyTrial) -> None:
+    for row, sex in zip(tiny.subjects, ["F", "f", "M", " F "], strict=True):
+        row["sex"] = sex
+    result = _clean(tiny)
+    assert result.subjects["sex"].tolist() == ["F", "F", "M", "F"]
+    q = _query(result, "label_case")
+    assert q[["row", "value"]].values.tolist() == [[3, "f"]]
+
+
+def test_few_whole_numbers_get_a_note(tiny: TinyTrial) -> None:
+    tiny.subjects.append({"subject_id": "S05", "arm": "control", "age": "3", "sex": "F"})
+    tiny.subjects.append({"subject_id": "S06", "arm": "exercise", "age": "3", "sex": "M"})
+    for row, site in zip(tiny.subjects, ["1", "2", "3", "1", "2", "3"], strict=True):
+        row["site"] = site
+    tiny.config["covariates"] = ["site", "sex"]
+    q = _query(_clean(tiny), "numeric_few_values")
+    assert "declare {name: site, type: categorical}" in q["action"].iloc[0]
+
+
+def test_non_ascii_digits_are_a_query_not_a_silent_nan(tiny: TinyTrial) -> None:
+    tiny.visits[4]["pain"] = "\uff16.\uff10"  # full-width 6.0
+    q = _query(_clean(tiny), "not_a_number")
+    assert q["row"].tolist() == [6]
+
+
+def test_row_numbers_count_blank_lines(tiny: TinyTrial) -> None:
+    tiny.visits[4]["pain"] = "n/a"
+    path = tiny.folder / "visits.csv"
+    tiny.write()
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], "", ",,,", *lines[2:]]) + "\n")
+    tiny.skip_write.add("visits")
+    result = _clean(tiny)
+    assert _query(result, "not_a_number")["row"].tolist() == [8]  # file line of that cell
+    assert sorted(result.visits["source_row"])[:3] == [2, 5, 6]
 
 
 def test_custom_column_names(tiny: TinyTrial) -> None:

@@ -101,6 +101,12 @@ def test_outcome_name_must_be_identifier(tiny: TinyTrial) -> None:
     _expect_error(tiny, "outcomes[0].name", "does not match")
 
 
+@pytest.mark.parametrize("name", ["week", "arm", "change", "baseline", "Visit"])
+def test_reserved_outcome_names_are_refused(tiny: TinyTrial, name: str) -> None:
+    tiny.config["outcomes"][0]["name"] = name
+    _expect_error(tiny, "is the name of a column of the analysis datasets")
+
+
 def test_duplicate_outcome_column(tiny: TinyTrial) -> None:
     tiny.config["outcomes"][1]["column"] = "pain"
     _expect_error(tiny, "outcome column 'pain' is used twice")
@@ -134,6 +140,12 @@ def test_missing_trial_file(tmp_path) -> None:
 )
 def test_trial_names(value, expected) -> None:
     assert trial_names(value) == expected
+
+
+@pytest.mark.parametrize("value", ["../escape", "a/b", "x,../y", ".hidden"])
+def test_trial_names_cannot_leave_the_trials_folder(value) -> None:
+    with pytest.raises(ConfigError, match="is not allowed"):
+        trial_names(value)
 
 
 def test_trial_names_empty() -> None:

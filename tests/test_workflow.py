@@ -80,7 +80,7 @@ def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) 
     lsmeans = pd.read_csv(results / "tables" / "lsmeans.csv")
     assert list(lsmeans.columns) == [
         "outcome", "analysis", "visit", "arm", "estimate", "std_error", "df",
-        "ci_lower", "ci_upper", "n",
+        "ci_lower", "ci_upper", "n", "response",
     ]  # fmt: skip
     anova = pd.read_csv(results / "tables" / "anova.csv")
     assert list(anova.columns[:7]) == [

@@ -2,87 +2,29 @@
 # functions of the rules (named get_*).
 from pathlib import Path
 
-import sys
-
 from snakemake.utils import validate
 
-from trialflow.clean import data_file
-from trialflow.config import (
-    TRIAL_SCHEMA,
-    load_yaml,
-    parse_trial,
-    trial_names,
-    validate_schema,
-)
 from trialflow.errors import TrialflowError
-from trialflow.paths import confine
+from trialflow.setup import normalise_config, prepare_workflow, stop
 
-# Command-line values arrive as text (--config debug=true): read yes/no words as booleans.
-for _key in ("debug", "allow_outside_paths"):
-    if isinstance(config.get(_key), str):
-        config[_key] = config[_key].strip().lower() in ("true", "yes", "1", "on")
-
+normalise_config(config)
 validate(config, "../schemas/config.schema.yaml")
 
-PROJECT = Path(workflow.basedir)
-RESULTS = config["results_dir"]
-TRIALS_DIR = config["trials_dir"]
-TRIALS = trial_names(config["trials"])
+try:
+    SETUP = prepare_workflow(
+        config,
+        project=Path(workflow.basedir),
+        snakemake_validate=lambda content: validate(
+            content, "../schemas/trial.schema.yaml"
+        ),
+    )
+except TrialflowError as exc:
+    stop(exc, debug=config["debug"])
 
-
-def _load_trials() -> dict:
-    trials = {}
-    for name in TRIALS:
-        path = f"{TRIALS_DIR}/{name}.yaml"
-        try:
-            content = load_yaml(path)
-            # The same schema twice: first for a message naming the key and the fix, then
-            # through Snakemake, which also fills in the defaults.
-            validate_schema(content, TRIAL_SCHEMA, source=path)
-            validate(content, "../schemas/trial.schema.yaml")
-            trial = parse_trial(content, name=name, source=path)
-            for key in ("subjects", "visits"):
-                if not config["allow_outside_paths"]:
-                    confine(
-                        content["data"][key],
-                        roots=config["data_roots"],
-                        project=PROJECT,
-                        what="data file",
-                        source=path,
-                        key=f"data.{key}",
-                    )
-                data_file(trial, key, PROJECT)
-            trials[name] = trial
-        except TrialflowError as exc:
-            if config.get("debug"):
-                raise
-            # A message for the user, not a traceback.
-            sys.stderr.write(f"\ntrialflow error in the configuration:\n{exc}\n\n")
-            sys.exit(1)
-    return trials
-
-
-def _check_results_dir() -> None:
-    if config["allow_outside_paths"]:
-        return
-    try:
-        confine(
-            RESULTS,
-            roots=["."],
-            project=PROJECT,
-            what="results folder",
-            source="config/config.yaml",
-            key="results_dir",
-            fix="choose a folder inside the project (the default is results), or set "
-            "allow_outside_paths: true",
-        )
-    except TrialflowError as exc:
-        sys.stderr.write(f"\ntrialflow error in the configuration:\n{exc}\n\n")
-        sys.exit(1)
-
-
-_check_results_dir()
-TRIAL_CONFIGS = _load_trials()
+RESULTS = SETUP.results
+TRIALS_DIR = SETUP.trials_dir
+TRIALS = SETUP.names
+TRIAL_CONFIGS = SETUP.trials
 
 
 wildcard_constraints:

@@ -38,7 +38,9 @@ EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "converged",
     "note",
 )
-LSMEAN_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *LSMEAN_COLUMNS)
+LSMEAN_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *LSMEAN_COLUMNS, "response")
+# What the LS means of each analysis are means of.
+RESPONSE = {"mmrm": "change", "ancova": "change", "lmm": "value"}
 ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
     "source",
@@ -67,13 +69,7 @@ class TrialAnalysis:
 
 def analysis_options(trial: TrialConfig) -> dict[str, Any]:
     """Analysis options from the trial description, with their defaults."""
-    opts = dict(trial.analysis)
-    return {
-        "covariance": opts.get("covariance", "us"),
-        "fallback": tuple(opts.get("fallback", ("toep", "ar1", "cs"))),
-        "random_slope": bool(opts.get("random_slope", False)),
-        "alpha": float(opts.get("alpha", 0.05)),
-    }
+    return trial.options
 
 
 def outcome_data(
@@ -101,6 +97,21 @@ def _not_fitted(outcome: str, analysis: str, trial: TrialConfig, reason: str) ->
     )
 
 
+def _degenerate(data: pd.DataFrame, post: pd.DataFrame, outcome: Outcome) -> str | None:
+    """Why no model of this outcome can be fitted, checked once before any fit (or None)."""
+    values = data["value"].dropna()
+    if values.empty:
+        return f"no value of {outcome.label} was observed"
+    if values.nunique() == 1:
+        return f"no variability: every value of {outcome.label} is {values.iloc[0]:g}"
+    change = post["change"].dropna()
+    if change.empty:
+        return "no change from baseline can be computed (no subject has both)"
+    if change.nunique() == 1:
+        return f"no variability in the change from baseline (always {change.iloc[0]:g})"
+    return None
+
+
 def _try(fit: Callable[[], T]) -> tuple[T | None, str]:
     """Run one model; a failure becomes a reason, so the other models still run.
 
@@ -124,6 +135,7 @@ def analyse_outcome(
     all_visits = list(trial.visit_labels)
     post_visits = [v.label for v in trial.post_baseline_visits]
     post = data.loc[data["visit"].isin(post_visits)]
+    degenerate = _degenerate(data, post, outcome)
     fits: dict[str, Callable[[], ModelResult]] = {
         "mmrm": lambda: fit_mmrm(
             post,
@@ -175,7 +187,7 @@ def analyse_outcome(
         "primary": outcome.primary,
     }
     for name, fit in fits.items():
-        result, reason = _try(fit)
+        result, reason = _try(fit) if degenerate is None else (None, degenerate)
         if result is None:
             effects.append(_not_fitted(outcome.name, name, trial, reason))
             record[name] = {"fitted": False, "reason": reason}
@@ -190,6 +202,7 @@ def analyse_outcome(
         ls = result.lsmeans.copy()
         ls.insert(0, "analysis", name)
         ls.insert(0, "outcome", outcome.name)
+        ls["response"] = RESPONSE[name]
         lsmeans.append(ls)
         record[name] = {"fitted": True, **result.to_dict()}
         if name == "mmrm" and result.residuals is not None:
@@ -198,15 +211,19 @@ def analyse_outcome(
             sd = np.sqrt(np.diag(result.covariance.to_numpy()))
             corr = result.covariance / np.outer(sd, sd)
             record[name]["correlation"] = jsonable(corr)
-    anova, reason = _try(
-        lambda: mixed_anova(
-            data,
-            response="value",
-            subject="subject_id",
-            visit="visit",
-            arm="arm",
-            reference_arm=trial.control,
-            visit_order=all_visits,
+    anova, reason = (
+        (None, str(degenerate))
+        if degenerate
+        else _try(
+            lambda: mixed_anova(
+                data,
+                response="value",
+                subject="subject_id",
+                visit="visit",
+                arm="arm",
+                reference_arm=trial.control,
+                visit_order=all_visits,
+            )
         )
     )
     if anova is not None:
@@ -219,16 +236,20 @@ def analyse_outcome(
     else:
         anova = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [reason]})
         record["mixed_anova"] = {"fitted": False, "reason": reason}
-    g, reason = _try(
-        lambda: hedges_g(
-            post,
-            response="change",
-            reference_arm=trial.control,
-            visit_order=post_visits,
-            alpha=options["alpha"],
-            subject="subject_id",
-            visit="visit",
-            arm="arm",
+    g, reason = (
+        (None, str(degenerate))
+        if degenerate
+        else _try(
+            lambda: hedges_g(
+                post,
+                response="change",
+                reference_arm=trial.control,
+                visit_order=post_visits,
+                alpha=options["alpha"],
+                subject="subject_id",
+                visit="visit",
+                arm="arm",
+            )
         )
     )
     if g is not None:
@@ -238,28 +259,46 @@ def analyse_outcome(
     return effects, lsmeans, anova, g, record
 
 
-def add_multiplicity(effects: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
-    """Holm-adjust p-values across the secondary outcomes at the primary visit, per analysis.
+def add_multiplicity(
+    effects: pd.DataFrame, trial: TrialConfig, *, primary_adjustment: str = "holm"
+) -> pd.DataFrame:
+    """Adjusted p-values at the primary visit, per analysis, in two families.
 
-    Primary outcomes are tested unadjusted (their p_adjusted equals p_value); rows at other
-    visits are exploratory and get no adjusted p-value.
+    Primary outcomes: one primary outcome is tested unadjusted; several (co-primary) are
+    Holm-adjusted among themselves unless ``primary_adjustment`` is ``"none"``. Secondary
+    outcomes: Holm-adjusted among themselves. A family keeps every pre-specified outcome: an
+    outcome whose model could not be fitted counts as p = 1, so the family never shrinks.
+    Rows at other visits are exploratory and get no adjusted p-value.
     """
     out = effects.copy()
     out["p_adjusted"] = np.nan
     out["multiplicity"] = ""
     primary = {o.name for o in trial.primary_outcomes}
     at_visit = out["visit"] == trial.primary_visit
+    visit = trial.primary_visit
     for analysis in out["analysis"].unique():
         rows = at_visit & (out["analysis"] == analysis)
-        prim = rows & out["outcome"].isin(primary)
-        out.loc[prim, "p_adjusted"] = out.loc[prim, "p_value"]
-        out.loc[prim, "multiplicity"] = "primary outcome: unadjusted"
-        sec = rows & ~out["outcome"].isin(primary) & out["p_value"].notna()
-        if sec.any():
-            out.loc[sec, "p_adjusted"] = holm(out.loc[sec, "p_value"].to_numpy())
-            out.loc[sec, "multiplicity"] = (
-                f"Holm across {int(sec.sum())} secondary outcomes at {trial.primary_visit}"
-            )
+        for members, kind in ((rows & out["outcome"].isin(primary), "primary"),
+                              (rows & ~out["outcome"].isin(primary), "secondary")):  # fmt: skip
+            m = int(members.sum())
+            if m == 0:
+                continue
+            p = out.loc[members, "p_value"].to_numpy(dtype=float)
+            missing = int(np.isnan(p).sum())
+            counted = f" ({missing} not estimable, counted as p = 1)" if missing else ""
+            if kind == "primary" and (m == 1 or primary_adjustment == "none"):
+                adjusted = p
+                rule = (
+                    "primary outcome: unadjusted"
+                    if m == 1
+                    else "co-primary outcomes: unadjusted (primary_adjustment: none)"
+                )
+            else:
+                adjusted = holm(np.where(np.isnan(p), 1.0, p))
+                adjusted = np.where(np.isnan(p), np.nan, adjusted)
+                rule = f"Holm across {m} {kind} outcomes at {visit}{counted}"
+            out.loc[members, "p_adjusted"] = adjusted
+            out.loc[members, "multiplicity"] = rule
     return out
 
 
@@ -291,7 +330,11 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         if resid is not None:
             residuals[outcome.name] = resid
         models[outcome.name] = record
-    eff_table = add_multiplicity(pd.concat(effects, ignore_index=True), trial)
+    eff_table = add_multiplicity(
+        pd.concat(effects, ignore_index=True),
+        trial,
+        primary_adjustment=options["primary_adjustment"],
+    )
     eff_table = eff_table.reindex(
         columns=[*EFFECT_TABLE_COLUMNS, *[c for c in eff_table if c not in EFFECT_TABLE_COLUMNS]]
     )

@@ -27,9 +27,10 @@ from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:[,' ]\d{3})+(?:\.\d+)?")
+# ASCII digits only: other Unicode digits (full-width ones, say) are text, hence a query.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:[,' ][0-9]{3})+(?:\.[0-9]+)?")
 
 # Column names (normalised: lower case, non-alphanumerics as "_") that hold direct personal
 # data. Matching is on the whole name so that e.g. "Visit Name" is not mistaken for a name.
@@ -129,12 +130,40 @@ def _rows_text(table: RawTable, positions: Sequence[int], limit: int = 10) -> st
     return ", ".join(nums) + more
 
 
+# Words that make a column name personal data wherever they stand in it ("Phone No.",
+# "E-mail address", "DOB (dd/mm/yyyy)"), and words that do so only next to "name".
+_PERSONAL_TOKENS = frozenset(
+    {
+        "email", "mail", "phone", "telephone", "mobile", "cellphone", "tel", "dob", "birthdate",
+        "birthday", "address", "street", "postcode", "postal", "zip", "zipcode", "ssn", "nhs",
+        "mrn", "passport", "surname", "forename", "firstname", "lastname", "fullname",
+        "initials",
+    }
+)  # fmt: skip
+_NAME_QUALIFIERS = frozenset(
+    {"first", "last", "full", "given", "family", "patient", "subject", "participant", "middle"}
+)
+
+
+def looks_personal(column: str) -> bool:
+    """Whether a column name suggests direct personal data (names, birth dates, contact)."""
+    norm = _norm(column)
+    if norm in PERSONAL_DATA_NAMES:
+        return True
+    tokens = set(norm.replace("e_mail", "email").split("_"))
+    if tokens & _PERSONAL_TOKENS:
+        return True
+    if {"date", "birth"} <= tokens or {"social", "security"} <= tokens:
+        return True
+    return "name" in tokens and bool(tokens & _NAME_QUALIFIERS)
+
+
 def check_personal_data(table: RawTable, trial: TrialConfig, protected: Sequence[str]) -> None:
     """Refuse columns that look like direct personal data unless listed in ``drop_columns``."""
     flagged = [
         c
         for c in table.frame.columns
-        if _norm(c) in PERSONAL_DATA_NAMES and c not in trial.drop_columns and c not in protected
+        if looks_personal(c) and c not in trial.drop_columns and c not in protected
     ]
     if flagged:
         raise DataError(
@@ -332,7 +361,9 @@ def _covariate_type(declared: str | None, text: pd.Series, missing: Sequence[str
         return declared
     values = text.str.strip()
     values = values[(values != "") & ~values.isin(set(missing))]
-    if len(values) and values.str.fullmatch(_NUMBER.pattern).all():
+    # Mostly numbers: a numeric column with a few bad cells (each becomes a query), not a
+    # factor with one level per distinct number.
+    if len(values) and values.str.fullmatch(_NUMBER.pattern).mean() >= 0.5:
         return "numeric"
     return "categorical"
 
@@ -418,9 +449,11 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
             ).loc[kept]
             subjects_out[cov.name] = values.to_numpy()
             missing = values.isna()
+            _note_few_values(values, subjects.path, cov.name, log, declared=cov.type is not None)
         else:
             text = subjects.frame[cov.name].loc[kept].str.strip()
             missing = (text == "") | text.isin(set(trial.missing_values))
+            text = _merge_spellings(subjects, text.where(~missing, ""), cov.name, log, s_ids)
             subjects_out[cov.name] = text.where(~missing, None).to_numpy()
         positions = kept[missing.to_numpy()]
         log.add(
@@ -544,6 +577,55 @@ def _check_arms(
             )
 
 
+def _merge_spellings(
+    table: RawTable, text: pd.Series, column: str, log: _Log, ids: pd.Series
+) -> pd.Series:
+    """Levels that differ only in case or spacing ("F", "f ") become the commonest spelling."""
+    present = text[text != ""]
+    if present.empty:
+        return text
+    key = present.map(lambda x: " ".join(x.lower().split()))
+    counts = present.value_counts()
+    canonical: dict[str, str] = {}
+    for k in sorted(set(key)):
+        spellings = sorted(set(present[key == k]), key=lambda x: (-counts[x], x))
+        canonical[k] = spellings[0]
+    target = present.map(lambda x: canonical[" ".join(x.lower().split())])
+    changed = target.index[target != present]
+    for label in pd.unique(present.loc[changed]):
+        positions = list(changed[present.loc[changed] == label])
+        log.add(
+            table,
+            positions,
+            column,
+            present.loc[positions],
+            "label_case",
+            f"read as level {target.loc[positions[0]]!r}",
+            ids.loc[positions],
+        )
+    out = text.copy()
+    out.loc[target.index] = target
+    return out
+
+
+def _note_few_values(
+    values: pd.Series, path: str, column: str, log: _Log, *, declared: bool
+) -> None:
+    """A detected-numeric covariate with a handful of repeated whole numbers may be codes."""
+    present = values.dropna()
+    distinct = present.unique()
+    whole = len(distinct) and all(float(v).is_integer() for v in distinct)
+    repeated = len(present) >= 2 * len(distinct)  # each value seen twice on average
+    if not declared and whole and repeated and 2 < len(distinct) <= 5:
+        log.add_file_level(
+            path,
+            column,
+            "numeric_few_values",
+            f"only {len(distinct)} distinct whole numbers: analysed as a number (a linear term); "
+            f"if these are codes, declare {{name: {column}, type: categorical}}",
+        )
+
+
 def _check_covariates(subjects: pd.DataFrame, path: str, trial: TrialConfig) -> None:
     for cov in trial.covariates:
         values = subjects[cov.name].dropna()
@@ -625,6 +707,7 @@ def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) ->
         for r in log.rows
         if r["file"] != table.path
         or r["rule"] in ("exact_duplicate", "encoding")
+        or r["row"] is None  # about a whole column, not a row
         or r["row"] in kept_rows
     ]
 

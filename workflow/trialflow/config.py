@@ -10,6 +10,7 @@ one of the visits, ranges are ordered, names are unique, ...). Every failure is 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,15 @@ import yaml
 from trialflow.errors import ConfigError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# Column names of the analysis datasets; an outcome may not take one of them as its name.
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {
+        "subject_id", "arm", "visit", "visit_index", "week", "source_row", "outcome", "value",
+        "baseline", "change", "pct_change", "ablfl", "anl01fl", "itt", "has_baseline",
+        "n_visits", "last_visit", "last_week", "completed", "withdrawn",
+    }
+)  # fmt: skip
+TRIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 TRIAL_SCHEMA = SCHEMA_DIR / "trial.schema.yaml"
 WORKFLOW_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 
@@ -105,6 +115,18 @@ class TrialConfig:
     @property
     def primary_outcomes(self) -> tuple[Outcome, ...]:
         return tuple(o for o in self.outcomes if o.primary)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Analysis options (``analysis:`` in the trial description) with their defaults."""
+        opts = dict(self.analysis)
+        return {
+            "covariance": opts.get("covariance", "us"),
+            "fallback": tuple(opts.get("fallback", ("toep", "ar1", "cs"))),
+            "random_slope": bool(opts.get("random_slope", False)),
+            "alpha": float(opts.get("alpha", 0.05)),
+            "primary_adjustment": opts.get("primary_adjustment", "holm"),
+        }
 
     def visit(self, label: str) -> Visit:
         for v in self.visits:
@@ -266,6 +288,14 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
                 decimals=int(o.get("decimals", default_decimals)),
             )
         )
+    for i, o in enumerate(outcomes):
+        if o.name.lower() in RESERVED_NAMES:
+            raise fail(
+                f"outcomes[{i}].name",
+                f"{o.name!r} is the name of a column of the analysis datasets",
+                f"call the outcome something else (e.g. {o.name}_score) and keep the file's "
+                f"column with column: {o.column!r}",
+            )
     for attr in ("name", "column"):
         values = [getattr(o, attr) for o in outcomes]
         dupes = sorted({v for v in values if values.count(v) > 1})
@@ -335,4 +365,11 @@ def trial_names(value: str | Sequence[str]) -> list[str]:
     names = [i.strip() for i in items if i.strip()]
     if not names:
         raise ConfigError("no trial to run", fix="set trials: [<name>] in config/config.yaml")
+    for name in names:
+        if not TRIAL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"trial name {name!r} is not allowed: use letters, digits, _ and - only",
+                file="config/config.yaml",
+                fix="name the trial description config/trials/<name>.yaml with such a name",
+            )
     return list(dict.fromkeys(names))

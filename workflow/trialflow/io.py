@@ -45,9 +45,14 @@ class RawTable:
     frame: pd.DataFrame
     path: str
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # Row number in the file (header = 1) of each data row; blank lines are skipped when
+    # reading, so positions and file rows differ after one.
+    lines: list[int] | None = None
 
     def row_number(self, position: int) -> int:
         """Spreadsheet row number of the data row at 0-based ``position``."""
+        if self.lines is not None:
+            return self.lines[position]
         return position + FIRST_DATA_ROW
 
 
@@ -112,15 +117,20 @@ def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
         )
     notes: list[dict[str, Any]] = []
     if suffix in EXCEL:
-        frame = _read_excel(p, name, sheet)
+        frame, data_lines = _read_excel(p, name, sheet)
     else:
         raw = p.read_bytes()
         if not raw.strip():
             raise DataError("the file is empty", file=name, fix="export the data again")
         text = _decode(raw, name, notes)
         delimiter = DELIMITERS[suffix]
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-        rows = [r for r in rows if any(cell.strip() for cell in r)] if rows else rows
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows, lines, previous = [], [], 0
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if any(cell.strip() for cell in record):
+                rows.append(record)
+                lines.append(start)
         header = rows[0] if rows else []
         if len(header) == 1:
             for other, label in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "bar")):
@@ -141,21 +151,22 @@ def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
                 raise DataError(
                     f"row has {len(r)} cells but the header has {width} columns",
                     file=name,
-                    row=i + FIRST_DATA_ROW,
+                    row=lines[i + 1],
                     fix="quote cells that contain the delimiter, or remove the extra cells",
                 )
         body = [(r + [""] * width)[:width] for r in rows[1:]]
         frame = pd.DataFrame(body, columns=[h.strip() for h in header], dtype=object)
+        data_lines = lines[1:]
     if frame.empty:
         raise DataError(
             "the file has a header but no data rows", file=name, fix="export the data rows too"
         )
     frame = frame.astype(object).where(frame.notna(), "")
     frame = frame.map(lambda x: x if isinstance(x, str) else str(x))
-    return RawTable(frame=frame.reset_index(drop=True), path=name, notes=notes)
+    return RawTable(frame=frame.reset_index(drop=True), path=name, notes=notes, lines=data_lines)
 
 
-def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
+def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, list[int]]:
     try:
         book = pd.ExcelFile(p, engine="openpyxl")
     except Exception as exc:  # openpyxl raises several unrelated types for a bad workbook
@@ -180,7 +191,7 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
             fix="correct data.subjects_sheet / data.visits_sheet",
         )
     frame = pd.read_excel(book, sheet_name=sheet, dtype=object, header=None)
-    frame = frame.dropna(how="all")
+    frame = frame.dropna(how="all")  # the index keeps each row's place in the sheet
     if frame.empty:
         raise DataError(f"sheet {sheet!r} is empty", file=name, fix="export the data again")
     header = ["" if pd.isna(h) else str(h) for h in frame.iloc[0].tolist()]
@@ -195,7 +206,7 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> pd.DataFrame:
 
     body = frame.iloc[1:].map(cell)
     body.columns = [h.strip() for h in header]
-    return body
+    return body, [int(i) + 1 for i in frame.index[1:]]
 
 
 @contextmanager

@@ -31,7 +31,15 @@ from markupsafe import Markup
 
 from trialflow import __version__
 from trialflow.config import Outcome, TrialConfig
-from trialflow.tables import fmt_ci, fmt_number, fmt_p, outcome_table, table1, visit_completion
+from trialflow.tables import (
+    ci_label,
+    fmt_ci,
+    fmt_number,
+    fmt_p,
+    outcome_table,
+    table1,
+    visit_completion,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PACKAGES = (
@@ -247,7 +255,8 @@ def result_sentence(
     ]
     if e.empty or not np.isfinite(e["estimate"].iloc[0]):
         return (
-            f"At {visit.label}, the treatment effect on {outcome.label} could not be estimated "
+            f"At the {visit.label} visit, the treatment effect on {outcome.label} could not be "
+            "estimated "
             "(see model diagnostics)."
         )
     r = e.iloc[0]
@@ -257,78 +266,137 @@ def result_sentence(
         & (lsmeans["visit"] == visit.label)
     ].set_index("arm")["estimate"]
     est, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
+    ci = ci_label(trial.options["alpha"])
     if lo > 0 or hi < 0:
         good = (est > 0) == (outcome.better == "higher")
         verdict = f"favouring the {trial.treatment if good else trial.control} arm"
     else:
-        verdict = "the confidence interval includes no difference"
+        verdict = f"the {ci} includes zero (no clear difference)"
     p_text = f"p = {fmt_p(float(r['p_value']))}".replace("p = <", "p < ")
-    if not outcome.primary and np.isfinite(r.get("p_adjusted", np.nan)):
+    if str(r.get("multiplicity", "")).startswith("Holm") and np.isfinite(r["p_adjusted"]):
         adj = fmt_p(float(r["p_adjusted"]))
         p_text += f"; Holm-adjusted p {'< ' + adj[1:] if adj.startswith('<') else '= ' + adj}"
     return (
-        f"At {visit.label} (week {visit.week:g}), the mean change from baseline in "
+        f"At the {visit.label} visit (week {visit.week:g}), the mean change from baseline in "
         f"{outcome.label} was {_amount(ls.get(trial.control, np.nan), outcome)} in the "
         f"{trial.control} arm and {_amount(ls.get(trial.treatment, np.nan), outcome)} in the "
         f"{trial.treatment} arm; the difference ({trial.treatment} minus {trial.control}) was "
-        f"{_amount(est, outcome, difference=True)} (95% CI {fmt_number(lo, outcome.decimals)} to "
+        f"{_amount(est, outcome, difference=True)} ({ci} {fmt_number(lo, outcome.decimals)} to "
         f"{fmt_number(hi, outcome.decimals)}; {p_text}; n = {int(r['n'])}), {verdict} "
         f"({outcome.better} is better)."
     )
 
 
+STRUCTURE_NAMES = {
+    "us": "unstructured",
+    "toep": "Toeplitz",
+    "ar1": "first-order autoregressive",
+    "ar1h": "heterogeneous first-order autoregressive",
+    "cs": "compound-symmetry",
+    "csh": "heterogeneous compound-symmetry",
+}
+
+
+def _structure(code: str | None) -> str:
+    """The covariance structure in words, e.g. 'Toeplitz' for 'toep'."""
+    return STRUCTURE_NAMES.get(str(code), str(code))
+
+
+def _article(words: str) -> str:
+    return ("an " if words[:1].lower() in "aeiou" else "a ") + words
+
+
+def _words_list(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[str]:
-    """The statistical-methods text, written from the configuration and the model records."""
+    """The statistical-methods text, written from the options as run and the model records."""
     trial = inputs.trial
+    opts = trial.options
+    level = f"{100 * (1 - opts['alpha']):g}%"
     n = {arm: int((inputs.adsl["arm"] == arm).sum()) for arm in trial.arms}
     covs = [c.name for c in trial.covariates]
     adjust = "the baseline value" + (f" and {', '.join(covs)}" if covs else "")
     post = ", ".join(v.label for v in trial.post_baseline_visits)
-    used = {
-        o: rec.get("mmrm", {}).get("info", {}).get("covariance_used")
-        for o, rec in inputs.models.items()
-    }
-    requested = {
-        o: rec.get("mmrm", {}).get("info", {}).get("covariance_requested")
-        for o, rec in inputs.models.items()
-    }
-    fallbacks = [o for o in used if used[o] and used[o] != requested[o]]
+    infos = {o.name: inputs.models.get(o.name, {}).get("mmrm", {}).get("info", {}) for o in
+             trial.outcomes}  # fmt: skip
+    requested = opts["covariance"]
+    fallbacks = [
+        f"{o.label} ({_structure(infos[o.name].get('covariance_used'))} structure)"
+        for o in trial.outcomes
+        if infos[o.name].get("covariance_used") not in (None, requested)
+    ]
+    order = [c for c in opts["fallback"] if c != requested]
+    fallback_plan = (
+        f"Had it failed to converge, {_words_list([_structure(c) for c in order])} structures "
+        "were to be tried in that order"
+        if order
+        else "No fallback structure was pre-specified"
+    )
     fallback_text = (
         "No outcome needed a fallback."
         if not fallbacks
-        else "The fallback was used for: "
-        + "; ".join(f"{o} ({requested[o]} -> {used[o]})" for o in fallbacks)
-        + "."
+        else f"The fallback structure was used for {_words_list(fallbacks)}."
     )
+    not_fitted = [o.label for o in trial.outcomes if not infos[o.name]]
+    analysed = [
+        f"{o.label}: {infos[o.name]['n_subjects']} of {len(inputs.adsl)}"
+        for o in trial.outcomes
+        if infos[o.name]
+    ]
+    primary = trial.primary_outcomes
     secondary = [o.label for o in trial.outcomes if not o.primary]
+    if len(primary) == 1:
+        primary_text = f"The primary outcome was tested without adjustment at {trial.primary_visit}"
+    elif opts["primary_adjustment"] == "holm":
+        primary_text = (
+            f"The {len(primary)} co-primary outcomes were Holm-adjusted among themselves at "
+            f"{trial.primary_visit}"
+        )
+    else:
+        primary_text = (
+            f"The {len(primary)} co-primary outcomes were each tested without adjustment at "
+            f"{trial.primary_visit}"
+        )
+    lmm_effects = (
+        "a random intercept and a random slope on time (weeks / 12) per participant"
+        if opts["random_slope"]
+        else "a random intercept per participant"
+    )
     pk = prov["packages"]
     return [
         f"All analyses followed the intention-to-treat principle: the {len(inputs.adsl)} "
         f"randomized participants were analysed in the arm to which they were allocated "
-        f"({trial.control}: {n[trial.control]}; {trial.treatment}: {n[trial.treatment]}).",
+        f"({trial.control}: {n[trial.control]}; {trial.treatment}: {n[trial.treatment]}); each "
+        "model used every participant with the data it needs (participants in the primary "
+        f"model: {'; '.join(analysed) or 'none'}).",
         f"The primary analysis of each outcome was a mixed model for repeated measures (MMRM) "
         f"of the change from baseline at each post-baseline visit ({post}), with fixed effects "
-        f"for {adjust}, arm, visit and the arm-by-visit interaction, and an unstructured "
+        f"for {adjust}, arm, visit and the arm-by-visit interaction, and "
+        f"{_article(_structure(requested))} "
         "covariance matrix for the residuals across visits within participant, estimated by "
         "restricted maximum likelihood (REML). The model uses every observed visit of every "
         "participant with a baseline value and is valid when data are missing at random. "
         "Treatment effects are differences in least-squares mean change between arms at each "
-        "visit, with 95% confidence intervals and two-sided p-values from t distributions with "
-        "Satterthwaite degrees of freedom. Had the unstructured covariance failed to converge, "
-        "Toeplitz, first-order autoregressive and compound-symmetry structures were to be "
-        f"tried in that order. {fallback_text}",
+        f"visit, with {level} confidence intervals and two-sided p-values from t distributions "
+        f"with Satterthwaite degrees of freedom. {fallback_plan}. {fallback_text}"
+        + (
+            f" No model could be fitted for {_words_list(not_fitted)} (see the diagnostics)."
+            if not_fitted
+            else ""
+        ),
         "Supportive analyses were a linear mixed model of the outcome at all visits including "
-        "baseline with a random intercept per participant (treatment effect = arm-by-visit "
+        f"baseline with {lmm_effects} (treatment effect = arm-by-visit "
         "interaction; Satterthwaite degrees of freedom), an analysis of covariance of the change "
         "at each visit adjusted for the baseline value and covariates, the repeated-measures "
         "(mixed) analysis of variance used in the published trials, restricted to participants "
         "with complete data, and Hedges' g of the change from baseline.",
-        f"The primary outcome{'s were' if len(trial.primary_outcomes) > 1 else ' was'} tested "
-        "without adjustment at the primary visit ("
-        f"{trial.primary_visit}); "
+        f"{primary_text}; "
         + (
             f"p-values of the {len(secondary)} secondary outcomes at that visit were adjusted "
-            "by the Holm method; "
+            "among themselves by the Holm method; "
             if secondary
             else ""
         )
@@ -376,6 +444,7 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
 
 def _supportive(inputs: ReportInputs) -> pd.DataFrame:
     labels = {o.name: o for o in inputs.trial.outcomes}
+    ci = ci_label(inputs.trial.options["alpha"])
     rows = []
     for r in inputs.effects.to_dict("records"):
         o = labels[str(r["outcome"])]
@@ -384,7 +453,7 @@ def _supportive(inputs: ReportInputs) -> pd.DataFrame:
                 "outcome": o.label,
                 "analysis": r["analysis"],
                 "visit": r["visit"],
-                "difference (95% CI)": fmt_ci(
+                f"difference ({ci})": fmt_ci(
                     r["estimate"], r["ci_lower"], r["ci_upper"], o.decimals
                 ),
                 "df": fmt_number(r["df"], 1),
@@ -421,6 +490,7 @@ def _anova_table(inputs: ReportInputs) -> pd.DataFrame:
 
 def _effect_sizes(inputs: ReportInputs) -> pd.DataFrame:
     g = inputs.effect_sizes
+    ci = ci_label(inputs.trial.options["alpha"])
     labels = {o.name: o.label for o in inputs.trial.outcomes}
     if "g" not in g:
         return pd.DataFrame()
@@ -428,7 +498,7 @@ def _effect_sizes(inputs: ReportInputs) -> pd.DataFrame:
         {
             "outcome": g["outcome"].map(labels),
             "visit": g["visit"],
-            "Hedges' g (95% CI)": [
+            f"Hedges' g ({ci})": [
                 fmt_ci(a, b, c, 2)
                 for a, b, c in zip(g["g"], g["ci_lower"], g["ci_upper"], strict=True)
             ],
@@ -488,12 +558,22 @@ def report_tables(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
     def as_table(outcomes: tuple[Outcome, ...]) -> pd.DataFrame:
         if not outcomes:
             return pd.DataFrame()
-        t = outcome_table(inputs.effects, inputs.lsmeans, inputs.adeff, trial, outcomes)
+        t = outcome_table(
+            inputs.effects,
+            inputs.lsmeans,
+            inputs.adeff,
+            trial,
+            outcomes,
+            alpha=trial.options["alpha"],
+        )
         return t.drop(columns=["better"])
 
+    primary = as_table(trial.primary_outcomes)
+    if (primary["p (Holm)"] == "").all():  # a single primary outcome is not adjusted
+        primary = primary.drop(columns=["p (Holm)"])
     return {
         "table1": table1(inputs.adsl, inputs.adeff, trial, inputs.covariate_types),
-        "primary": as_table(trial.primary_outcomes).drop(columns=["p (Holm)"]),
+        "primary": primary,
         "secondary": as_table(secondary),
         "completion": visit_completion(inputs.flow, trial),
     }
@@ -536,13 +616,23 @@ def render_report(
         else pd.DataFrame()
     )
     diagnostics, model_warnings = _diagnostics(inputs)
-    covs = ", ".join(c.name for c in trial.covariates)
+    opts = trial.options
+    ci = ci_label(opts["alpha"])
+    terms = " + ".join(["baseline", *[c.name for c in trial.covariates], "arm", "visit"])
+    used = sorted(
+        {
+            str(rec.get("mmrm", {}).get("info", {}).get("covariance_used"))
+            for rec in inputs.models.values()
+            if rec.get("mmrm", {}).get("fitted")
+        }
+    )
+    structure = " / ".join(_structure(u) for u in used) or _structure(opts["covariance"])
     model_note = (
-        "Model: MMRM of change from baseline ~ baseline"
-        + (f" + {covs}" if covs else "")
-        + " + arm + visit + arm:visit; unstructured residual covariance across visits within "
-        "participant; REML; Satterthwaite degrees of freedom; intention to treat. Change (95% CI) "
-        "is the least-squares mean change from baseline; difference is "
+        f"Model: MMRM of change from baseline ~ {terms} + arm:visit; {structure} residual "
+        "covariance across visits within participant (see the diagnostics for each outcome); "
+        f"REML; Satterthwaite degrees of freedom; intention to treat. Change ({ci}) is the "
+        "least-squares mean change from baseline, using every participant in the model; n and "
+        f"the baseline mean (SD) are of those observed at {trial.primary_visit}. Difference is "
         f"{trial.treatment} minus {trial.control}."
     )
     sections = [
@@ -580,7 +670,8 @@ def render_report(
         secondary_table=secondary_table,
         model_note=model_note,
         multiplicity_note="p (Holm): Holm-adjusted across the secondary outcomes at "
-        f"{trial.primary_visit}.",
+        f"{trial.primary_visit} (an outcome that could not be estimated counts as p = 1).",
+        ci=ci,
         primary_sentences=[
             result_sentence(o, trial, inputs.effects, inputs.lsmeans) for o in primary
         ],
@@ -768,7 +859,7 @@ def write_index(
                 "unit": first.unit,
                 "stem": stem,
                 "caption": f"MMRM treatment effect on {first.label} at each trial's primary "
-                "visit, with 95% CI.",
+                "visit, with its confidence interval.",
             }
         )
     write_text(render_index(entries, shared, figures), index_path)

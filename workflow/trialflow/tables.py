@@ -40,6 +40,11 @@ def fmt_ci(est: float, lo: float, hi: float, decimals: int) -> str:
     return f"{fmt_number(est, decimals)} ({fmt_number(lo, decimals)} to {fmt_number(hi, decimals)})"
 
 
+def ci_label(alpha: float = 0.05) -> str:
+    """'95% CI' for alpha = 0.05, '90% CI' for 0.10, ..."""
+    return f"{100 * (1 - alpha):g}% CI"
+
+
 def smd_continuous(a: pd.Series, b: pd.Series) -> float:
     """Standardized mean difference (b - a) / sqrt((s_a^2 + s_b^2) / 2), as R tableone."""
     a, b = a.dropna().astype(float), b.dropna().astype(float)
@@ -159,9 +164,14 @@ def outcome_table(
     outcomes: tuple[Outcome, ...],
     *,
     analysis: str = "mmrm",
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Outcome table at the primary visit: per arm n, baseline mean (SD), LS-mean change
-    (95% CI); the difference (95% CI), p and the Holm-adjusted p.
+    (CI); the difference (CI), p and the adjusted p.
+
+    ``n`` and the baseline mean (SD) are of the same participants: those with a change from
+    baseline observed at the primary visit. The LS means and the difference are model-based
+    and use every participant in the model (all observed visits).
 
     Returns
     -------
@@ -169,6 +179,7 @@ def outcome_table(
         One row per outcome, text cells formatted with the outcome's decimals.
     """
     visit = trial.primary_visit
+    ci = ci_label(alpha)
     rows = []
     for o in outcomes:
         d = o.decimals
@@ -187,24 +198,25 @@ def outcome_table(
                 & (lsmeans["visit"] == visit)
                 & (lsmeans["arm"] == arm)
             ]
-            n = int(at_visit.loc[(at_visit["arm"] == arm), "change"].notna().sum())
-            row[f"{arm}: n"] = str(n)
+            observed = at_visit.loc[(at_visit["arm"] == arm) & at_visit["change"].notna()]
+            row[f"{arm}: n"] = str(len(observed))
             row[f"{arm}: baseline mean (SD)"] = _continuous_cell(
-                base.loc[base["arm"] == arm, "value"], d
+                base.loc[base["subject_id"].isin(set(observed["subject_id"])), "value"], d
             )
             if len(ls):
                 first = ls.iloc[0]
                 change = fmt_ci(first["estimate"], first["ci_lower"], first["ci_upper"], d)
             else:
                 change = "not estimable"
-            row[f"{arm}: change (95% CI)"] = change
+            row[f"{arm}: change ({ci})"] = change
         if len(e):
             r = e.iloc[0]
-            row["difference (95% CI)"] = fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"], d)
+            row[f"difference ({ci})"] = fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"], d)
             row["p"] = fmt_p(r["p_value"])
-            row["p (Holm)"] = fmt_p(r["p_adjusted"]) if not o.primary else ""
+            adjusted = str(r.get("multiplicity", "")).startswith("Holm")
+            row["p (Holm)"] = fmt_p(r["p_adjusted"]) if adjusted else ""
         else:
-            row["difference (95% CI)"] = "not estimable"
+            row[f"difference ({ci})"] = "not estimable"
             row["p"] = row["p (Holm)"] = ""
         rows.append(row)
     return pd.DataFrame(rows)

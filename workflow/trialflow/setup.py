@@ -1,0 +1,96 @@
+"""Reading the workflow's configuration: the trials to run, each checked before any job starts.
+
+``workflow/rules/common.smk`` calls :func:`prepare_workflow` once; everything that can be
+wrong in ``config/config.yaml`` or a trial description (schema, consistency, a data file
+missing or outside the allowed folders, an output folder outside the project) is reported
+here, as one message, before Snakemake builds its graph of jobs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from trialflow.clean import data_file
+from trialflow.config import TRIAL_SCHEMA, TrialConfig, load_yaml, parse_trial, trial_names
+from trialflow.config import validate_schema as validate_trial_schema
+from trialflow.errors import TrialflowError
+from trialflow.paths import confine
+
+BOOLEAN_KEYS = ("debug", "allow_outside_paths")
+
+
+@dataclass(frozen=True)
+class WorkflowSetup:
+    """The validated trials of a run and where their outputs go."""
+
+    names: list[str]
+    trials: dict[str, TrialConfig]
+    results: str
+    trials_dir: str
+
+
+def normalise_config(config: dict[str, Any]) -> None:
+    """Command-line values arrive as text (``--config debug=true``): read yes/no as booleans."""
+    for key in BOOLEAN_KEYS:
+        if isinstance(config.get(key), str):
+            config[key] = config[key].strip().lower() in ("true", "yes", "1", "on")
+
+
+def prepare_workflow(
+    config: Mapping[str, Any],
+    *,
+    project: Path,
+    snakemake_validate: Callable[[dict[str, Any]], None],
+) -> WorkflowSetup:
+    """Check every trial of the run and return them.
+
+    ``snakemake_validate`` validates a trial description with ``snakemake.utils.validate``
+    (which also fills in the defaults); our own validator runs first for a message that names
+    the key and suggests the closest known one.
+    """
+    results = str(config["results_dir"])
+    if not config["allow_outside_paths"]:
+        confine(
+            results,
+            roots=["."],
+            project=project,
+            what="results folder",
+            source="config/config.yaml",
+            key="results_dir",
+            fix="choose a folder inside the project (the default is results), or set "
+            "allow_outside_paths: true",
+        )
+    names = trial_names(config["trials"])
+    trials_dir = str(config["trials_dir"])
+    trials = {}
+    for name in names:
+        path = f"{trials_dir}/{name}.yaml"
+        content = load_yaml(project / path)
+        validate_trial_schema(content, TRIAL_SCHEMA, source=path)
+        snakemake_validate(content)
+        trial = parse_trial(content, name=name, source=path)
+        for key in ("subjects", "visits"):
+            if not config["allow_outside_paths"]:
+                confine(
+                    content["data"][key],
+                    roots=config["data_roots"],
+                    project=project,
+                    what="data file",
+                    source=path,
+                    key=f"data.{key}",
+                )
+            data_file(trial, key, project)
+        trials[name] = trial
+    return WorkflowSetup(names=names, trials=trials, results=results, trials_dir=trials_dir)
+
+
+def stop(exc: TrialflowError, *, debug: bool) -> NoReturn:
+    """End the run with the message only (``debug`` re-raises for the traceback)."""
+    if debug:
+        raise exc
+    sys.stderr.write(f"\ntrialflow error in the configuration:\n{exc}\n\n")
+    sys.exit(1)
