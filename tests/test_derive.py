@@ -86,3 +86,29 @@ def test_reconciliation_detects_a_lost_subject(derived) -> None:
     broken.loc[(broken["stage"] == "completed") & (broken["arm"] == "control"), "n"] += 1
     with pytest.raises(TrialflowError, match="completed \\+ withdrawn"):
         check_reconciliation(broken, d.adsl, d.adeff, clean)
+
+
+def test_withdrawal_reasons_are_counted(tiny: TinyTrial) -> None:
+    reasons = {"S01": "", "S02": "", "S03": "moved away", "S04": " moved  away "}
+    for row in tiny.subjects:
+        row["Reason"] = reasons[row["subject_id"]]
+    tiny.config["columns"] = {"withdrawal_reason": "Reason"}
+    trial = tiny.load()
+    d = derive(read_and_clean(trial), trial)
+    adsl = d.adsl.set_index("subject_id")
+    assert adsl.loc["S03", "withdrawal_reason"] == "moved away"
+    assert adsl.loc["S01", "withdrawal_reason"] == ""  # completed: no reason
+    f = d.flow.loc[d.flow["stage"] == "withdrawal_reason"]
+    assert f[["arm", "n", "reason"]].values.tolist() == [
+        ["control", 1, "moved away"],
+        ["total", 1, "moved away"],
+    ]
+
+
+def test_withdrawal_without_reason_is_marked(tiny: TinyTrial) -> None:
+    for row in tiny.subjects:
+        row["Reason"] = ""
+    tiny.config["columns"] = {"withdrawal_reason": "Reason"}
+    trial = tiny.load()
+    d = derive(read_and_clean(trial), trial)
+    assert d.adsl.set_index("subject_id").loc["S03", "withdrawal_reason"] == "reason not recorded"

@@ -28,7 +28,7 @@ from trialflow.errors import TrialflowError
 from trialflow.simulate import simulate, write_trial
 from trialflow.stats.mmrm import fit_mmrm
 
-from .conftest import ROOT
+from .conftest import ROOT, TinyTrial
 
 BLUE, ORANGE = "#0072b2", "#e69f00"
 
@@ -447,3 +447,47 @@ def test_dense_residual_clouds_are_rasterized(bundled, tmp_path, n: int) -> None
     assert all(c.get_rasterized() == dense for c in clouds)
     _, svg = figures.save_figure(fig, tmp_path / "diagnostics")
     assert (b"<image" in svg.read_bytes()) == dense
+
+
+def test_withdrawals_follow_attendance_not_one_outcome(tiny: TinyTrial) -> None:
+    # S03 (control) attended week6 with only the walk measured there, then withdrew; S06
+    # (control) had only the walk measured and withdrew after week6; S05 never attended.
+    for row in tiny.visits:
+        if row["subject_id"] == "S03" and row["visit"] == "week6":
+            row["pain"] = ""
+    tiny.subjects += [
+        {"subject_id": "S05", "arm": "control", "age": "50", "sex": "F"},
+        {"subject_id": "S06", "arm": "control", "age": "66", "sex": "M"},
+    ]
+    tiny.visits += [
+        {"subject_id": "S06", "visit": "baseline", "pain": "", "6MWD": "390"},
+        {"subject_id": "S06", "visit": "week6", "pain": "", "6MWD": "395"},
+    ]
+    trial = tiny.load()
+    d = derive(read_and_clean(trial), trial)
+    flow, adsl = d.flow, d.adsl
+    for outcome in ("pain", "walk"):
+        fig = figures.spaghetti_figure(d.adeff, trial, outcome)
+        for ax, arm in zip(_plot_axes(fig), trial.arms, strict=True):
+            sel = (flow["stage"] == "withdrawn") & (flow["arm"] == arm)
+            withdrawn = int(flow.loc[sel, "n"].iloc[0])
+            assert withdrawn == int(((adsl["arm"] == arm) & (adsl["withdrawn"] == "Y")).sum())
+            assert f"; {withdrawn} withdrew)" in ax.get_title(loc="left"), (outcome, arm)
+    assert (
+        int(flow.loc[(flow["stage"] == "withdrawn") & (flow["arm"] == "control"), "n"].iloc[0]) == 3
+    )
+
+    # The x sits on S03's last pain value up to week6 (baseline, 5.5), and S06, who has no
+    # pain value, and S05 get none.
+    fig = figures.spaghetti_figure(d.adeff, trial, "pain")
+    control = _plot_axes(fig)[0]
+    crosses = [line for line in control.get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1
+    assert list(crosses[0].get_xdata()) == [0.0]
+    assert list(crosses[0].get_ydata()) == [5.5]
+    walk = _plot_axes(figures.spaghetti_figure(d.adeff, trial, "walk"))[0]
+    (walk_crosses,) = [line for line in walk.get_lines() if line.get_marker() == "x"]
+    assert sorted(zip(walk_crosses.get_xdata(), walk_crosses.get_ydata(), strict=True)) == [
+        (6.0, 395.0),
+        (6.0, 455.0),
+    ]

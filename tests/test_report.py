@@ -27,6 +27,7 @@ def _tables(estimate: float, lo: float, hi: float, p: float, adjusted: float = f
             "ci_upper": [hi, -lo / 100],
             "p_value": [p, p],
             "p_adjusted": [p, adjusted],
+            "multiplicity": ["primary outcome: unadjusted", "Holm across 2 secondary outcomes"],
             "n": [27, 27],
         }
     )
@@ -45,7 +46,9 @@ def _tables(estimate: float, lo: float, hi: float, p: float, adjusted: float = f
 def test_result_sentence_reads_the_tables(walk_trial) -> None:
     effects, lsmeans = _tables(29.0, 6.0, 51.0, 0.012)
     text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
-    assert text.startswith("At week12 (week 12), the mean change from baseline in 6-minute walk")
+    assert text.startswith(
+        "At the week12 visit (week 12), the mean change from baseline in 6-minute walk"
+    )
     assert "16.0 m in the nonweightbearing arm and 45.0 m in the weightbearing arm" in text
     assert "29.0 m (95% CI 6.0 to 51.0; p = 0.012; n = 27)" in text
     assert "favouring the weightbearing arm (higher is better)" in text
@@ -63,7 +66,7 @@ def test_result_sentence_direction_for_lower_is_better(walk_trial) -> None:
 def test_result_sentence_interval_including_zero(walk_trial) -> None:
     effects, lsmeans = _tables(10.0, -5.0, 25.0, 0.2)
     text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
-    assert "the confidence interval includes no difference" in text
+    assert "the 95% CI includes zero (no clear difference)" in text
 
 
 def test_html_table_escapes_every_cell() -> None:

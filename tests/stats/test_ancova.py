@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 
 from trialflow.errors import ModelError
 from trialflow.stats.ancova import fit_ancova
@@ -145,3 +146,70 @@ def test_constant_covariate_gives_rank_error() -> None:
     rows = rows.assign(constant=1.0)
     with pytest.raises(ModelError, match=r"rank deficient.*constant"):
         fit_ancova(rows, **_args(covariates=["age", "constant"]))  # type: ignore[arg-type]
+
+
+def test_visit_in_one_arm_only_is_not_fitted_but_others_are() -> None:
+    rows, _ = _post_baseline("sim_catcov", "function")
+    full = fit_ancova(rows, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]
+    control_week6 = (rows["arm"] == "usual care") & (rows["visit"] == "week6")
+    partial = rows.assign(change=rows["change"].mask(control_week6))
+    result = fit_ancova(partial, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]
+
+    eff = result.effects.set_index("visit")
+    assert eff.index.tolist() == ["week6", "week12"]
+    numbers = ["estimate", "std_error", "df", "ci_lower", "ci_upper", "p_value"]
+    assert eff.loc["week6", numbers].isna().all()
+    observed = partial.loc[(partial["visit"] == "week6") & partial["change"].notna()]
+    assert eff.loc["week6", "n"] == observed["subject_id"].nunique()
+    reason = result.info["not_fitted"]["week6"]
+    assert "'exercise' only" in reason
+    assert list(result.info["not_fitted"]) == ["week6"]
+    assert any(w.startswith("week6") and reason in w for w in result.warnings)
+    ls = result.lsmeans.set_index(["visit", "arm"])
+    assert ls.loc["week6", ["estimate", "std_error", "ci_lower", "ci_upper"]].isna().all().all()
+    assert ls.loc[("week6", "usual care"), "n"] == 0
+    assert set(result.info["loglik"]) == {"week12"}
+
+    # The fitted visit is untouched: the same numbers as an independent OLS fit of that visit.
+    week12 = partial.loc[(partial["visit"] == "week12") & partial["change"].notna()]
+    ols = smf.ols(
+        "change ~ baseline + age + C(Site) + C(sex) + C(arm, Treatment('usual care'))",
+        data=week12,
+    ).fit()
+    term = "C(arm, Treatment('usual care'))[T.exercise]"
+    row = eff.loc["week12"]
+    assert row["estimate"] == pytest.approx(ols.params[term], rel=1e-10)
+    assert row["std_error"] == pytest.approx(ols.bse[term], rel=1e-10)
+    assert row["p_value"] == pytest.approx(ols.pvalues[term], rel=1e-8)
+    assert row["df"] == ols.df_resid and row["n"] == ols.nobs
+    lo, hi = ols.conf_int().loc[term]
+    assert (row["ci_lower"], row["ci_upper"]) == pytest.approx((lo, hi), rel=1e-10)
+    pd.testing.assert_frame_equal(
+        result.lsmeans.loc[result.lsmeans["visit"] == "week12"].reset_index(drop=True),
+        full.lsmeans.loc[full.lsmeans["visit"] == "week12"].reset_index(drop=True),
+    )
+
+
+def test_constant_change_at_a_visit_is_a_reason_not_a_crash() -> None:
+    rows, _ = _post_baseline("sim_catcov", "function")
+    flat = rows.assign(change=rows["change"].mask(rows["visit"] == "week6", 1.5))
+    result = fit_ancova(flat, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]
+    assert result.info["not_fitted"] == {"week6": "no variability in change at week6"}
+    assert result.effects["estimate"].notna().tolist() == [False, True]
+
+
+def test_no_visit_fitted_is_an_error() -> None:
+    rows, _ = _post_baseline("sim_catcov", "function")
+    flat = rows.assign(change=2.0)
+    with pytest.raises(ModelError, match="no variability in change at week6") as info:
+        fit_ancova(flat, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]
+    assert "no variability in change at week12" in str(info.value)
+
+    control = rows["arm"] == "usual care"
+    split = rows.assign(
+        change=rows["change"]
+        .mask(control & (rows["visit"] == "week6"))
+        .mask(~control & (rows["visit"] == "week12"))
+    )
+    with pytest.raises(ModelError, match="could not be fitted at any visit"):
+        fit_ancova(split, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]

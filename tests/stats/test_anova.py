@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from trialflow.errors import ModelError
+from trialflow.stats import anova
 from trialflow.stats.anova import ANOVA_COLUMNS, mixed_anova
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
@@ -109,3 +110,45 @@ def test_missing_column_is_an_error() -> None:
     with pytest.raises(ModelError) as info:
         mixed_anova(rows, response="score", subject="subject_id", visit="visit", arm="arm")
     assert info.value.column == "score"
+
+
+def test_library_deprecations_are_not_model_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, order = _rows("sim_catcov", "function")
+    args = {"response": "value", "subject": "subject_id", "visit": "visit", "arm": "arm"}
+    real = anova.pg.mixed_anova
+    pandas_file = str(Path(pd.__file__).parent / "core" / "frame.py")
+    pingouin_file = str(Path(anova.pg.__file__).parent / "parametric.py")
+
+    def noisy(*a: object, **k: object) -> pd.DataFrame:
+        # What pingouin triggers in pandas, plus one warning that is about the data.
+        for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+            warnings.warn_explicit(
+                f"{category.__name__}: the inplace keyword is deprecated", category, pandas_file, 1
+            )
+        warnings.warn_explicit("epsilon could not be computed", UserWarning, pingouin_file, 1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(anova.pg, "mixed_anova", noisy)
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        table = mixed_anova(rows, visit_order=order, **args)  # type: ignore[arg-type]
+    assert leaked == []
+    assert table.attrs["warnings"] == ["epsilon could not be computed"]
+
+    monkeypatch.setattr(anova.pg, "mixed_anova", real)
+    table = mixed_anova(rows, visit_order=order, **args)  # type: ignore[arg-type]
+    assert not any("deprecated" in w for w in table.attrs["warnings"])
+
+
+def test_constant_response_is_a_clear_error() -> None:
+    rows, order = _rows("sim_catcov", "function")
+    flat = rows.assign(value=rows["value"].where(rows["value"].isna(), 4.0))
+    with pytest.raises(ModelError, match=r"no variability in value; the ANOVA is not defined"):
+        mixed_anova(
+            flat,
+            response="value",
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
+            visit_order=order,
+        )

@@ -58,8 +58,8 @@ class CleanResult:
         One row per subject and visit: subject_id, arm, visit, visit_index, week, one column per
         outcome (named by the outcome's ``name``, float, NaN when missing), source_row.
     subjects
-        One row per randomized subject: subject_id, arm, the covariates (columns named as in
-        the file), source_row.
+        One row per randomized subject: subject_id, arm, source_row, withdrawal_reason (when the
+        trial description names that column) and the covariates (columns named as in the file).
     queries
         One row per data problem, columns :data:`QUERY_COLUMNS`.
     covariate_types
@@ -398,6 +398,8 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     _require_columns(subjects, [sid_col], "subject identifier", trial)
     _require_columns(subjects, [arm_col], "arm", trial)
     _require_columns(subjects, [c.name for c in trial.covariates], "covariate", trial)
+    if trial.withdrawal_reason_column:
+        _require_columns(subjects, [trial.withdrawal_reason_column], "withdrawal reason", trial)
     _require_columns(visits, [sid_col], "subject identifier", trial)
     _require_columns(visits, [visit_col], "visit", trial)
     _require_columns(visits, [o.column for o in trial.outcomes], "outcome", trial)
@@ -439,6 +441,9 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
             "source_row": [subjects.row_number(int(i)) for i in kept],
         }
     )
+    if trial.withdrawal_reason_column:
+        reasons = subjects.frame[trial.withdrawal_reason_column].loc[kept].str.strip()
+        subjects_out["withdrawal_reason"] = reasons.map(lambda x: " ".join(x.split())).to_numpy()
     covariate_types: dict[str, str] = {}
     for cov in trial.covariates:
         kind = _covariate_type(cov.type, subjects.frame[cov.name].loc[kept], trial.missing_values)

@@ -88,6 +88,7 @@ class TrialConfig:
     outcomes: tuple[Outcome, ...]
     subjects_sheet: str | None = None
     visits_sheet: str | None = None
+    withdrawal_reason_column: str | None = None
     missing_values: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
     description: str = ""
@@ -327,6 +328,7 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
         missing_values=tuple(str(x) for x in data.get("missing_values", [])),
+        withdrawal_reason_column=columns.get("withdrawal_reason"),
         subject_id_column=columns["subject_id"],
         arm_column=columns["arm"],
         visit_column=columns["visit"],

@@ -34,7 +34,8 @@ ADEFF_COLUMNS: tuple[str, ...] = (
     "ablfl",
     "anl01fl",
 )
-FLOW_COLUMNS: tuple[str, ...] = ("stage", "visit", "arm", "n")
+FLOW_COLUMNS: tuple[str, ...] = ("stage", "visit", "arm", "n", "reason")
+NO_REASON = "reason not recorded"
 
 
 @dataclass
@@ -78,6 +79,11 @@ def build_adsl(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
     adsl["last_week"] = ids.map(last["week"]).astype("float64").to_numpy()
     adsl["completed"] = np.where(ids.isin(final_ids), "Y", "N")
     adsl["withdrawn"] = np.where(ids.isin(final_ids), "N", "Y")
+    if "withdrawal_reason" in subjects:
+        given = subjects["withdrawal_reason"].fillna("").astype(str).to_numpy()
+        adsl["withdrawal_reason"] = np.where(
+            adsl["withdrawn"] == "Y", np.where(given == "", NO_REASON, given), ""
+        )
     return adsl.reset_index(drop=True)
 
 
@@ -142,27 +148,31 @@ def build_flow(adsl: pd.DataFrame, clean: CleanResult, trial: TrialConfig) -> pd
     DataFrame
         Columns :data:`FLOW_COLUMNS`. Stages: randomized, with_baseline, attended (one row per
         visit), completed, withdrawn, withdrawn_after (one row per visit: last visit attended
-        before withdrawing), never_attended, itt (analysed as randomized).
+        before withdrawing), never_attended, withdrawal_reason (one row per reason, in
+        ``reason``, when the trial records reasons), itt (analysed as randomized).
     """
     attended = _attended(clean.visits, trial)
-    rows: list[tuple[str, str, str, int]] = []
+    rows: list[tuple[str, str, str, int, str]] = []
     for arm in [*trial.arms, "total"]:
         sub = adsl if arm == "total" else adsl.loc[adsl["arm"] == arm]
         ids = set(sub["subject_id"])
-        rows.append(("randomized", "", arm, len(sub)))
-        rows.append(("with_baseline", "", arm, int((sub["has_baseline"] == "Y").sum())))
+        rows.append(("randomized", "", arm, len(sub), ""))
+        rows.append(("with_baseline", "", arm, int((sub["has_baseline"] == "Y").sum()), ""))
         for v in trial.visits:
             at_v = attended.loc[attended["visit"] == v.label, "subject_id"]
-            rows.append(("attended", v.label, arm, int(at_v.isin(ids).sum())))
-        rows.append(("completed", "", arm, int((sub["completed"] == "Y").sum())))
-        rows.append(("withdrawn", "", arm, int((sub["withdrawn"] == "Y").sum())))
+            rows.append(("attended", v.label, arm, int(at_v.isin(ids).sum()), ""))
+        rows.append(("completed", "", arm, int((sub["completed"] == "Y").sum()), ""))
+        rows.append(("withdrawn", "", arm, int((sub["withdrawn"] == "Y").sum()), ""))
         gone = sub.loc[sub["withdrawn"] == "Y"]
         for v in trial.visits[:-1]:
             rows.append(
-                ("withdrawn_after", v.label, arm, int((gone["last_visit"] == v.label).sum()))
+                ("withdrawn_after", v.label, arm, int((gone["last_visit"] == v.label).sum()), "")
             )
-        rows.append(("never_attended", "", arm, int(gone["last_visit"].isna().sum())))
-        rows.append(("itt", "", arm, int((sub["itt"] == "Y").sum())))
+        rows.append(("never_attended", "", arm, int(gone["last_visit"].isna().sum()), ""))
+        if "withdrawal_reason" in gone:
+            reasons = gone["withdrawal_reason"].value_counts(sort=False).sort_index()
+            rows += [("withdrawal_reason", "", arm, int(k), str(r)) for r, k in reasons.items()]
+        rows.append(("itt", "", arm, int((sub["itt"] == "Y").sum()), ""))
     return pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
 
 
@@ -188,6 +198,9 @@ def check_reconciliation(
         if count("completed", arm) + count("withdrawn", arm) != count("randomized", arm):
             problems.append(f"{arm}: completed + withdrawn != randomized")
         lost = flow.loc[(flow["stage"] == "withdrawn_after") & (flow["arm"] == arm), "n"].sum()
+        reasons = flow.loc[(flow["stage"] == "withdrawal_reason") & (flow["arm"] == arm), "n"]
+        if len(reasons) and reasons.sum() != count("withdrawn", arm):
+            problems.append(f"{arm}: withdrawal reasons do not add up")
         if lost + count("never_attended", arm) != count("withdrawn", arm):
             problems.append(f"{arm}: withdrawals by visit do not add up")
     if count("randomized", "total") != len(adsl):

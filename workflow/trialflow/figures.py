@@ -301,6 +301,32 @@ def _attended_subjects(adeff: pd.DataFrame, visit: str) -> set[str]:
     return set(rows.loc[values.notna(), "subject_id"].astype(str))
 
 
+def _last_attended(adeff: pd.DataFrame, trial: TrialConfig) -> pd.Series:
+    """Position in ``trial.visits`` of each subject's last attended visit.
+
+    Parameters
+    ----------
+    adeff
+        The ADEFF dataset, all outcomes: a visit is attended when any outcome has a value
+        there, as in ADSL and the flow counts, so one outcome's rows alone would miss visits
+        where only other outcomes were measured.
+    trial
+        The trial description.
+
+    Returns
+    -------
+    pandas.Series
+        Visit position (0 = first scheduled visit) indexed by subject id as text; subjects
+        who attended no visit are absent.
+    """
+    if not {"subject_id", "visit", "value"} <= set(adeff.columns):
+        return pd.Series(dtype=float)
+    position = {v.label: float(i) for i, v in enumerate(trial.visits)}
+    at = adeff["visit"].astype(str).map(position)
+    seen = pd.to_numeric(adeff["value"], errors="coerce").notna() & at.notna()
+    return at[seen].groupby(adeff.loc[seen, "subject_id"].astype(str)).max()
+
+
 # --------------------------------------------------------------------------- CONSORT
 
 
@@ -397,6 +423,18 @@ def _tint(color: str, amount: float = 0.15) -> tuple[float, float, float]:
     return (1 - amount * (1 - r), 1 - amount * (1 - g), 1 - amount * (1 - b))
 
 
+MAX_REASON_LINES = 4
+
+
+def _withdrawal_reasons(flow: pd.DataFrame, arm: str) -> list[tuple[str, int]]:
+    """(reason, n) of an arm's withdrawals, commonest first, when the trial records reasons."""
+    if "reason" not in flow:
+        return []
+    rows = flow.loc[(flow["stage"] == "withdrawal_reason") & (flow["arm"] == arm)]
+    pairs = [(str(r), int(k)) for r, k in zip(rows["reason"], rows["n"], strict=True) if k > 0]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
 @_styled
 def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str, int]) -> Figure:
     """CONSORT flow diagram from the flow counts.
@@ -415,7 +453,8 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
     Figure
         A top "Randomized" box, then one column per arm (control left, treatment right):
         allocated, baseline attended, attended at each post-baseline visit, completed (final
-        visit attended), analysed; side boxes give the withdrawals after each visit.
+        visit attended), analysed; side boxes give the withdrawals after each visit and, when
+        the trial records them, the reasons for withdrawal.
     """
     colors = arm_colors(trial)
     base = trial.visit(trial.baseline_visit)
@@ -535,6 +574,23 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
                 side_w,
                 side_h,
                 f"{label}\n(n = {lost})",
+                edge=NEUTRAL_COLOR,
+                face="white",
+                dashed=True,
+            )
+        reasons = _withdrawal_reasons(flow, arm)
+        if reasons:
+            lines = [f"{_plain(r)} (n = {k})" for r, k in reasons[:MAX_REASON_LINES]]
+            if len(reasons) > MAX_REASON_LINES:
+                lines.append(f"{len(reasons) - MAX_REASON_LINES} other reasons")
+            y = first_y - (len(boxes) - 1) * pitch
+            _box(
+                ax,
+                sx,
+                y,
+                side_w,
+                0.2 + 0.16 * (len(lines) + 1),
+                "\n".join(["Reasons for withdrawal:", *lines]),
                 edge=NEUTRAL_COLOR,
                 face="white",
                 dashed=True,
@@ -715,8 +771,12 @@ def spaghetti_figure(
     Figure
         Two panels sharing the y scale (value in the outcome's unit) over weeks: one thin
         line per subject, the observed mean per visit as a thick line, and an ``x`` on the
-        last observation of subjects who did not attend the final visit. The means, n and
-        withdrawal counts use every subject, also when only a sample of lines is drawn.
+        last observation of subjects who withdrew. A subject withdrew when their last
+        attended visit (any outcome measured, as in ADSL) is before the final scheduled
+        visit; the ``x`` is their last value of this outcome at or before that visit (none if
+        they have no such value). The per-arm withdrawal counts are those of ``flow.csv``
+        (subjects who never attended included). The means, n and withdrawal counts use
+        every subject, also when only a sample of lines is drawn.
     """
     from matplotlib import patheffects
     from matplotlib.collections import LineCollection
@@ -725,7 +785,9 @@ def spaghetti_figure(
     out = _outcome(trial, outcome)
     colors = arm_colors(trial)
     rows = _outcome_rows(adeff, out)
-    final_ids = _attended_subjects(adeff, trial.final_visit)
+    position = {v.label: float(i) for i, v in enumerate(trial.visits)}
+    final = position[trial.final_visit]
+    last_attended = _last_attended(adeff, trial)
     fig = _new_figure(10.0, 4.6)
     fig.suptitle(
         _wrap(f"{_plain(out.label)}: individual trajectories ({_plain(trial.title)})", 130),
@@ -760,8 +822,17 @@ def spaghetti_figure(
             ax.plot(
                 weeks, values, ls="none", color=colors[arm], alpha=0.4, marker="o", markersize=2
             )
-        last = drawn.drop_duplicates("_id", keep="last")
-        last = last.loc[~last["_id"].isin(final_ids)]
+        # Withdrawal is decided on attendance (any outcome), as in ADSL and flow.csv, so the
+        # counts match the CONSORT diagram; subjects who never attended count as withdrawn
+        # there too. The arm's subjects come from every ADEFF row, not only this outcome's.
+        arm_ids = adeff.loc[adeff["arm"].astype(str) == arm, "subject_id"].astype(str).unique()
+        gone = last_attended.reindex(arm_ids).fillna(-1.0)
+        gone = gone.loc[gone < final]
+        # The x sits on the last value of this outcome up to the last attended visit; a
+        # withdrawn subject who never had this outcome measured gets no marker.
+        at = drawn["visit"].astype(str).map(position).to_numpy(dtype=float)
+        limit = drawn["_id"].map(gone).to_numpy(dtype=float)
+        last = drawn.loc[at <= limit].drop_duplicates("_id", keep="last")
         if len(last):
             ax.plot(
                 last["week"],
@@ -786,8 +857,7 @@ def spaghetti_figure(
             )
         else:
             _no_data(ax)
-        n_withdrawn = int((~pd.Series(subjects).isin(final_ids)).sum())
-        title = f"{_plain(arm)} (n = {len(subjects)}; {n_withdrawn} withdrew)"
+        title = f"{_plain(arm)} (n = {len(subjects)}; {len(gone)} withdrew)"
         if len(shown) < len(subjects):
             sampled = True
             title += f"\nlines: {len(shown)} of {len(subjects)} subjects shown (random sample)"

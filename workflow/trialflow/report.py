@@ -408,6 +408,20 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
     ]
 
 
+def _withdrawal_reasons(inputs: ReportInputs) -> pd.DataFrame | None:
+    """Withdrawals by reason (rows) and arm (columns), when the trial records reasons."""
+    flow = inputs.flow
+    if "reason" not in flow:
+        return None
+    rows = flow.loc[flow["stage"] == "withdrawal_reason"]
+    if rows.empty:
+        return None
+    table = rows.pivot_table(index="reason", columns="arm", values="n", aggfunc="sum", fill_value=0)
+    arms = [*inputs.trial.arms, "total"]
+    table = table.reindex(columns=arms, fill_value=0).sort_values("total", ascending=False)
+    return table.reset_index().rename(columns={"reason": "reason for withdrawal"})
+
+
 def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
     trial = inputs.trial
     arm_of = inputs.adsl.set_index("subject_id")["arm"]
@@ -664,6 +678,7 @@ def render_report(
         figure=_figure_macro(inputs.figures),
         table=html_table,
         visit_completion=tables["completion"],
+        withdrawal_reasons=_withdrawal_reasons(inputs),
         numbers_analysed=_numbers_analysed(inputs),
         table1=tables["table1"],
         primary_table=primary_table,

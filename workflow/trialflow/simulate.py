@@ -138,6 +138,12 @@ def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
                 row[out["column"]] = _fmt(np.array([v]), int(out["decimals"]))[0]
             rows.append(row)
     visits_df = pd.DataFrame(rows)
+    reasons = list(drop.get("reasons", []))
+    if reasons:
+        # Drawn last, so that adding reasons to a scenario leaves every value unchanged.
+        column = scenario.get("columns", {}).get("withdrawal_reason", "withdrawal_reason")
+        picks = rng.choice(len(reasons), size=n)
+        subjects[column] = [reasons[picks[i]] if last[i] < k - 1 else "" for i in range(n)]
     return _inject(
         SimulatedTrial(subjects=subjects, visits=visits_df), scenario.get("anomalies", {})
     )

@@ -5,13 +5,16 @@ At every post-baseline visit an ordinary least-squares model
 that visit. The treatment effect is the arm coefficient with ``n - p`` residual degrees of
 freedom; LS means per arm are evaluated at the mean baseline and covariates of that visit's
 subjects (factor levels weighted equally), as R's ``emmeans`` does. Visits are analysed
-independently, so a subject missing one visit still contributes to the others.
+independently, so a subject missing one visit still contributes to the others, and a visit that
+cannot be fitted (too few subjects, one arm only, a constant response, a singular design) is
+reported as not fitted without taking the other visits with it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,12 +27,24 @@ from trialflow.stats.design import (
     RESPONSE,
     SUBJECT,
     VISIT,
+    PreparedData,
     check_full_rank,
     covariate_block,
     prepare_long,
     r_name,
 )
 from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
+
+
+@dataclass(frozen=True)
+class _VisitFit:
+    """Effect and LS-mean rows of one visit, with the numbers kept for ``info``."""
+
+    effect: dict[str, object]
+    lsmeans: list[dict[str, object]]
+    n: int
+    residual_variance: float
+    loglik: float
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int, float]:
@@ -46,6 +61,138 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, i
     # Same value as R's logLik() of an lm fit (maximum likelihood, variance rss / n).
     loglik = -0.5 * n * (math.log(2.0 * math.pi * rss / n) + 1.0)
     return beta, vcov, sigma2, df, loglik
+
+
+def _fit_visit(
+    rows: pd.DataFrame,
+    v: str,
+    prep: PreparedData,
+    *,
+    response: str,
+    baseline: str,
+    alpha: float,
+) -> _VisitFit:
+    """OLS ANCOVA on the rows of one visit.
+
+    Parameters
+    ----------
+    rows
+        Prepared rows of visit ``v`` with an observed response and baseline.
+    v
+        Visit label, used in the messages and the output rows.
+    prep
+        The prepared data (arms, covariates, contrast label).
+    response, baseline
+        The caller's column names, used in the messages and coefficient labels.
+    alpha
+        Two-sided significance level of the confidence intervals.
+
+    Returns
+    -------
+    _VisitFit
+        The effect row, the two LS-mean rows, residual variance and log-likelihood.
+
+    Raises
+    ------
+    ModelError
+        When the visit cannot be fitted; the message says why and names the visit.
+    """
+    if rows.empty:
+        raise ModelError(f"no subject with an observed {response} and baseline at {v}")
+    n_arm = rows.groupby(ARM)[SUBJECT].nunique()
+    missing = [a for a in (prep.control, prep.treatment) if int(n_arm.get(a, 0)) == 0]
+    if missing:
+        raise ModelError(
+            f"{response} at {v} is observed in arm {_other(prep, missing[0])!r} only; "
+            "the arms cannot be compared"
+        )
+    y = rows[RESPONSE].to_numpy(dtype=float)
+    # A constant response leaves nothing to explain: the residual variance is zero and every
+    # standard error would be 0 / 0.
+    if np.ptp(y) == 0:
+        raise ModelError(f"no variability in {response} at {v}")
+    cov = covariate_block(rows, prep.covariates)
+    trt = (rows[ARM].to_numpy() == prep.treatment).astype(float)
+    base = rows[BASELINE].to_numpy(dtype=float)
+    x = np.column_stack([np.ones(len(rows)), base, cov.matrix, trt])
+    labels = ["(Intercept)", baseline, *cov.labels, f"arm{prep.treatment}"]
+    what = f"ANCOVA at {v}"
+    check_full_rank(x, labels, what)
+    if x.shape[0] == x.shape[1]:
+        raise ModelError(
+            f"{what}: no residual degrees of freedom ({x.shape[0]} subjects for "
+            f"{x.shape[1]} coefficients)"
+        )
+    try:
+        beta, vcov, sigma2, df, loglik = _ols(x, y)
+    except np.linalg.LinAlgError as exc:
+        # check_full_rank should have caught a singular design; this is the numerical backstop.
+        raise ModelError(f"{what}: the design matrix is numerically singular ({exc})") from None
+    tss = float(((y - y.mean()) ** 2).sum())
+    # An exact fit (residual sum of squares at rounding level) has no error variance to
+    # estimate, so standard errors and p-values would be meaningless.
+    if not sigma2 * df > 1e-12 * tss:
+        raise ModelError(f"{what}: the model fits {response} exactly; no residual variability")
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    est = float(beta[-1])
+    se = math.sqrt(float(vcov[-1, -1]))
+    effect: dict[str, object] = {
+        "contrast": prep.contrast,
+        "visit": v,
+        "estimate": est,
+        "std_error": se,
+        "df": float(df),
+        "ci_lower": est - crit * se,
+        "ci_upper": est + crit * se,
+        "p_value": float(2 * stats.t.sf(abs(est / se), df)),
+        "n": len(rows),
+    }
+    grid = np.concatenate([[1.0, base.mean()], cov.grid])
+    ls_rows: list[dict[str, object]] = []
+    for a in (prep.control, prep.treatment):
+        ell = np.concatenate([grid, [1.0 if a == prep.treatment else 0.0]])
+        m = float(ell @ beta)
+        s = math.sqrt(float(ell @ vcov @ ell))
+        ls_rows.append(
+            {
+                "visit": v,
+                "arm": a,
+                "estimate": m,
+                "std_error": s,
+                "df": float(df),
+                "ci_lower": m - crit * s,
+                "ci_upper": m + crit * s,
+                "n": int(n_arm.get(a, 0)),
+            }
+        )
+    return _VisitFit(
+        effect=effect, lsmeans=ls_rows, n=len(rows), residual_variance=sigma2, loglik=loglik
+    )
+
+
+def _other(prep: PreparedData, arm: str) -> str:
+    """The arm of the two that is not ``arm``."""
+    return prep.treatment if arm == prep.control else prep.control
+
+
+def _not_fitted_rows(
+    rows: pd.DataFrame, v: str, prep: PreparedData
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """Effect and LS-mean rows of a visit that could not be fitted: NaN numbers, observed n."""
+    n_arm = rows.groupby(ARM)[SUBJECT].nunique()
+    blank = dict.fromkeys(("estimate", "std_error", "df", "ci_lower", "ci_upper"), math.nan)
+    effect: dict[str, object] = {
+        "contrast": prep.contrast,
+        "visit": v,
+        **blank,
+        "p_value": math.nan,
+        "n": len(rows),
+    }
+    ls_rows: list[dict[str, object]] = [
+        {"visit": v, "arm": a, **blank, "n": int(n_arm.get(a, 0))}
+        for a in (prep.control, prep.treatment)
+    ]
+    return effect, ls_rows
 
 
 def fit_ancova(
@@ -87,15 +234,20 @@ def fit_ancova(
     Returns
     -------
     ModelResult
-        ``analysis="ancova"``; one effect row per visit with residual degrees of freedom,
-        LS means per visit and arm, ``covariance=None``, and ``info`` with the per-visit
-        residual variance and log-likelihood (ML, as R's ``logLik`` of an ``lm``).
+        ``analysis="ancova"``; one effect row per visit (every visit of ``visit_order``)
+        with residual degrees of freedom, LS means per visit and arm, ``covariance=None``,
+        and ``info`` with the per-visit residual variance and log-likelihood (ML, as R's
+        ``logLik`` of an ``lm``). A visit that cannot be fitted (no subjects, one arm only,
+        no variability in the response, a rank-deficient design or no residual degrees of
+        freedom) keeps its rows with NaN numbers and ``n`` = subjects observed there; the
+        reason is listed in ``warnings`` (prefixed with the visit label) and in
+        ``info["not_fitted"]`` as ``{visit: reason}``.
 
     Raises
     ------
     ModelError
-        On invalid input or when the design at a visit is rank deficient or has no residual
-        degrees of freedom.
+        On invalid input, or when no visit can be fitted (the message gives each visit's
+        reason).
     """
     prep = prepare_long(
         data,
@@ -110,72 +262,34 @@ def fit_ancova(
     )
     notes = list(prep.warnings)
     used = prep.frame.loc[prep.frame[RESPONSE].notna() & prep.frame[BASELINE].notna()]
+    # prepare_long drops requested visits without any row; they still get a (NaN) row here,
+    # so that the table always has one row per visit of the analysis plan.
+    visits = [str(v) for v in visit_order] if visit_order is not None else list(prep.visits)
+    labels = used[VISIT].astype(str)
     effect_rows: list[dict[str, object]] = []
     ls_rows: list[dict[str, object]] = []
-    per_visit: dict[str, dict[str, float]] = {}
-    for v in prep.visits:
-        rows = used.loc[used[VISIT] == v]
-        if rows.empty:
-            notes.append(f"visit {v!r} has no subject with an observed response; not analysed")
+    per_visit: dict[str, _VisitFit] = {}
+    not_fitted: dict[str, str] = {}
+    for v in visits:
+        rows = used.loc[(labels == v).to_numpy()]
+        try:
+            fit = _fit_visit(rows, v, prep, response=response, baseline=baseline, alpha=alpha)
+        except ModelError as exc:
+            not_fitted[v] = exc.message
+            notes.append(f"{v}: not fitted: {exc.message}")
+            effect, ls = _not_fitted_rows(rows, v, prep)
+            effect_rows.append(effect)
+            ls_rows.extend(ls)
             continue
-        n_arm = rows.groupby(ARM)[SUBJECT].nunique()
-        if any(int(n_arm.get(a, 0)) == 0 for a in (prep.control, prep.treatment)):
-            notes.append(f"visit {v!r} has observed responses in one arm only; not analysed")
-            continue
-        cov = covariate_block(rows, prep.covariates)
-        trt = (rows[ARM].to_numpy() == prep.treatment).astype(float)
-        base = rows[BASELINE].to_numpy(dtype=float)
-        x = np.column_stack([np.ones(len(rows)), base, cov.matrix, trt])
-        labels = ["(Intercept)", baseline, *cov.labels, f"arm{prep.treatment}"]
-        what = f"ANCOVA at visit {v!r}"
-        check_full_rank(x, labels, what)
-        if x.shape[0] == x.shape[1]:
-            raise ModelError(
-                f"{what}: no residual degrees of freedom ({x.shape[0]} subjects for "
-                f"{x.shape[1]} coefficients)",
-                fix="use fewer covariates",
-            )
-        y = rows[RESPONSE].to_numpy(dtype=float)
-        beta, vcov, sigma2, df, loglik = _ols(x, y)
-        crit = float(stats.t.ppf(1 - alpha / 2, df))
-        est = float(beta[-1])
-        se = math.sqrt(float(vcov[-1, -1]))
-        effect_rows.append(
-            {
-                "contrast": prep.contrast,
-                "visit": v,
-                "estimate": est,
-                "std_error": se,
-                "df": float(df),
-                "ci_lower": est - crit * se,
-                "ci_upper": est + crit * se,
-                "p_value": float(2 * stats.t.sf(abs(est / se), df)),
-                "n": len(rows),
-            }
-        )
-        grid = np.concatenate([[1.0, base.mean()], cov.grid])
-        for a in (prep.control, prep.treatment):
-            ell = np.concatenate([grid, [1.0 if a == prep.treatment else 0.0]])
-            m = float(ell @ beta)
-            s = math.sqrt(float(ell @ vcov @ ell))
-            ls_rows.append(
-                {
-                    "visit": v,
-                    "arm": a,
-                    "estimate": m,
-                    "std_error": s,
-                    "df": float(df),
-                    "ci_lower": m - crit * s,
-                    "ci_upper": m + crit * s,
-                    "n": int(n_arm.get(a, 0)),
-                }
-            )
-        per_visit[v] = {"residual_variance": sigma2, "loglik": loglik, "n": float(len(rows))}
-    if not effect_rows:
+        per_visit[v] = fit
+        effect_rows.append(fit.effect)
+        ls_rows.extend(fit.lsmeans)
+    if not per_visit:
+        reasons = "; ".join(f"{v}: {why}" for v, why in not_fitted.items())
         raise ModelError(
-            "no visit has observed responses in both arms",
+            f"the ANCOVA could not be fitted at any visit ({reasons})",
             column=response,
-            fix="check the response and baseline columns",
+            fix="check the response, baseline and covariate columns at each visit",
         )
     cov_terms = "".join(f" + {r_name(c)}" for c in covariates)
     info = {
@@ -185,13 +299,14 @@ def fit_ancova(
             "observed at baseline and at that visit; the treatment effect is the arm "
             "coefficient with residual degrees of freedom."
         ),
-        "n_subjects": int(used.loc[used[VISIT].isin(per_visit), SUBJECT].nunique()),
-        "n_observations": int(sum(int(d["n"]) for d in per_visit.values())),
-        "loglik": {v: d["loglik"] for v, d in per_visit.items()},
+        "n_subjects": int(used.loc[labels.isin(list(per_visit)).to_numpy(), SUBJECT].nunique()),
+        "n_observations": sum(f.n for f in per_visit.values()),
+        "loglik": {v: f.loglik for v, f in per_visit.items()},
         "optimizer": "QR least squares",
         "iterations": 0,
         "df_method": "residual",
-        "residual_variance": {v: d["residual_variance"] for v, d in per_visit.items()},
+        "residual_variance": {v: f.residual_variance for v, f in per_visit.items()},
+        "not_fitted": not_fitted,
     }
     return ModelResult(
         analysis="ancova",

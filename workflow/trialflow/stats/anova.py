@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pingouin as pg
+import scipy
 from scipy import stats
 
 from trialflow.errors import ModelError
@@ -34,6 +36,45 @@ ANOVA_COLUMNS: tuple[str, ...] = (
     "n_subjects",
     "rule",
 )
+
+
+# Deprecation notices about library APIs (e.g. pandas warning pingouin that ``inplace`` in
+# ``DataFrame.dropna`` is going away) say nothing about the data or the model, so they must not
+# reach the trial report as model warnings. Only these categories, and only when raised from
+# the libraries' own code, are dropped; every other warning is kept.
+_LIBRARY_DEPRECATIONS: tuple[type[Warning], ...] = (
+    FutureWarning,
+    DeprecationWarning,
+    PendingDeprecationWarning,
+)
+_LIBRARY_DIRS: tuple[Path, ...] = tuple(
+    Path(module.__file__).resolve().parent
+    for module in (pd, pg, np, scipy)
+    if module.__file__ is not None
+)
+
+
+def _concerns_analysis(caught: warnings.WarningMessage) -> bool:
+    """Whether a warning caught around pingouin says something about the analysis.
+
+    Parameters
+    ----------
+    caught
+        One warning recorded by :func:`warnings.catch_warnings`.
+
+    Returns
+    -------
+    bool
+        False for FutureWarning, DeprecationWarning and PendingDeprecationWarning (and their
+        subclasses) attributed to a file of pandas, pingouin, numpy or scipy; True otherwise.
+    """
+    if not issubclass(caught.category, _LIBRARY_DEPRECATIONS):
+        return True
+    try:
+        origin = Path(caught.filename).resolve()
+    except (OSError, ValueError):
+        return True
+    return not any(origin.is_relative_to(root) for root in _LIBRARY_DIRS)
 
 
 def _orthonormal_contrasts(k: int) -> np.ndarray:
@@ -103,12 +144,14 @@ def mixed_anova(
         F, degrees of freedom and p-value, partial eta squared, the Greenhouse-Geisser
         corrected p-value (NaN for the between-subject row), the number of subjects analysed
         and the complete-case rule with the number of subjects it excluded.
-        Warnings raised by pingouin are listed in ``DataFrame.attrs["warnings"]``.
+        Warnings raised by pingouin are listed in ``DataFrame.attrs["warnings"]``, except
+        deprecation notices from the libraries' own code, which do not concern the analysis.
 
     Raises
     ------
     ModelError
-        On invalid input, or fewer than two complete-case subjects in an arm.
+        On invalid input, fewer than two complete-case subjects in an arm, or a response
+        without variability among the complete cases.
     """
     if ss_type not in (2, 3):
         raise ModelError(f"unknown ss_type {ss_type!r}", fix="use 2 or 3")
@@ -150,6 +193,14 @@ def mixed_anova(
             fix="pass the rows of all visits, baseline included",
         )
     cc[VISIT] = cc[VISIT].astype(str)
+    # pingouin fails on a constant response with an obscure KeyError or a singular matrix; the
+    # F ratio is 0 / 0 there, so say so instead.
+    if np.ptp(cc[RESPONSE].to_numpy(dtype=float)) == 0:
+        raise ModelError(
+            f"no variability in {response}; the ANOVA is not defined",
+            column=response,
+            fix="check the response column: every analysed value is the same",
+        )
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -204,5 +255,6 @@ def mixed_anova(
     out["p_value_gg"] = out["p_value_gg"].where(out["source"] != "arm", np.nan)
     out["n_subjects"] = n_complete
     out["rule"] = rule
-    out.attrs["warnings"] = [*prep.warnings, *dict.fromkeys(str(w.message) for w in caught)]
+    relevant = (str(w.message) for w in caught if _concerns_analysis(w))
+    out.attrs["warnings"] = [*prep.warnings, *dict.fromkeys(relevant)]
     return out.loc[:, list(ANOVA_COLUMNS)]
