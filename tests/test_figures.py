@@ -27,6 +27,7 @@ from trialflow.derive import derive
 from trialflow.errors import TrialflowError
 from trialflow.simulate import simulate, write_trial
 from trialflow.stats.mmrm import fit_mmrm
+from trialflow.tables import mmrm_included
 
 from .conftest import ROOT, TinyTrial
 
@@ -171,15 +172,12 @@ def test_arm_colours_are_the_same_in_every_figure(bundled) -> None:
 
 def test_consort_shows_flow_counts(bundled) -> None:
     trial, d, result = bundled
-    analysed = figures.analysed_counts(result.lsmeans, trial)
-    eff = result.effects
     primary = trial.primary_outcomes[0].name
-    at_primary = eff.loc[
-        (eff["outcome"] == primary)
-        & (eff["analysis"] == "mmrm")
-        & (eff["visit"] == trial.primary_visit)
-    ]
-    assert sum(analysed.values()) == int(at_primary["n"].iloc[0])
+    arm_of = d.adsl.set_index("subject_id")["arm"]
+    analysed = mmrm_included(result.residuals[primary], arm_of, trial.arms)
+    # Everyone in the MMRM: participants with a baseline and any post-baseline value.
+    rows = d.adeff.loc[(d.adeff["outcome"] == primary) & (d.adeff["anl01fl"] == "Y")]
+    assert sum(analysed.values()) == rows["subject_id"].nunique()
     fig = figures.consort_figure(d.flow, trial, analysed)
     text = "\n".join(_texts(fig)).replace("\n", " ")
     flow = d.flow

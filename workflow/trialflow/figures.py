@@ -31,6 +31,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, TrialflowError
+from trialflow.tables import ci_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -337,34 +338,6 @@ def _flow_count(flow: pd.DataFrame, stage: str, arm: str, visit: str = "") -> in
     return int(pd.to_numeric(flow.loc[sel, "n"], errors="coerce").fillna(0).sum())
 
 
-def analysed_counts(
-    lsmeans: pd.DataFrame, trial: TrialConfig, outcome: str | None = None
-) -> dict[str, int]:
-    """Subjects per arm in the primary analysis: MMRM n at the primary visit.
-
-    Parameters
-    ----------
-    lsmeans
-        The LS-means table (columns of :data:`trialflow.analysis.LSMEAN_TABLE_COLUMNS`).
-    trial
-        The trial description.
-    outcome
-        Outcome name; defaults to the first primary outcome.
-
-    Returns
-    -------
-    dict
-        ``{arm: n}``; 0 for an arm without an MMRM LS mean (model not fitted).
-    """
-    name = outcome or trial.primary_outcomes[0].name
-    rows = _rows(lsmeans, outcome=name, analysis="mmrm", visit=trial.primary_visit)
-    counts: dict[str, int] = {}
-    for arm in trial.arms:
-        n = pd.to_numeric(_rows(rows, arm=arm).get("n", pd.Series(dtype=float)), errors="coerce")
-        counts[arm] = int(n.iloc[0]) if len(n) and math.isfinite(float(n.iloc[0])) else 0
-    return counts
-
-
 def _box(
     ax: Axes,
     cx: float,
@@ -446,7 +419,7 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
     trial
         The trial description.
     analysed
-        Subjects per arm in the primary analysis (e.g. :func:`analysed_counts`).
+        Subjects per arm in the primary analysis (see :func:`trialflow.tables.mmrm_included`).
 
     Returns
     -------
@@ -717,7 +690,7 @@ def trajectory_figure(
                 color=colors[arm],
                 marker=markers[arm],
                 lw=1.8,
-                label=f"{_plain(arm)}: LS mean (95% CI)",
+                label=f"{_plain(arm)}: LS mean ({ci_label(trial.options['alpha'])})",
             )
         )
     handles.append(
@@ -1146,7 +1119,8 @@ def forest_figure(
         left_x,
         1 - 0.5 / height,
         f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
-        f"\u2212 {_plain(trial.control)} in change from baseline, 95% CI "
+        f"\u2212 {_plain(trial.control)} in change from baseline, "
+        f"{ci_label(trial.options['alpha'])} "
         f"(shaded: favours {_plain(trial.treatment)})",
         ha="left",
         va="center",
@@ -1155,7 +1129,14 @@ def forest_figure(
     )
     header_y = 1 - (top - 0.12) / height
     fig.text(left_x, header_y, "Outcome (unit)", ha="left", va="bottom", weight="bold")
-    fig.text(text_x, header_y, "Estimate (95% CI), n", ha="left", va="bottom", weight="bold")
+    fig.text(
+        text_x,
+        header_y,
+        f"Estimate ({ci_label(trial.options['alpha'])}), n",
+        ha="left",
+        va="bottom",
+        weight="bold",
+    )
     if k > 1:
         handles = [
             Line2D([], [], marker=m, color=c, lw=1.6, label=ANALYSIS_LABELS[a])
@@ -1323,7 +1304,8 @@ def cross_trial_forest(
     ax = fig.add_subplot()
     fig.suptitle(
         f"{_plain(first.label)}: treatment effect by trial "
-        f"({ANALYSIS_LABELS.get(analysis, _plain(analysis))}, 95% CI)",
+        f"({ANALYSIS_LABELS.get(analysis, _plain(analysis))}, "
+        f"{'; '.join(sorted({ci_label(t.options['alpha']) for _, t, _ in outs}))})",
         fontsize=11,
     )
     ys = [-float(i) for i in range(n)]

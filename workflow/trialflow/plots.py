@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from trialflow.config import TrialConfig
+from trialflow.tables import mmrm_included
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,23 +28,6 @@ def figure_stems(trial: TrialConfig) -> list[str]:
         stems += [f"{o.name}_{kind}" for kind in ("trajectory", "spaghetti", "change")]
         stems.append(f"{o.name}_diagnostics")
     return stems
-
-
-def mmrm_included(
-    residuals: Mapping[str, pd.DataFrame], adeff: pd.DataFrame, trial: TrialConfig
-) -> dict[str, int] | None:
-    """Participants per arm in the primary MMRM of the first primary outcome.
-
-    These are the participants contributing at least one post-baseline value (the MMRM uses
-    every observed visit), which is what CONSORT calls "analysed". None when the model was
-    not fitted.
-    """
-    primary = trial.primary_outcomes[0].name
-    if primary not in residuals:
-        return None
-    arm_of = adeff.drop_duplicates("subject_id").set_index("subject_id")["arm"]
-    included = residuals[primary]["subject_id"].astype(str).drop_duplicates().map(arm_of)
-    return {arm: int((included == arm).sum()) for arm in trial.arms}
 
 
 def write_trial_figures(
@@ -66,14 +50,13 @@ def write_trial_figures(
     empty = pd.DataFrame(
         columns=["subject_id", "visit", "observed", "fitted", "residual", "normalized_residual"]
     )
+    arm_of = adeff.drop_duplicates("subject_id").set_index("subject_id")["arm"]
+    primary = trial.primary_outcomes[0].name
+    # CONSORT "analysed": participants in the primary MMRM of the first primary outcome.
+    included = mmrm_included(residuals.get(primary), arm_of, trial.arms)
     # Drawn one at a time and saved at once, so that only one figure is in memory.
     drawings: dict[str, Callable[[], Figure]] = {
-        "consort": partial(
-            fg.consort_figure,
-            flow,
-            trial,
-            mmrm_included(residuals, adeff, trial) or fg.analysed_counts(lsmeans, trial),
-        ),
+        "consort": partial(fg.consort_figure, flow, trial, included),
         "forest": partial(fg.forest_figure, effects, trial),
         "forest_all_analyses": partial(
             fg.forest_figure, effects, trial, analyses=("mmrm", "lmm", "ancova")

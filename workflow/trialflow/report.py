@@ -36,6 +36,7 @@ from trialflow.tables import (
     fmt_ci,
     fmt_number,
     fmt_p,
+    mmrm_included,
     outcome_table,
     table1,
     visit_completion,
@@ -427,12 +428,7 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
     arm_of = inputs.adsl.set_index("subject_id")["arm"]
     rows = []
     for o in trial.primary_outcomes:
-        resid = inputs.residuals.get(o.name)
-        included = (
-            resid["subject_id"].astype(str).drop_duplicates().map(arm_of)
-            if resid is not None
-            else pd.Series(dtype=str)
-        )
+        included = mmrm_included(inputs.residuals.get(o.name), arm_of, trial.arms)
         ls = inputs.lsmeans.loc[
             (inputs.lsmeans["outcome"] == o.name)
             & (inputs.lsmeans["analysis"] == "mmrm")
@@ -447,7 +443,7 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
                     "with baseline": int(
                         ((inputs.adsl["arm"] == arm) & (inputs.adsl["has_baseline"] == "Y")).sum()
                     ),
-                    "in the MMRM (any post-baseline value)": int((included == arm).sum()),
+                    "in the MMRM (any post-baseline value)": included[arm],
                     f"observed at {trial.primary_visit}": int(ls["n"].get(arm, 0))
                     if len(ls)
                     else 0,

@@ -40,6 +40,21 @@ def fmt_ci(est: float, lo: float, hi: float, decimals: int) -> str:
     return f"{fmt_number(est, decimals)} ({fmt_number(lo, decimals)} to {fmt_number(hi, decimals)})"
 
 
+def mmrm_included(
+    residuals: pd.DataFrame | None, arm_of: pd.Series, arms: tuple[str, ...]
+) -> dict[str, int]:
+    """Participants per arm in an MMRM: those with at least one observation in the fit.
+
+    This is the number CONSORT calls "analysed" for a likelihood-based model that uses every
+    observed visit. ``residuals`` is the model's residual table (None: not fitted, all 0);
+    ``arm_of`` maps subject_id to arm.
+    """
+    if residuals is None or residuals.empty:
+        return dict.fromkeys(arms, 0)
+    included = residuals["subject_id"].astype(str).drop_duplicates().map(arm_of)
+    return {arm: int((included == arm).sum()) for arm in arms}
+
+
 def ci_label(alpha: float = 0.05) -> str:
     """'95% CI' for alpha = 0.05, '90% CI' for 0.10, ..."""
     return f"{100 * (1 - alpha):g}% CI"
