@@ -94,3 +94,14 @@ def test_visit_completion(tiny: TinyTrial) -> None:
     assert t["visit"].tolist() == ["baseline", "week6", "week12"]
     assert t.loc[2, "control (n = 2)"] == "1 (50.0)"
     assert t.loc[2, "total (n = 4)"] == "3 (75.0)"
+
+
+def test_skewed_characteristic_is_summarised_by_median_and_iqr() -> None:
+    from trialflow.tables import _continuous_cell, is_skewed
+
+    skewed = pd.Series([1.0] * 9 + [2.0, 3.0, 50.0])
+    assert is_skewed(skewed)
+    assert not is_skewed(pd.Series(np.arange(12, dtype=float)))
+    assert not is_skewed(pd.Series([1.0, 2.0, 50.0]))  # too few values to judge
+    q1, q2, q3 = np.percentile(skewed, [25, 50, 75])
+    assert _continuous_cell(skewed, 1, median=True) == f"{q2:.1f} [{q1:.1f}, {q3:.1f}]"

@@ -597,7 +597,8 @@ def write_report_tables(inputs: ReportInputs) -> dict[str, Any]:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{CSS.replace('display: flex;', '')}</style></head><body><main><h1>{title}</h1>"
         f'{html_table(tables["table1"])}<p class="note">Mean (SD) for continuous, n (%) for '
-        "categorical characteristics; SMD = standardized mean difference.</p></main></body>"
+        "categorical characteristics (median [IQR] for skewed ones); SMD = standardized mean "
+        "difference.</p></main></body>"
         "</html>\n"
     )
     return tables

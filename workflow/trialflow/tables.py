@@ -90,10 +90,24 @@ def smd_categorical(a: pd.Series, b: pd.Series) -> float:
     return math.sqrt(max(value, 0.0))
 
 
-def _continuous_cell(x: pd.Series, decimals: int) -> str:
+SKEWED = 1.0  # |sample skewness| above which Table 1 shows median [IQR] instead of mean (SD)
+
+
+def is_skewed(x: pd.Series) -> bool:
+    """Whether a continuous characteristic is better summarised by median [IQR]."""
+    x = x.dropna().astype(float)
+    return len(x) >= 10 and abs(float(np.asarray(x.skew()))) > SKEWED
+
+
+def _continuous_cell(x: pd.Series, decimals: int, *, median: bool = False) -> str:
     x = x.dropna().astype(float)
     if x.empty:
         return "-"
+    if median:
+        q1, q2, q3 = (float(v) for v in x.quantile([0.25, 0.5, 0.75]))
+        return (
+            f"{fmt_number(q2, decimals)} [{fmt_number(q1, decimals)}, {fmt_number(q3, decimals)}]"
+        )
     sd = x.std(ddof=1) if len(x) > 1 else math.nan
     return f"{fmt_number(x.mean(), decimals)} ({fmt_number(sd, decimals) or '-'})"
 
@@ -110,7 +124,8 @@ def table1(
     -------
     DataFrame
         Columns ``characteristic, level, statistic``, one per arm (labelled ``<arm> (n = N)``),
-        ``Overall (n = N)`` and ``SMD``. Continuous rows are mean (SD); categorical rows
+        ``Overall (n = N)`` and ``SMD``. Continuous rows are mean (SD), or median [IQR] when
+        the characteristic is skewed (|skewness| > 1 over at least 10 values); categorical rows
         n (%) of the non-missing; a ``missing`` row appears when any value is missing. The
         baseline value of every outcome is included. The SMD compares treatment with control.
     """
@@ -122,10 +137,12 @@ def table1(
 
     def add_continuous(name: str, values: dict[str, pd.Series], all_values: pd.Series,
                        decimals: int) -> None:  # fmt: skip
-        row = {"characteristic": name, "level": "", "statistic": "mean (SD)"}
+        median = is_skewed(all_values)
+        statistic = "median [IQR]" if median else "mean (SD)"
+        row = {"characteristic": name, "level": "", "statistic": statistic}
         for arm in arms:
-            row[headers[arm]] = _continuous_cell(values[arm], decimals)
-        row[overall] = _continuous_cell(all_values, decimals)
+            row[headers[arm]] = _continuous_cell(values[arm], decimals, median=median)
+        row[overall] = _continuous_cell(all_values, decimals, median=median)
         row["SMD"] = fmt_number(smd_continuous(values[arms[0]], values[arms[1]]), 2)
         rows.append(row)
         add_missing(name, values, all_values)
