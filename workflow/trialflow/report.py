@@ -512,7 +512,7 @@ def _effect_sizes(inputs: ReportInputs) -> pd.DataFrame:
                 fmt_ci(a, b, c, 2)
                 for a, b, c in zip(g["g"], g["ci_lower"], g["ci_upper"], strict=True)
             ],
-            "n": [
+            f"n ({inputs.trial.treatment} / {inputs.trial.control})": [
                 f"{int(t)} / {int(c)}"
                 for t, c in zip(g["n_treatment"], g["n_control"], strict=True)
             ],
