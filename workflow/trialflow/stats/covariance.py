@@ -221,17 +221,37 @@ class Unstructured(CovarianceStructure):
         return out
 
 
-class CompoundSymmetry(CovarianceStructure):
-    """Compound symmetry: one variance, one correlation shared by every pair of visits."""
+class _OneCorrelationParameter(CovarianceStructure):
+    """Structures with one variance (or one per visit, when heterogeneous) and one parameter
+    for the correlation; theta = log standard deviation(s), then the correlation parameter."""
 
-    code = "cs"
-    label = "compound symmetry"
     heterogeneous: ClassVar[bool] = False
 
     @property
     def n_params(self) -> int:
         n_var = self.n_visits if self.heterogeneous else 1
         return n_var + (1 if self.n_visits > 1 else 0)
+
+    def _sd(self, theta: np.ndarray) -> np.ndarray:
+        if self.heterogeneous:
+            return np.exp(theta[: self.n_visits])
+        return np.exp(theta[0]) * np.ones(self.n_visits)
+
+    def _log_sd_start(self, s: np.ndarray) -> np.ndarray:
+        sd = np.sqrt(np.diag(s))
+        return np.log(sd) if self.heterogeneous else np.array([np.log(np.sqrt(np.mean(sd**2)))])
+
+    def _variances(self, s: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
+        if self.heterogeneous:
+            return {f"variance[{v}]": float(s[i, i]) for i, v in enumerate(visits)}
+        return {"variance": float(s[0, 0])}
+
+
+class CompoundSymmetry(_OneCorrelationParameter):
+    """Compound symmetry: one variance, one correlation shared by every pair of visits."""
+
+    code = "cs"
+    label = "compound symmetry"
 
     def _bounds(self) -> float:
         # Positive definiteness of a k x k CS correlation needs rho > -1 / (k - 1).
@@ -246,18 +266,12 @@ class CompoundSymmetry(CovarianceStructure):
         rho = lo + (1.0 - lo) * _logistic(theta[-1])
         return (1.0 - rho) * np.eye(k, dtype=dtype) + rho * np.ones((k, k), dtype=dtype)
 
-    def _sd(self, theta: np.ndarray) -> np.ndarray:
-        if self.heterogeneous:
-            return np.exp(theta[: self.n_visits])
-        return np.exp(theta[0]) * np.ones(self.n_visits)
-
     def sigma(self, theta: np.ndarray) -> np.ndarray:
         sd = self._sd(theta)
         return self._corr(theta) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
-        sd = np.sqrt(np.diag(s))
-        head = np.log(sd) if self.heterogeneous else np.array([np.log(np.sqrt(np.mean(sd**2)))])
+        head = self._log_sd_start(s)
         if self.n_visits == 1:
             return head
         rho = float(np.mean(_lag_means(_correlations(s))))
@@ -266,10 +280,7 @@ class CompoundSymmetry(CovarianceStructure):
 
     def parameters(self, theta: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
         s = self.sigma(theta)
-        if self.heterogeneous:
-            out = {f"variance[{v}]": float(s[i, i]) for i, v in enumerate(visits)}
-        else:
-            out = {"variance": float(s[0, 0])}
+        out = self._variances(s, visits)
         if self.n_visits > 1:
             out["correlation"] = float(_correlations(s)[0, 1])
         return out
@@ -283,22 +294,11 @@ class HeterogeneousCompoundSymmetry(CompoundSymmetry):
     heterogeneous = True
 
 
-class AutoRegressive(CovarianceStructure):
+class AutoRegressive(_OneCorrelationParameter):
     """First-order autoregressive: correlation rho**lag, lag in visit positions."""
 
     code = "ar1"
     label = "first-order autoregressive"
-    heterogeneous: ClassVar[bool] = False
-
-    @property
-    def n_params(self) -> int:
-        n_var = self.n_visits if self.heterogeneous else 1
-        return n_var + (1 if self.n_visits > 1 else 0)
-
-    def _sd(self, theta: np.ndarray) -> np.ndarray:
-        if self.heterogeneous:
-            return np.exp(theta[: self.n_visits])
-        return np.exp(theta[0]) * np.ones(self.n_visits)
 
     def sigma(self, theta: np.ndarray) -> np.ndarray:
         k = self.n_visits
@@ -314,8 +314,7 @@ class AutoRegressive(CovarianceStructure):
         return _toeplitz(powers) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
-        sd = np.sqrt(np.diag(s))
-        head = np.log(sd) if self.heterogeneous else np.array([np.log(np.sqrt(np.mean(sd**2)))])
+        head = self._log_sd_start(s)
         if self.n_visits == 1:
             return head
         rho = float(_lag_means(_correlations(s))[0])
@@ -323,10 +322,7 @@ class AutoRegressive(CovarianceStructure):
 
     def parameters(self, theta: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
         s = self.sigma(theta)
-        if self.heterogeneous:
-            out = {f"variance[{v}]": float(s[i, i]) for i, v in enumerate(visits)}
-        else:
-            out = {"variance": float(s[0, 0])}
+        out = self._variances(s, visits)
         if self.n_visits > 1:
             out["rho"] = float(np.tanh(theta[-1]))
         return out
