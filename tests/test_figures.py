@@ -20,7 +20,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from trialflow import figures
-from trialflow.analysis import analyse_trial, analysis_options, outcome_data
+from trialflow.analysis import analyse_trial, outcome_data
 from trialflow.clean import read_and_clean
 from trialflow.config import load_trial, load_yaml
 from trialflow.derive import derive
@@ -54,7 +54,7 @@ def large(tmp_path_factory):
 
 def _residuals(trial, d, outcome):
     """MMRM residuals of one outcome, as the workflow writes them, with the arm added."""
-    options = analysis_options(trial)
+    options = trial.options
     data = outcome_data(d.adeff, d.adsl, trial, trial.outcome(outcome))
     post = [v.label for v in trial.post_baseline_visits]
     fit = fit_mmrm(

@@ -67,11 +67,6 @@ class TrialAnalysis:
     residuals: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def analysis_options(trial: TrialConfig) -> dict[str, Any]:
-    """Analysis options from the trial description, with their defaults."""
-    return trial.options
-
-
 def outcome_data(
     adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, outcome: Outcome
 ) -> pd.DataFrame:
@@ -314,7 +309,7 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         ``effect_sizes`` (Hedges' g per outcome and visit), one model record per outcome and
         the MMRM residuals per outcome (see :attr:`ModelResult.residuals`).
     """
-    options = analysis_options(trial)
+    options = trial.options
     effects, lsmeans, anovas, sizes = [], [], [], []
     models: dict[str, dict[str, Any]] = {}
     residuals: dict[str, pd.DataFrame] = {}
