@@ -17,6 +17,8 @@ from trialflow.stats.covariance import (
 )
 
 CODES = sorted(STRUCTURES)
+# Unequally spaced weeks, for the spatial structures.
+WEEKS = [0.0, 4.0, 12.0, 18.0, 26.0, 39.0, 52.0, 60.0]
 VISITS = ("v1", "v2", "v3", "v4")
 
 
@@ -24,7 +26,7 @@ VISITS = ("v1", "v2", "v3", "v4")
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_sigma_is_positive_definite_and_jacobian_exact(code: str, k: int) -> None:
     rng = np.random.default_rng(k)
-    structure = make_structure(code, k)
+    structure = make_structure(code, k, WEEKS[:k])
     for _ in range(5):
         theta = rng.normal(scale=0.8, size=structure.n_params)
         sigma = structure.sigma(theta)
@@ -50,11 +52,16 @@ def test_unstructured_analytic_jacobian_matches_complex_step(k: int) -> None:
 
 
 def _true_matrix(code: str, k: int) -> np.ndarray:
-    sd = np.linspace(1.0, 2.0, k) if code in ("us", "csh", "ar1h") else np.full(k, 1.5)
+    heterogeneous = ("us", "csh", "ar1h", "sp_powh")
+    sd = np.linspace(1.0, 2.0, k) if code in heterogeneous else np.full(k, 1.5)
+    weeks = np.asarray(WEEKS[:k])
+    distance = np.abs(np.subtract.outer(weeks, weeks))
     lag = np.abs(np.subtract.outer(np.arange(k), np.arange(k)))
     corr = {
         "us": 0.3 + 0.4 / (1.0 + lag) + 0.05 * np.add.outer(np.arange(k), np.arange(k)) / k,
         "cs": np.where(lag == 0, 1.0, 0.4),
+        "sp_pow": 0.97**distance,
+        "sp_powh": 0.97**distance,
         "csh": np.where(lag == 0, 1.0, 0.4),
         "ar1": 0.6**lag,
         "ar1h": (-0.5) ** lag,
@@ -68,7 +75,7 @@ def _true_matrix(code: str, k: int) -> np.ndarray:
 def test_start_recovers_a_matrix_of_the_structure(code: str) -> None:
     k = 4
     target = _true_matrix(code, k)
-    structure = make_structure(code, k)
+    structure = make_structure(code, k, WEEKS[:k])
     assert_allclose(structure.sigma(structure.start(target)), target, rtol=1e-8)
 
 

@@ -339,7 +339,7 @@ def test_fallback_is_recorded_when_unstructured_fails() -> None:
         ({"reference_arm": "placebo"}, "reference arm"),
         ({"covariance": "banana"}, "unknown covariance"),
         ({"fallback": ("us", "spam")}, "unknown fallback"),
-        ({"df_method": "kenward-roger"}, "not supported"),
+        ({"df_method": "kenward-rogers"}, "not supported"),
         ({"visit_order": ["week4", "week8"]}, "not in visit_order"),
         ({"covariates": ["missing col"]}, "covariate column"),
         ({"alpha": 1.5}, "alpha"),

@@ -16,6 +16,7 @@ structure, without a hand-written derivative per structure.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from trialflow.errors import ModelError
 
 __all__ = [
+    "POSITIONAL",
     "STRUCTURES",
     "CovarianceStructure",
     "make_structure",
@@ -43,6 +45,16 @@ def _logit(p: float) -> float:
 
 def _atanh(r: float) -> float:
     return float(np.arctanh(min(max(r, -0.95), 0.95)))
+
+
+def _complex_step(func: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """d func / d x_j for every j, stacked on the first axis, by complex step."""
+    out = []
+    for j in range(x.size):
+        z = x.astype(complex)
+        z[j] += 1j * _COMPLEX_STEP
+        out.append(func(z).imag / _COMPLEX_STEP)
+    return np.array(out)
 
 
 def nearest_positive_definite(s: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -132,6 +144,9 @@ class CovarianceStructure(ABC):
 
     code: ClassVar[str] = ""
     label: ClassVar[str] = ""
+    # Whether the matrix is linear in the natural parameters (then Kenward-Roger's
+    # second-derivative term vanishes and KR and KR(LINEAR) coincide, as in SAS).
+    linear: ClassVar[bool] = False
 
     def __init__(self, n_visits: int) -> None:
         if n_visits < 1:
@@ -155,6 +170,46 @@ class CovarianceStructure(ABC):
     def parameters(self, theta: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
         """Parameters on an interpretable scale (variances, correlations), keyed by name."""
 
+    @abstractmethod
+    def natural(self, theta: np.ndarray) -> np.ndarray:
+        """The parameters SAS PROC MIXED estimates (e.g. UN(i,j); variances and rho)."""
+
+    @abstractmethod
+    def sigma_natural(self, phi: np.ndarray) -> np.ndarray:
+        """Covariance matrix at natural parameters ``phi`` (accepts complex input)."""
+
+    def natural_jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """d phi / d theta, shape (n_params, n_params), by complex step."""
+        theta = np.asarray(theta, dtype=float)
+        out = np.empty((theta.size, theta.size))
+        for j in range(theta.size):
+            z = theta.astype(complex)
+            z[j] += 1j * _COMPLEX_STEP
+            out[:, j] = self.natural(z).imag / _COMPLEX_STEP
+        return out
+
+    def natural_derivatives(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and second derivatives of Sigma in the natural parameters.
+
+        Returns d Sigma / d phi_i, shape (r, k, k), by complex step, and
+        d2 Sigma / d phi_i d phi_j, shape (r, r, k, k): zero for a linear structure, else
+        central differences of the complex-step first derivatives (error ~1e-9 relative).
+        """
+        phi = np.asarray(phi, dtype=float)
+        r = phi.size
+        first = _complex_step(self.sigma_natural, phi)
+        second = np.zeros((r, r, self.n_visits, self.n_visits))
+        if not self.linear:
+            for j in range(r):
+                h = 1e-5 * max(1.0, abs(float(phi[j])))
+                e = np.zeros(r)
+                e[j] = h
+                plus = _complex_step(self.sigma_natural, phi + e)
+                minus = _complex_step(self.sigma_natural, phi - e)
+                second[:, j] = (plus - minus) / (2.0 * h)
+            second = 0.5 * (second + second.transpose(1, 0, 2, 3))
+        return first, second
+
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         """d Sigma / d theta_j for every j, shape (n_params, k, k), by complex step."""
         theta = np.asarray(theta, dtype=float)
@@ -171,6 +226,7 @@ class Unstructured(CovarianceStructure):
 
     code = "us"
     label = "unstructured"
+    linear = True
 
     def __init__(self, n_visits: int) -> None:
         super().__init__(n_visits)
@@ -203,6 +259,17 @@ class Unstructured(CovarianceStructure):
             col = lower[:, c] * (lower[r, r] if r == c else 1.0)
             out[j, r, :] += col
             out[j, :, r] += col
+        return out
+
+    def natural(self, theta: np.ndarray) -> np.ndarray:
+        # UN(1,1), UN(2,1), UN(2,2), UN(3,1), ... as SAS lists them.
+        return self.sigma(theta)[self._rows, self._cols]
+
+    def sigma_natural(self, phi: np.ndarray) -> np.ndarray:
+        k = self.n_visits
+        out = np.zeros((k, k), dtype=np.result_type(phi, float))
+        out[self._rows, self._cols] = phi
+        out[self._cols, self._rows] = phi
         return out
 
     def start(self, s: np.ndarray) -> np.ndarray:
@@ -241,6 +308,29 @@ class _OneCorrelationParameter(CovarianceStructure):
         sd = np.sqrt(np.diag(s))
         return np.log(sd) if self.heterogeneous else np.array([np.log(np.sqrt(np.mean(sd**2)))])
 
+    def natural(self, theta: np.ndarray) -> np.ndarray:
+        sd = self._sd(theta)
+        var = sd**2 if self.heterogeneous else sd[:1] ** 2
+        if self.n_visits == 1:
+            return var
+        return np.concatenate([var, [self._rho(theta)]])
+
+    def sigma_natural(self, phi: np.ndarray) -> np.ndarray:
+        k = self.n_visits
+        var = phi[:k] if self.heterogeneous else phi[0] * np.ones(k, dtype=phi.dtype)
+        sd = np.sqrt(var)
+        if k == 1:
+            return np.outer(sd, sd)
+        return self._correlation(phi[-1]) * np.outer(sd, sd)
+
+    @abstractmethod
+    def _rho(self, theta: np.ndarray) -> np.ndarray:
+        """The correlation parameter at ``theta``."""
+
+    @abstractmethod
+    def _correlation(self, rho: np.ndarray) -> np.ndarray:
+        """The k x k correlation matrix at correlation parameter ``rho``."""
+
     def _variances(self, s: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
         if self.heterogeneous:
             return {f"variance[{v}]": float(s[i, i]) for i, v in enumerate(visits)}
@@ -248,27 +338,47 @@ class _OneCorrelationParameter(CovarianceStructure):
 
 
 class CompoundSymmetry(_OneCorrelationParameter):
-    """Compound symmetry: one variance, one correlation shared by every pair of visits."""
+    """Compound symmetry: one variance, one correlation shared by every pair of visits.
+
+    Its natural parameters are SAS's: the common covariance ("CS") and the residual variance,
+    in which the matrix is linear.
+    """
 
     code = "cs"
     label = "compound symmetry"
+    linear = True
 
     def _bounds(self) -> float:
         # Positive definiteness of a k x k CS correlation needs rho > -1 / (k - 1).
         return -1.0 / (self.n_visits - 1)
 
-    def _corr(self, theta: np.ndarray) -> np.ndarray:
-        k = self.n_visits
-        dtype = np.result_type(theta, float)
-        if k == 1:
-            return np.ones((1, 1), dtype=dtype)
+    def _rho(self, theta: np.ndarray) -> np.ndarray:
         lo = self._bounds()
-        rho = lo + (1.0 - lo) * _logistic(theta[-1])
+        return lo + (1.0 - lo) * _logistic(theta[-1])
+
+    def _correlation(self, rho: np.ndarray) -> np.ndarray:
+        k = self.n_visits
+        dtype = np.result_type(rho, float)
         return (1.0 - rho) * np.eye(k, dtype=dtype) + rho * np.ones((k, k), dtype=dtype)
+
+    def natural(self, theta: np.ndarray) -> np.ndarray:
+        if self.heterogeneous or self.n_visits == 1:
+            return super().natural(theta)
+        s = self.sigma(theta)
+        return np.array([s[0, 1], s[0, 0] - s[0, 1]])
+
+    def sigma_natural(self, phi: np.ndarray) -> np.ndarray:
+        if self.heterogeneous or self.n_visits == 1:
+            return super().sigma_natural(phi)
+        k = self.n_visits
+        dtype = np.result_type(phi, float)
+        return phi[0] * np.ones((k, k), dtype=dtype) + phi[1] * np.eye(k, dtype=dtype)
 
     def sigma(self, theta: np.ndarray) -> np.ndarray:
         sd = self._sd(theta)
-        return self._corr(theta) * np.outer(sd, sd)
+        if self.n_visits == 1:
+            return np.outer(sd, sd)
+        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
         head = self._log_sd_start(s)
@@ -292,6 +402,7 @@ class HeterogeneousCompoundSymmetry(CompoundSymmetry):
     code = "csh"
     label = "heterogeneous compound symmetry"
     heterogeneous = True
+    linear = False
 
 
 class AutoRegressive(_OneCorrelationParameter):
@@ -300,18 +411,27 @@ class AutoRegressive(_OneCorrelationParameter):
     code = "ar1"
     label = "first-order autoregressive"
 
-    def sigma(self, theta: np.ndarray) -> np.ndarray:
+    def _lags(self) -> np.ndarray:
         k = self.n_visits
-        sd = self._sd(theta)
-        if k == 1:
-            return np.outer(sd, sd)
-        rho = np.tanh(theta[-1])
+        return np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+
+    def _rho(self, theta: np.ndarray) -> np.ndarray:
+        return np.tanh(theta[-1])
+
+    def _correlation(self, rho: np.ndarray) -> np.ndarray:
+        k = self.n_visits
         # Repeated products, not rho ** lag: complex powers of a negative base lose the
         # complex-step derivative to branch-cut rounding.
-        powers = np.ones(k, dtype=np.result_type(theta, float))
+        powers = np.ones(k, dtype=np.result_type(rho, float))
         for lag in range(1, k):
             powers[lag] = powers[lag - 1] * rho
-        return _toeplitz(powers) * np.outer(sd, sd)
+        return _toeplitz(powers)
+
+    def sigma(self, theta: np.ndarray) -> np.ndarray:
+        sd = self._sd(theta)
+        if self.n_visits == 1:
+            return np.outer(sd, sd)
+        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
         head = self._log_sd_start(s)
@@ -341,6 +461,7 @@ class Toeplitz(CovarianceStructure):
 
     code = "toep"
     label = "Toeplitz"
+    linear = True
 
     @property
     def n_params(self) -> int:
@@ -351,6 +472,13 @@ class Toeplitz(CovarianceStructure):
         one = np.ones(1, dtype=np.result_type(theta, float))
         acf = _pacf_to_acf(np.tanh(theta[1:]))
         return var * _toeplitz(np.concatenate([one, acf]))
+
+    def natural(self, theta: np.ndarray) -> np.ndarray:
+        # The covariance at each lag 0..k-1 (SAS: Residual, TOEP(2), ..., TOEP(k)).
+        return self.sigma(theta)[0]
+
+    def sigma_natural(self, phi: np.ndarray) -> np.ndarray:
+        return _toeplitz(phi)
 
     def start(self, s: np.ndarray) -> np.ndarray:
         sd = np.sqrt(np.diag(s))
@@ -374,6 +502,72 @@ class Toeplitz(CovarianceStructure):
         return out
 
 
+class SpatialPower(_OneCorrelationParameter):
+    """Spatial power: correlation rho**|week_i - week_j| (SAS ``TYPE=SP(POW)(week)``).
+
+    Unlike AR(1) and Toeplitz, the lag is the distance in weeks, so unequally spaced visits
+    are modelled as they are. rho is kept in (0, 1).
+    """
+
+    code = "sp_pow"
+    label = "spatial power"
+
+    def __init__(self, n_visits: int, weeks: Sequence[float] | None = None) -> None:
+        super().__init__(n_visits)
+        if weeks is None or len(weeks) != n_visits:
+            raise ModelError(
+                "the spatial power covariance needs the week of every visit",
+                fix="give every visit its week in the trial description",
+            )
+        w = np.asarray(weeks, dtype=float)
+        if len(set(w.tolist())) != n_visits:
+            raise ModelError(
+                "the spatial power covariance needs distinct weeks for the visits",
+                fix="give every visit a different week",
+            )
+        self.distance = np.abs(np.subtract.outer(w, w))
+
+    def _rho(self, theta: np.ndarray) -> np.ndarray:
+        return _logistic(theta[-1])
+
+    def _correlation(self, rho: np.ndarray) -> np.ndarray:
+        # exp(d log rho), analytic in rho for the complex step; the diagonal is exactly 1.
+        return np.exp(self.distance * np.log(rho))
+
+    def sigma(self, theta: np.ndarray) -> np.ndarray:
+        sd = self._sd(theta)
+        if self.n_visits == 1:
+            return np.outer(sd, sd)
+        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
+
+    def start(self, s: np.ndarray) -> np.ndarray:
+        head = self._log_sd_start(s)
+        if self.n_visits == 1:
+            return head
+        corr = _correlations(s)
+        upper = np.triu_indices(self.n_visits, 1)
+        r = np.clip(corr[upper], 0.05, 0.95)
+        # Per-week rho matching the average log-correlation per week of distance.
+        rho = float(np.exp(np.sum(np.log(r)) / np.sum(self.distance[upper])))
+        return np.concatenate([head, [_logit(min(max(rho, 0.05), 0.99))]])
+
+    def parameters(self, theta: np.ndarray, visits: tuple[str, ...]) -> dict[str, float]:
+        s = self.sigma(theta)
+        out = self._variances(s, visits)
+        if self.n_visits > 1:
+            out["rho_per_week"] = float(_logistic(theta[-1]))
+        return out
+
+
+class HeterogeneousSpatialPower(SpatialPower):
+    """Spatial power with one variance per visit (SAS ``TYPE=SP(POW)(week)`` with
+    heterogeneous variances, e.g. via ``LOCAL``-free ``SP(POWH)``-style variance per visit)."""
+
+    code = "sp_powh"
+    label = "heterogeneous spatial power"
+    heterogeneous = True
+
+
 STRUCTURES: dict[str, type[CovarianceStructure]] = {
     cls.code: cls
     for cls in (
@@ -383,20 +577,28 @@ STRUCTURES: dict[str, type[CovarianceStructure]] = {
         AutoRegressive,
         HeterogeneousAutoRegressive,
         Toeplitz,
+        SpatialPower,
+        HeterogeneousSpatialPower,
     )
 }
+# Structures whose lag is the visit position: they assume equally spaced visits.
+POSITIONAL: tuple[str, ...] = ("ar1", "ar1h", "toep")
 
 
-def make_structure(code: str, n_visits: int) -> CovarianceStructure:
+def make_structure(
+    code: str, n_visits: int, weeks: Sequence[float] | None = None
+) -> CovarianceStructure:
     """Build a covariance structure by its code.
 
     Parameters
     ----------
     code
-        One of ``"us"``, ``"cs"``, ``"csh"``, ``"ar1"``, ``"ar1h"``, ``"toep"``
-        (case-insensitive).
+        One of ``"us"``, ``"cs"``, ``"csh"``, ``"ar1"``, ``"ar1h"``, ``"toep"``, ``"sp_pow"``,
+        ``"sp_powh"`` (case-insensitive).
     n_visits
         Number of visits.
+    weeks
+        Week of each visit (needed by the spatial structures).
 
     Returns
     -------
@@ -412,5 +614,11 @@ def make_structure(code: str, n_visits: int) -> CovarianceStructure:
         raise ModelError(
             f"unknown covariance structure {code!r}",
             fix=f"use one of {', '.join(STRUCTURES)}",
+        )
+    if key in ("sp_pow", "sp_powh"):
+        return (
+            SpatialPower(n_visits, weeks)
+            if key == "sp_pow"
+            else HeterogeneousSpatialPower(n_visits, weeks)
         )
     return STRUCTURES[key](n_visits)

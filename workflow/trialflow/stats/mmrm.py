@@ -27,27 +27,37 @@ from scipy import linalg, optimize, stats
 
 from trialflow.errors import ModelError
 from trialflow.stats.covariance import (
+    POSITIONAL,
     STRUCTURES,
     CovarianceStructure,
     make_structure,
     nearest_positive_definite,
 )
 from trialflow.stats.design import (
-    BASELINE,
+    VISIT,
+    WEEK,
     ObservedRows,
     PreparedData,
-    covariate_block,
     observed_rows,
     prepare_long,
     r_name,
     redundant_columns,
 )
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
+from trialflow.stats.inference import (
+    DF_LABELS,
+    DF_METHODS,
+    Ingredients,
+    TestResult,
+    contrast_df,
+    f_test,
+    kr_adjusted,
+)
+from trialflow.stats.meanmodel import MeanModel, MeanSpec, Subgroup, build_mean_model
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, TYPE3_COLUMNS, ModelResult
 
-__all__ = ["fit_mmrm"]
+__all__ = ["MeanSpec", "fit_mmrm", "prepare_mmrm"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_DF_METHODS = ("satterthwaite",)
 # Convergence: largest |gradient| of -2 REML log-likelihood with respect to the (log-scale /
 # atanh-scale) covariance parameters, and the Newton decrement g' H^-1 g (log-likelihood units).
 _GRADIENT_TOLERANCE = 1e-3
@@ -204,6 +214,43 @@ class _RemlProblem:
                 h[pat.index] += pat.n_subjects * w - w @ gr @ w
             out.sigma_gradient = h
         return out
+
+    def information_derivatives(
+        self, evaluation: _Evaluation, d_sigma: np.ndarray, d2_sigma: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Kenward-Roger's P_i, Q_ij, R_ij and the expected REML information.
+
+        ``d_sigma`` (r, k, k) and ``d2_sigma`` (r, r, k, k) are the derivatives of the visit
+        covariance in the covariance parameters. Sums over subjects come from each pattern's
+        cross-products: sum_s X_s' M X_s = (M.ravel() @ cross)[:p, :p] for any m x m matrix M.
+        """
+        p, q = self.n_coef, self.q
+        r = d_sigma.shape[0]
+        big_p = np.zeros((r, p, p))
+        big_q = np.zeros((r, r, p, p))
+        big_r = np.zeros((r, r, p, p))
+        trace = np.zeros((r, r))
+        for pat, w in zip(self.patterns, evaluation.weights, strict=True):
+            m = pat.visits.size
+            ds = d_sigma[:, pat.visits[:, None], pat.visits[None, :]]
+            wd = np.einsum("ab,ibc->iac", w, ds)  # W V_i
+            wdw = np.einsum("iab,bc->iac", wd, w)  # W V_i W
+            big_p -= (wdw.reshape(r, m * m) @ pat.cross).reshape(r, q, q)[:, :p, :p]
+            chain = np.einsum("iab,jbc->ijac", wd, wdw)  # W V_i W V_j W
+            big_q += (chain.reshape(r * r, m * m) @ pat.cross).reshape(r, r, q, q)[..., :p, :p]
+            trace += pat.n_subjects * np.einsum("iab,jba->ij", wd, wd)
+            if np.any(d2_sigma):
+                d2 = d2_sigma[:, :, pat.visits[:, None], pat.visits[None, :]]
+                wd2w = np.einsum("ab,ijbc,cd->ijad", w, d2, w)
+                big_r += (wd2w.reshape(r * r, m * m) @ pat.cross).reshape(r, r, q, q)[..., :p, :p]
+        phi = evaluation.a_inv
+        # Expected REML information: 1/2 tr(P V_i P V_j) with P the REML projection.
+        expected = 0.5 * (
+            trace
+            - 2.0 * np.einsum("ab,ijba->ij", phi, big_q)
+            + np.einsum("ab,ibc,cd,jda->ij", phi, big_p, phi, big_p)
+        )
+        return big_p, 0.5 * (big_q + big_q.transpose(1, 0, 3, 2)), big_r, expected
 
     def quadratic_form_gradients(
         self, evaluation: _Evaluation, contrasts: np.ndarray
@@ -389,99 +436,27 @@ def _failed(structure: CovarianceStructure, theta: np.ndarray, iterations: int, 
     )
 
 
-def _mean_design(
-    prepared: PreparedData, obs: ObservedRows
-) -> tuple[np.ndarray, list[str], np.ndarray, int]:
-    """Design matrix, column names, covariate reference grid, and index of the first arm column.
-
-    Column order as R's ``model.matrix(~ baseline + covariates + arm * visit)``.
-
-    Raises
-    ------
-    ModelError
-        A categorical covariate has a single level among the rows used.
-    """
-    cov = covariate_block(obs.frame, prepared.covariates)
-    if cov.single_level:
-        name, level = next(iter(cov.single_level.items()))
-        raise ModelError(
-            f"categorical covariate has a single level ({level!r}) among the rows used",
-            column=name,
-            fix="drop the covariate from the model",
-        )
-    base = obs.frame[BASELINE].to_numpy(dtype=float)
-    n = obs.n_observations
-    n_arms = len(obs.arms)
-    n_visits = len(obs.visits)
-    arm_d = (obs.arm_code[:, None] == np.arange(1, n_arms)[None, :]).astype(float)
-    visit_d = (obs.visit_code[:, None] == np.arange(1, n_visits)[None, :]).astype(float)
-    # R orders interaction columns with the first factor varying fastest.
-    inter = (visit_d[:, :, None] * arm_d[:, None, :]).reshape(n, -1)
-    x = np.column_stack([np.ones(n), base, cov.matrix, arm_d, visit_d, inter])
-    arm_name, visit_name = prepared.names["arm"], prepared.names["visit"]
-    arm_cols = [r_name(f"{arm_name}{a}") for a in obs.arms[1:]]
-    visit_cols = [r_name(f"{visit_name}{v}") for v in obs.visits[1:]]
-    names = ["(Intercept)", r_name(prepared.names["baseline"])]
-    names += [r_name(label) for label in cov.labels]
-    names += [*arm_cols, *visit_cols]
-    names += [f"{a}:{v}" for v in visit_cols for a in arm_cols]
-    grid = np.concatenate([[float(np.mean(base))], cov.grid])
-    return x, names, grid, 2 + cov.matrix.shape[1]
-
-
-def _grid_row(grid: np.ndarray, arm: int, visit: int, n_arms: int, n_visits: int) -> np.ndarray:
-    arm_d = np.zeros(n_arms - 1)
-    if arm > 0:
-        arm_d[arm - 1] = 1.0
-    visit_d = np.zeros(n_visits - 1)
-    if visit > 0:
-        visit_d[visit - 1] = 1.0
-    inter = np.outer(visit_d, arm_d).ravel()
-    return np.concatenate([[1.0], grid, arm_d, visit_d, inter])
-
-
-def _check_estimable(
-    prepared: PreparedData, obs: ObservedRows, x: np.ndarray, names: list[str]
-) -> None:
+def _check_estimable(obs: ObservedRows, mean: MeanModel, visit: str) -> None:
     counts = obs.counts()
     for a, v in zip(*np.nonzero(counts == 0), strict=True):
         raise ModelError(
             f"arm {obs.arms[a]!r} has no observed response at visit "
             f"{obs.visits[v]!r}, so its mean at that visit cannot be estimated",
-            column=prepared.names["visit"],
+            column=visit,
             fix="drop that visit from visit_order (and the data) or check the data",
         )
-    if obs.n_observations <= x.shape[1]:
+    if obs.n_observations <= mean.n_coef:
         raise ModelError(
-            f"{obs.n_observations} observations for {x.shape[1]} mean parameters",
+            f"{obs.n_observations} observations for {mean.n_coef} mean parameters",
             fix="use fewer covariates or more data",
         )
-    redundant = redundant_columns(x)
+    redundant = redundant_columns(mean.x)
     if redundant:
         raise ModelError(
-            f"the mean model is not estimable: column {names[redundant[0]]!r} is a linear "
+            f"the mean model is not estimable: column {mean.names[redundant[0]]!r} is a linear "
             "combination of the columns before it (constant or duplicated covariate?)",
             fix="remove the redundant covariate",
         )
-
-
-def _satterthwaite(
-    problem: _RemlProblem, fit: _Fit, contrasts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Estimates, standard errors and Satterthwaite df of contrast rows."""
-    ev = fit.evaluation
-    estimate = contrasts @ ev.beta
-    variance = np.einsum("cj,jl,cl->c", contrasts, ev.a_inv, contrasts)
-    d_sigma = problem.quadratic_form_gradients(ev, contrasts)
-    jac = fit.structure.jacobian(fit.theta)
-    g = d_sigma.reshape(d_sigma.shape[0], -1) @ jac.reshape(jac.shape[0], -1).T
-    # Covariance of theta-hat: inverse observed information of the REML log-likelihood, i.e.
-    # 2 H^-1 with H the Hessian of -2 REML.
-    cov_theta = 2.0 * np.linalg.inv(fit.hessian)
-    var_of_variance = np.einsum("cj,jl,cl->c", g, cov_theta, g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(var_of_variance > 0, 2.0 * variance**2 / var_of_variance, np.inf)
-    return estimate, np.sqrt(variance), df
 
 
 def _intervals(
@@ -492,134 +467,157 @@ def _intervals(
     return estimate - tcrit * se, estimate + tcrit * se, p_value
 
 
-def fit_mmrm(
-    data: pd.DataFrame,
-    *,
-    response: str,
-    subject: str,
-    visit: str,
-    arm: str,
-    baseline: str,
-    covariates: Sequence[str] = (),
-    covariance: str = "us",
-    reference_arm: object,
-    visit_order: Sequence[object] | None = None,
-    fallback: Sequence[str] = ("toep", "ar1", "cs"),
-    df_method: str = "satterthwaite",
-    alpha: float = 0.05,
-) -> ModelResult:
-    """Fit a mixed model for repeated measures (MMRM) by REML.
+def _between_within(obs: ObservedRows, mean: MeanModel, structure: str) -> np.ndarray:
+    """Between-within df of each coefficient (SAS ``DDFM=BW``).
 
-    Mean model ``response ~ baseline + covariates + arm + visit + arm:visit`` (categorical
-    covariates dummy-coded against their first sorted level, arm coded against
-    ``reference_arm``), with a residual covariance across visits within subject. Every observed
-    visit of every subject is used; subjects missing the baseline or a covariate are excluded
-    with a warning.
+    A term is between-subject if its columns are constant within every subject. The between df
+    are subjects minus the rank of the intercept and the between columns; the within df are
+    observations minus subjects minus the within columns. As SAS does with an unstructured
+    R-side covariance, every coefficient then takes the between df. (SAS further splits the
+    within df among several within-subject class effects; this does not.)
+    """
+    x = mean.x
+    # Rows are sorted by subject, so a subject's first row is where its code first appears.
+    first = np.searchsorted(obs.subject_code, np.arange(obs.n_subjects))
+    constant = np.all(np.isclose(x, x[first[obs.subject_code]]), axis=0)
+    between = np.zeros(mean.n_coef, dtype=bool)
+    for term in mean.terms:
+        between[term.columns] = bool(constant[term.columns].all())
+    rank_between = int(np.linalg.matrix_rank(x[:, between]))
+    df_between = float(obs.n_subjects - rank_between)
+    df_within = float(obs.n_observations - obs.n_subjects - int((~between).sum()))
+    if structure == "us":
+        return np.full(mean.n_coef, df_between)
+    return np.where(between, df_between, df_within)
 
-    Parameters
-    ----------
-    data
-        Long table with the post-baseline rows of one outcome (one row per subject x visit).
-        Missing responses may be NaN rows or absent rows.
-    response
-        Column of the response (usually change from baseline).
-    subject, visit, arm
-        Columns of the subject identifier, visit label and arm label.
-    baseline
-        Column of the subject's baseline value (a covariate of the mean model).
-    covariates
-        Additional covariate columns (numeric or categorical).
-    covariance
-        Residual covariance across visits: ``"us"`` (unstructured), ``"cs"`` (compound
-        symmetry), ``"csh"`` (heterogeneous CS), ``"ar1"``, ``"ar1h"`` (heterogeneous AR(1)) or
-        ``"toep"`` (Toeplitz). AR(1) and Toeplitz lags count visit positions in visit order.
-    reference_arm
-        Label of the control arm; effects are each other arm minus this one.
-    visit_order
-        Visit labels in order; None takes the categories of an ordered categorical visit
-        column, else sorted numeric visits, else the order of first appearance.
-    fallback
-        Structures tried in turn when ``covariance`` does not converge. Every fallback is
-        reported in ``warnings`` and ``info["fallback_reason"]``.
-    df_method
-        ``"satterthwaite"``: the default of R ``mmrm`` and what ``emmeans`` uses for an
-        ``nlme::gls`` fit, so results match R. (Kenward-Roger, the usual SAS choice, adds a
-        small-sample inflation of the covariance of the estimates and is not implemented.)
-    alpha
-        Two-sided level: confidence intervals have coverage ``1 - alpha``.
 
-    Returns
-    -------
-    ModelResult
-        ``effects`` (arm minus reference at each visit), ``lsmeans`` (per visit and arm on the
-        ``emmeans`` reference grid: numeric covariates and baseline at their mean over the rows
-        used, factor levels weighted equally), ``covariance`` (visits x visits), and ``info``
-        with the formula, REML log-likelihood on R ``nlme``'s scale (equal to
-        ``logLik(gls_fit)``), covariance parameters, optimizer details and fallback record.
+@dataclass
+class MmrmInference:
+    """Estimates, standard errors, df and F tests of one MMRM fit under one df method."""
+
+    ingredients: Ingredients
+    method: str
+    covariance: np.ndarray  # Phi, or Kenward-Roger's Phi_A
+
+    @classmethod
+    def build(
+        cls, problem: _RemlProblem, fit: _Fit, obs: ObservedRows, mean: MeanModel, method: str
+    ) -> MmrmInference:
+        ing = _ingredients(problem, fit, _between_within(obs, mean, fit.structure.code))
+        if method in ("kenward_roger", "kenward_roger_linear"):
+            adjusted = kr_adjusted(ing, linear=method == "kenward_roger_linear")
+            return cls(ingredients=ing, method=method, covariance=adjusted)
+        return cls(ingredients=ing, method=method, covariance=ing.phi)
+
+    def contrasts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Estimate, standard error and df of each contrast row."""
+        estimate = rows @ self.ingredients.beta
+        variance = np.einsum("ca,ab,cb->c", rows, self.covariance, rows)
+        return estimate, np.sqrt(variance), contrast_df(self.ingredients, rows, self.method)
+
+    def test(self, contrast: np.ndarray) -> TestResult:
+        """F test of ``contrast @ beta = 0``."""
+        return f_test(self.ingredients, contrast, self.method, self.covariance)
+
+
+def _ingredients(problem: _RemlProblem, fit: _Fit, coefficient_df: np.ndarray) -> Ingredients:
+    """Everything the df methods need, in the covariance parameters SAS reports."""
+    structure = fit.structure
+    phi_natural = structure.natural(fit.theta)
+    d_sigma, d2_sigma = structure.natural_derivatives(phi_natural)
+    big_p, big_q, big_r, expected = problem.information_derivatives(
+        fit.evaluation, d_sigma, d2_sigma
+    )
+    to_natural = structure.natural_jacobian(fit.theta)
+    # Observed information is the Hessian of -2 REML / 2; at the optimum it maps to the
+    # natural parameters through the Jacobian of the reparametrisation. SAS (DDFM=SATTERTH and
+    # DDFM=KR) and R mmrm use it for both Satterthwaite and Kenward-Roger.
+    cov_theta = 2.0 * np.linalg.inv(fit.hessian)
+    w_observed = to_natural @ cov_theta @ to_natural.T
+    return Ingredients(
+        beta=fit.evaluation.beta,
+        phi=fit.evaluation.a_inv,
+        p=big_p,
+        q=big_q,
+        r=big_r,
+        w_observed=w_observed,
+        w_kr=w_observed,
+        residual_df=float(problem.n_obs - problem.n_coef),
+        coefficient_df=coefficient_df,
+    )
+
+
+def _check_options(covariance: str, fallback: Sequence[str], df_method: str, alpha: float) -> None:
+    if not (isinstance(alpha, float | int) and 0.0 < float(alpha) < 1.0):
+        raise ModelError(f"alpha must be between 0 and 1, got {alpha!r}", fix="e.g. alpha=0.05")
+    if df_method not in DF_METHODS:
+        raise ModelError(
+            f"df_method {df_method!r} is not supported",
+            fix=f"use one of {', '.join(DF_METHODS)}",
+        )
+    for code, what in ((covariance, ""), *((c, "fallback ") for c in fallback)):
+        if str(code).lower() not in STRUCTURES:
+            raise ModelError(
+                f"unknown {what}covariance structure {code!r}",
+                fix=f"use one of {', '.join(STRUCTURES)}",
+            )
+
+
+def _visit_weeks(obs: ObservedRows) -> list[float] | None:
+    """Week of each visit (the median over its rows), or None without a week column."""
+    if WEEK not in obs.frame:
+        return None
+    weeks = obs.frame.groupby(VISIT, observed=True)[WEEK].median().reindex(obs.visits)
+    return None if weeks.isna().any() else [float(w) for w in weeks]
+
+
+def equally_spaced(weeks: Sequence[float] | None) -> bool:
+    """Whether visits are equally spaced in time (True when the weeks are unknown)."""
+    if weeks is None or len(weeks) < 3:
+        return True
+    gaps = np.diff(np.asarray(weeks, dtype=float))
+    return bool(np.allclose(gaps, gaps[0], rtol=1e-9, atol=1e-9))
+
+
+@dataclass
+class CovarianceChoice:
+    """The converged covariance fit and how it was reached."""
+
+    fit: _Fit
+    requested: str
+    tried: list[str]
+    fallback_reason: str | None
+    notes: list[str]
+
+
+def fit_covariance(
+    problem: _RemlProblem,
+    requested: str,
+    fallback: Sequence[str],
+    weeks: Sequence[float] | None,
+) -> CovarianceChoice:
+    """REML fit of the requested structure, then of each fallback in turn until one converges.
 
     Raises
     ------
     ModelError
-        Invalid input, a non-estimable mean model, or no covariance structure converged.
+        If no structure converged; the message lists each structure and why.
     """
-    if not (isinstance(alpha, float | int) and 0.0 < float(alpha) < 1.0):
-        raise ModelError(f"alpha must be between 0 and 1, got {alpha!r}", fix="e.g. alpha=0.05")
-    method = str(df_method).lower().replace("_", "-")
-    if method not in _DF_METHODS:
-        raise ModelError(
-            f"df_method {df_method!r} is not supported",
-            fix="use df_method='satterthwaite'",
-        )
-    requested = str(covariance).lower()
-    if requested not in STRUCTURES:
-        raise ModelError(
-            f"unknown covariance structure {covariance!r}",
-            fix=f"use one of {', '.join(STRUCTURES)}",
-        )
-    if isinstance(fallback, str):
-        fallback = (fallback,)
-    for code in fallback:
-        if str(code).lower() not in STRUCTURES:
-            raise ModelError(
-                f"unknown fallback covariance structure {code!r}",
-                fix=f"use codes from {', '.join(STRUCTURES)}",
-            )
-    prepared = prepare_long(
-        data,
-        response=response,
-        subject=subject,
-        visit=visit,
-        arm=arm,
-        covariates=covariates,
-        reference_arm=reference_arm,
-        visit_order=visit_order,
-        baseline=baseline,
-        multi_arm=True,
-    )
-    notes = list(prepared.warnings)
-    obs = observed_rows(prepared)
-    if obs.dropped_visits:
-        notes.append(f"visit(s) with no observed response ignored: {', '.join(obs.dropped_visits)}")
-    x, names, grid, _ = _mean_design(prepared, obs)
-    _check_estimable(prepared, obs, x, names)
-    n_visits = len(obs.visits)
-    problem = _RemlProblem(x, obs.y, obs.subject_code, obs.visit_code, obs.n_subjects, n_visits)
-
-    tried: list[str] = []
     order = [requested] + [str(c).lower() for c in fallback if str(c).lower() != requested]
-    fit: _Fit | None = None
+    tried: list[str] = []
     reasons: list[str] = []
+    fit: _Fit | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for code in order:
-            structure = make_structure(code, n_visits)
+            structure = make_structure(code, problem.n_visits, weeks)
             tried.append(code)
             candidate = _fit_structure(problem, structure)
             if candidate.converged:
                 fit = candidate
                 break
             reasons.append(f"{structure.label} ({code}) did not converge: {candidate.reason}")
-    notes.extend(str(w.message) for w in caught)
+    notes = [str(w.message) for w in caught]
     if fit is None:
         raise ModelError(
             "the MMRM did not converge with any covariance structure tried ("
@@ -636,101 +634,328 @@ def fit_mmrm(
             f"covariance {requested!r} did not converge; used {fit.structure.code!r} instead "
             f"({fallback_reason})"
         )
+    if fit.structure.code in POSITIONAL and not equally_spaced(weeks):
+        notes.append(
+            f"{fit.structure.label} covariance counts lags in visit positions, but the visits "
+            f"are not equally spaced in time (weeks {', '.join(f'{w:g}' for w in weeks or [])}); "
+            "sp_pow (spatial power in weeks) is the structure for unequal spacing"
+        )
+    return CovarianceChoice(fit, requested, tried, fallback_reason, notes)
 
-    n_arms = len(obs.arms)
-    rows = [
-        (v, a, _grid_row(grid, a, v, n_arms, n_visits))
-        for v in range(n_visits)
-        for a in range(n_arms)
-    ]
-    ls_matrix = np.array([r[2] for r in rows])
-    ls_est, ls_se, ls_df = _satterthwaite(problem, fit, ls_matrix)
-    ls_lo, ls_hi, _ = _intervals(ls_est, ls_se, ls_df, alpha)
+
+@dataclass
+class PreparedMmrm:
+    """Validated rows, their mean model and the REML problem: built once, fitted once."""
+
+    prepared: PreparedData
+    obs: ObservedRows
+    mean: MeanModel
+    problem: _RemlProblem
+    notes: list[str]
+
+
+def prepare_mmrm(
+    data: pd.DataFrame,
+    *,
+    response: str,
+    subject: str,
+    visit: str,
+    arm: str,
+    baseline: str | None,
+    covariates: Sequence[str],
+    reference_arm: object,
+    visit_order: Sequence[object] | None,
+    week: str | None,
+    spec: MeanSpec,
+    subgroup: tuple[str, str, Sequence[str]] | None = None,
+) -> PreparedMmrm:
+    """Validate the rows and build the mean model and REML problem of an MMRM.
+
+    ``subgroup`` is (display name, column, levels) of a categorical subgroup factor.
+    """
+    extra = [subgroup[1]] if subgroup is not None else []
+    prepared = prepare_long(
+        data,
+        response=response,
+        subject=subject,
+        visit=visit,
+        arm=arm,
+        covariates=[*covariates, *extra],
+        reference_arm=reference_arm,
+        visit_order=visit_order,
+        baseline=baseline if spec.baseline != "none" else None,
+        week=week,
+        multi_arm=subgroup is None,
+    )
+    notes = list(prepared.warnings)
+    obs = observed_rows(prepared)
+    if obs.dropped_visits:
+        notes.append(f"visit(s) with no observed response ignored: {', '.join(obs.dropped_visits)}")
+    spec.check(list(covariates), len(obs.visits))
+    adjust = prepared.covariates[: len(covariates)]
+    group = None
+    if subgroup is not None:
+        column = prepared.covariates[-1].column
+        present = set(obs.frame[column])
+        group = Subgroup(subgroup[0], column, tuple(lv for lv in subgroup[2] if lv in present))
+    names = {"arm": arm, "visit": visit, "response": response, "baseline": baseline or ""}
+    mean = build_mean_model(obs, spec, covariates=adjust, names=names, subgroup=group)
+    _check_estimable(obs, mean, visit)
+    problem = _RemlProblem(
+        mean.x, obs.y, obs.subject_code, obs.visit_code, obs.n_subjects, len(obs.visits)
+    )
+    return PreparedMmrm(prepared, obs, mean, problem, notes)
+
+
+def fit_mmrm(
+    data: pd.DataFrame,
+    *,
+    response: str,
+    subject: str,
+    visit: str,
+    arm: str,
+    baseline: str | None,
+    covariates: Sequence[str] = (),
+    covariance: str = "us",
+    reference_arm: object,
+    visit_order: Sequence[object] | None = None,
+    fallback: Sequence[str] = ("toep", "ar1", "cs"),
+    df_method: str = "satterthwaite",
+    alpha: float = 0.05,
+    mean: MeanSpec | None = None,
+    week: str | None = None,
+) -> ModelResult:
+    """Fit a mixed model for repeated measures (MMRM) by REML.
+
+    Default mean model ``response ~ baseline + covariates + arm + visit + arm:visit``
+    (categorical covariates dummy-coded against their first sorted level, arm coded against
+    ``reference_arm``), with a residual covariance across visits within subject. ``mean``
+    states another plan: baseline by visit (SAS ``basval*visit``) or left out, covariates by
+    visit, LS-mean weights. Every observed visit of every subject is used; subjects missing the
+    baseline or a covariate are excluded with a warning.
+
+    Parameters
+    ----------
+    data
+        Long table with the post-baseline rows of one outcome (one row per subject x visit).
+        Missing responses may be NaN rows or absent rows.
+    response
+        Column of the response (change from baseline, or the value).
+    subject, visit, arm
+        Columns of the subject identifier, visit label and arm label.
+    baseline
+        Column of the subject's baseline value (a covariate of the mean model), or None for
+        a model without baseline (then ``mean.baseline`` must be ``"none"``).
+    covariates
+        Additional covariate columns (numeric or categorical).
+    covariance
+        Residual covariance across visits: ``"us"`` (unstructured), ``"cs"`` (compound
+        symmetry), ``"csh"`` (heterogeneous CS), ``"ar1"``, ``"ar1h"`` (heterogeneous AR(1)),
+        ``"toep"`` (Toeplitz), ``"sp_pow"`` or ``"sp_powh"`` (spatial power in weeks, one
+        variance or one per visit; needs ``week``). AR(1) and Toeplitz lags count visit
+        positions in visit order.
+    reference_arm
+        Label of the control arm; effects are each other arm minus this one.
+    visit_order
+        Visit labels in order; None takes the categories of an ordered categorical visit
+        column, else sorted numeric visits, else the order of first appearance.
+    fallback
+        Structures tried in turn when ``covariance`` does not converge. Every fallback is
+        reported in ``warnings`` and ``info["fallback_reason"]``.
+    df_method
+        ``"satterthwaite"`` (R ``mmrm`` default, SAS ``DDFM=SATTERTH``), ``"kenward_roger"``
+        (SAS ``DDFM=KR``: adjusted covariance of the estimates and KR df),
+        ``"kenward_roger_linear"`` (SAS ``DDFM=KR(LINEAR)``), ``"between_within"`` (SAS
+        ``DDFM=BW``, as R ``mmrm``) or ``"residual"`` (SAS ``DDFM=RESIDUAL``).
+    alpha
+        Two-sided level: confidence intervals have coverage ``1 - alpha``.
+    mean
+        The mean model's plan (:class:`~trialflow.stats.meanmodel.MeanSpec`); None is the
+        default model (baseline main effect if ``baseline`` is given, equal weights).
+    week
+        Column of the study week (orders visits; distances of the spatial structures).
+
+    Returns
+    -------
+    ModelResult
+        ``effects`` (arm minus reference at each visit), ``lsmeans`` (per visit and arm on the
+        reference grid: numeric covariates and baseline at their mean over the rows used, factor
+        levels weighted as ``mean.lsmeans_weights`` says), ``covariance`` (visits x visits),
+        ``type3`` (Type III F tests of every term) and ``info`` with the formula, REML
+        log-likelihood on R ``nlme``'s scale (equal to ``logLik(gls_fit)``), covariance
+        parameters, optimizer details and fallback record.
+
+    Raises
+    ------
+    ModelError
+        Invalid input, a non-estimable mean model, or no covariance structure converged.
+    """
+    spec = mean if mean is not None else MeanSpec(baseline="main" if baseline else "none")
+    if spec.baseline != "none" and baseline is None:
+        raise ModelError(
+            f"the mean model adjusts for baseline ({spec.baseline}) but no baseline column "
+            "was given",
+            fix="pass baseline=<column>, or use a mean model with baseline 'none'",
+        )
+    method = str(df_method).lower().replace("-", "_")
+    requested = str(covariance).lower()
+    fallback = (fallback,) if isinstance(fallback, str) else tuple(fallback)
+    _check_options(requested, fallback, method, alpha)
+    ready = prepare_mmrm(
+        data,
+        response=response,
+        subject=subject,
+        visit=visit,
+        arm=arm,
+        baseline=baseline,
+        covariates=covariates,
+        reference_arm=reference_arm,
+        visit_order=visit_order,
+        week=week,
+        spec=spec,
+    )
+    weeks = _visit_weeks(ready.obs)
+    choice = fit_covariance(ready.problem, requested, fallback, weeks)
+    inference = MmrmInference.build(ready.problem, choice.fit, ready.obs, ready.mean, method)
+    return _result(ready, choice, inference, alpha, {"subject": subject, "visit": visit})
+
+
+def _lsmeans_table(ready: PreparedMmrm, inference: MmrmInference, alpha: float) -> pd.DataFrame:
+    obs, mean = ready.obs, ready.mean
+    keys = [(v, a) for v in range(len(obs.visits)) for a in range(len(obs.arms))]
+    rows = np.array([mean.grid_row(obs.arms[a], obs.visits[v]) for v, a in keys])
+    est, se, df = inference.contrasts(rows)
+    lo, hi, _ = _intervals(est, se, df, alpha)
     counts = obs.counts()
-    lsmeans = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "visit": [obs.visits[v] for v, _, _ in rows],
-            "arm": [obs.arms[a] for _, a, _ in rows],
-            "estimate": ls_est,
-            "std_error": ls_se,
-            "df": ls_df,
-            "ci_lower": ls_lo,
-            "ci_upper": ls_hi,
-            "n": [int(counts[a, v]) for v, a, _ in rows],
+            "visit": [obs.visits[v] for v, _ in keys],
+            "arm": [obs.arms[a] for _, a in keys],
+            "estimate": est,
+            "std_error": se,
+            "df": df,
+            "ci_lower": lo,
+            "ci_upper": hi,
+            "n": [int(counts[a, v]) for v, a in keys],
         },
         columns=list(LSMEAN_COLUMNS),
     )
 
-    eff_rows = [(v, a) for v in range(n_visits) for a in range(1, n_arms)]
-    eff_matrix = np.array(
+
+def _effects_table(ready: PreparedMmrm, inference: MmrmInference, alpha: float) -> pd.DataFrame:
+    obs, mean = ready.obs, ready.mean
+    keys = [(v, a) for v in range(len(obs.visits)) for a in range(1, len(obs.arms))]
+    rows = np.array(
         [
-            _grid_row(grid, a, v, n_arms, n_visits) - _grid_row(grid, 0, v, n_arms, n_visits)
-            for v, a in eff_rows
+            mean.grid_row(obs.arms[a], obs.visits[v]) - mean.grid_row(obs.arms[0], obs.visits[v])
+            for v, a in keys
         ]
     )
-    est, se, df = _satterthwaite(problem, fit, eff_matrix)
+    est, se, df = inference.contrasts(rows)
     lo, hi, pval = _intervals(est, se, df, alpha)
-    effects = pd.DataFrame(
+    counts = obs.counts()
+    return pd.DataFrame(
         {
-            "contrast": [f"{obs.arms[a]} - {obs.arms[0]}" for _, a in eff_rows],
-            "visit": [obs.visits[v] for v, _ in eff_rows],
+            "contrast": [f"{obs.arms[a]} - {obs.arms[0]}" for _, a in keys],
+            "visit": [obs.visits[v] for v, _ in keys],
             "estimate": est,
             "std_error": se,
             "df": df,
             "ci_lower": lo,
             "ci_upper": hi,
             "p_value": pval,
-            "n": [int(counts[a, v] + counts[0, v]) for v, a in eff_rows],
+            "n": [int(counts[a, v] + counts[0, v]) for v, a in keys],
         },
         columns=list(EFFECT_COLUMNS),
     )
 
-    sigma = fit.structure.sigma(fit.theta)
-    cov_frame = pd.DataFrame(sigma, index=list(obs.visits), columns=list(obs.visits))
-    cov_names = [c.name for c in prepared.covariates]
-    terms = [r_name(baseline), *[r_name(c) for c in cov_names]]
-    arm_t, visit_t = r_name(arm), r_name(visit)
-    formula = f"{r_name(response)} ~ {' + '.join(terms)} + {arm_t} + {visit_t} + {arm_t}:{visit_t}"
-    adjust = ", ".join([baseline, *cov_names])
-    description = (
-        f"MMRM of {response} with fixed effects of {arm}, {visit} and their interaction, "
-        f"adjusted for {adjust}, and a {fit.structure.label} residual covariance across "
-        f"{visit} within {subject}, fitted by REML with Satterthwaite degrees of freedom."
+
+def type3_table(mean: MeanModel, inference: MmrmInference) -> pd.DataFrame:
+    """Type III F test of every term but the intercept (SAS "Type 3 Tests of Fixed Effects")."""
+    rows = []
+    for effect, contrast in mean.type3().items():
+        test = inference.test(contrast)
+        rows.append(
+            {
+                "effect": effect,
+                "num_df": test.num_df,
+                "den_df": test.den_df,
+                "F": test.f_value,
+                "p_value": test.p_value,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TYPE3_COLUMNS))
+
+
+def _describe(ready: PreparedMmrm, fit: _Fit, method: str, subject: str) -> str:
+    response = ready.prepared.names["response"]
+    return (
+        f"MMRM of {ready.mean.describe(response)}, with a {fit.structure.label} residual "
+        f"covariance across visits within {subject}, fitted by REML with {DF_LABELS[method]} "
+        "degrees of freedom"
+        + (
+            " and the Kenward-Roger adjusted covariance of the estimates."
+            if "kenward" in method
+            else "."
+        )
     )
+
+
+def _result(
+    ready: PreparedMmrm,
+    choice: CovarianceChoice,
+    inference: MmrmInference,
+    alpha: float,
+    names: dict[str, str],
+) -> ModelResult:
+    obs, mean, fit = ready.obs, ready.mean, choice.fit
+    sigma = fit.structure.sigma(fit.theta)
+    visit_t, subject_t = r_name(names["visit"]), r_name(names["subject"])
     info: dict[str, Any] = {
-        "formula": formula,
-        "covariance_formula": f"{fit.structure.code}({visit_t} | {r_name(subject)})",
-        "description": description,
+        "formula": mean.formula,
+        "covariance_formula": f"{fit.structure.code}({visit_t} | {subject_t})",
+        "description": _describe(ready, fit, inference.method, names["subject"]),
+        "mean_model": {
+            "response": mean.spec.response,
+            "baseline": mean.spec.baseline,
+            "covariates_by_visit": list(mean.spec.covariates_by_visit),
+            "lsmeans_weights": mean.spec.lsmeans_weights,
+            "words": mean.spec.words(),
+        },
         "n_subjects": obs.n_subjects,
         "n_observations": obs.n_observations,
-        "n_excluded_subjects": prepared.n_excluded_subjects,
+        "n_excluded_subjects": ready.prepared.n_excluded_subjects,
         "loglik": -0.5 * fit.evaluation.deviance,
         "method": "REML",
         "optimizer": "L-BFGS-B then Newton (scipy)",
         "iterations": fit.iterations,
         "gradient_norm": float(np.max(np.abs(fit.gradient))),
-        "covariance_requested": requested,
+        "covariance_requested": choice.requested,
         "covariance_used": fit.structure.code,
-        "fallback_reason": fallback_reason,
-        "covariance_tried": tried,
+        "fallback_reason": choice.fallback_reason,
+        "covariance_tried": choice.tried,
         "covariance_parameters": fit.structure.parameters(fit.theta, tuple(obs.visits)),
         "n_covariance_parameters": fit.structure.n_params,
-        "df_method": method,
+        "df_method": inference.method,
         "alpha": float(alpha),
-        "coefficients": dict(zip(names, fit.evaluation.beta.tolist(), strict=True)),
-        "reference_grid": dict(zip(names[1 : 1 + grid.size], grid.tolist(), strict=True)),
+        "coefficients": dict(zip(mean.names, fit.evaluation.beta.tolist(), strict=True)),
+        "reference_grid": mean.reference_grid,
         "visits": list(obs.visits),
+        "visit_weeks": _visit_weeks(obs),
         "arms": list(obs.arms),
     }
     return ModelResult(
         analysis="mmrm",
-        effects=effects,
-        lsmeans=lsmeans,
-        covariance=cov_frame,
+        effects=_effects_table(ready, inference, alpha),
+        lsmeans=_lsmeans_table(ready, inference, alpha),
+        covariance=pd.DataFrame(sigma, index=list(obs.visits), columns=list(obs.visits)),
         converged=True,
-        warnings=tuple(notes),
+        warnings=tuple([*ready.notes, *choice.notes]),
         info=info,
-        residuals=_residuals(obs, x @ fit.evaluation.beta, sigma, subject, visit),
+        residuals=_residuals(
+            obs, mean.x @ fit.evaluation.beta, sigma, names["subject"], names["visit"]
+        ),
+        type3=type3_table(mean, inference),
     )
 
 

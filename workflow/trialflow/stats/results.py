@@ -24,6 +24,7 @@ EFFECT_COLUMNS: tuple[str, ...] = (
     "p_value",
     "n",
 )
+TYPE3_COLUMNS: tuple[str, ...] = ("effect", "num_df", "den_df", "F", "p_value")
 LSMEAN_COLUMNS: tuple[str, ...] = (
     "visit",
     "arm",
@@ -87,6 +88,9 @@ class ModelResult:
         observed, fitted, residual and normalized residual (residual whitened by the
         Cholesky factor of the subject's residual covariance, as nlme's
         ``type = "normalized"``). Not part of :meth:`to_dict`.
+    type3
+        Type III F tests of the fixed effects (columns :data:`TYPE3_COLUMNS`), where the model
+        provides them.
     """
 
     analysis: str
@@ -97,6 +101,7 @@ class ModelResult:
     warnings: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     residuals: pd.DataFrame | None = None
+    type3: pd.DataFrame | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything in JSON-serialisable form (NaN and inf become None)."""
@@ -109,5 +114,6 @@ class ModelResult:
                 "covariance": self.covariance,
                 "effects": self.effects,
                 "lsmeans": self.lsmeans,
+                "type3": self.type3,
             }
         )
