@@ -10,6 +10,8 @@ rule models:
         lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
         anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
         effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
+        type3=f"{RESULTS}/{{trial}}/tables/type3.csv",
+        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
         models=directory(f"{RESULTS}/{{trial}}/models"),
     log:
         f"{RESULTS}/{{trial}}/logs/models.log",

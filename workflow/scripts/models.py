@@ -20,6 +20,8 @@ def main(smk: Any) -> None:
     write_csv(result.lsmeans, smk.output.lsmeans)
     write_csv(result.anova, smk.output.anova)
     write_csv(result.effect_sizes, smk.output.effect_sizes)
+    write_csv(result.type3, smk.output.type3)
+    write_csv(result.subgroups, smk.output.subgroups)
     folder = Path(smk.output.models)
     folder.mkdir(parents=True, exist_ok=True)
     for outcome, record in result.models.items():

@@ -24,8 +24,16 @@ from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
 from trialflow.stats.effect_size import hedges_g, holm
 from trialflow.stats.lmm import fit_lmm
+from trialflow.stats.meanmodel import MeanSpec
 from trialflow.stats.mmrm import fit_mmrm
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult, jsonable
+from trialflow.stats.results import (
+    EFFECT_COLUMNS,
+    LSMEAN_COLUMNS,
+    TYPE3_COLUMNS,
+    ModelResult,
+    jsonable,
+)
+from trialflow.stats.subgroups import SUBGROUP_COLUMNS, cut_labels, fit_subgroup
 
 # The model tables of the output contract: the model's own columns behind outcome and analysis.
 EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
@@ -39,8 +47,8 @@ EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "note",
 )
 LSMEAN_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *LSMEAN_COLUMNS, "response")
-# What the LS means of each analysis are means of.
-RESPONSE = {"mmrm": "change", "ancova": "change", "lmm": "value"}
+TYPE3_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *TYPE3_COLUMNS, "df_method")
+SUBGROUP_TABLE_COLUMNS: tuple[str, ...] = ("outcome", *SUBGROUP_COLUMNS)
 ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
     "source",
@@ -65,6 +73,23 @@ class TrialAnalysis:
     effect_sizes: pd.DataFrame
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     residuals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    type3: pd.DataFrame = field(default_factory=pd.DataFrame)
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def mean_spec(options: Mapping[str, Any]) -> MeanSpec:
+    """The trial's mean model, built once from its analysis options and shared by every model."""
+    return MeanSpec(
+        response=options["response"],
+        baseline=options["baseline"],
+        covariates_by_visit=tuple(options["covariates_by_visit"]),
+        lsmeans_weights=options["lsmeans_weights"],
+    )
+
+
+def lmm_df_method(options: Mapping[str, Any]) -> str:
+    """The LMM's df method: the trial's when the LMM offers it, else Satterthwaite."""
+    return "kenward_roger" if str(options["df"]).startswith("kenward_roger") else "satterthwaite"
 
 
 def outcome_data(
@@ -127,6 +152,8 @@ def analyse_outcome(
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Fit every model of the analysis plan to one outcome."""
     covariates = [c.name for c in trial.covariates]
+    spec = mean_spec(options)
+    baseline = None if spec.baseline == "none" else "baseline"
     all_visits = list(trial.visit_labels)
     post_visits = [v.label for v in trial.post_baseline_visits]
     post = data.loc[data["visit"].isin(post_visits)]
@@ -134,14 +161,17 @@ def analyse_outcome(
     fits: dict[str, Callable[[], ModelResult]] = {
         "mmrm": lambda: fit_mmrm(
             post,
-            response="change",
-            baseline="baseline",
+            response=spec.response,
+            baseline=baseline,
             covariates=covariates,
             covariance=options["covariance"],
             fallback=options["fallback"],
             reference_arm=trial.control,
             visit_order=post_visits,
             alpha=options["alpha"],
+            df_method=options["df"],
+            mean=spec,
+            week="week",
             subject="subject_id",
             visit="visit",
             arm="arm",
@@ -156,14 +186,17 @@ def analyse_outcome(
             random_slope=options["random_slope"],
             week="week",
             alpha=options["alpha"],
+            df_method=lmm_df_method(options),
+            lsmeans_weights=spec.lsmeans_weights,
             subject="subject_id",
             visit="visit",
             arm="arm",
         ),
         "ancova": lambda: fit_ancova(
             post,
-            response="change",
-            baseline="baseline",
+            response=spec.response,
+            baseline=baseline,
+            lsmeans_weights=spec.lsmeans_weights,
             covariates=covariates,
             reference_arm=trial.control,
             visit_order=post_visits,
@@ -197,11 +230,13 @@ def analyse_outcome(
         ls = result.lsmeans.copy()
         ls.insert(0, "analysis", name)
         ls.insert(0, "outcome", outcome.name)
-        ls["response"] = RESPONSE[name]
+        ls["response"] = "value" if name == "lmm" else spec.response
         lsmeans.append(ls)
         record[name] = {"fitted": True, **result.to_dict()}
         if name == "mmrm" and result.residuals is not None:
             record["_residuals"] = result.residuals
+        if name == "mmrm" and result.type3 is not None:
+            record["_type3"] = result.type3.assign(analysis=name, df_method=options["df"])
         if result.covariance is not None:
             sd = np.sqrt(np.diag(result.covariance.to_numpy()))
             corr = result.covariance / np.outer(sd, sd)
@@ -252,6 +287,53 @@ def analyse_outcome(
     else:
         g = pd.DataFrame({"outcome": [outcome.name], "note": [reason]})
     return effects, lsmeans, anova, g, record
+
+
+def subgroup_table(
+    data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Exploratory subgroup analyses of the MMRM for one outcome (one row per level)."""
+    spec = mean_spec(options)
+    post_visits = [v.label for v in trial.post_baseline_visits]
+    post = data.loc[data["visit"].isin(post_visits)]
+    covariates = [c.name for c in trial.covariates]
+    tables = []
+    for group in options["subgroups"]:
+        name, cuts = group["name"], group.get("cut") or []
+        column = "_subgroup"
+        if cuts:
+            labels, levels = cut_labels(post[name], cuts)
+            others = covariates
+        else:
+            labels = post[name].astype(object).where(post[name].notna(), None)
+            labels = labels.map(lambda v: None if v is None else str(v))
+            levels = sorted(labels.dropna().unique())
+            others = [c for c in covariates if c != name]
+        table = fit_subgroup(
+            post.assign(**{column: labels}),
+            name=name,
+            column=column,
+            levels=levels,
+            response=spec.response,
+            subject="subject_id",
+            visit="visit",
+            arm="arm",
+            baseline=None if spec.baseline == "none" else "baseline",
+            covariates=others,
+            reference_arm=trial.control,
+            visit_order=post_visits,
+            primary_visit=trial.primary_visit,
+            covariance=options["covariance"],
+            fallback=options["fallback"],
+            df_method=options["df"],
+            alpha=options["alpha"],
+            mean=spec,
+            week="week",
+        )
+        tables.append(table.assign(outcome=outcome.name))
+    if not tables:
+        return pd.DataFrame(columns=list(SUBGROUP_TABLE_COLUMNS))
+    return pd.concat(tables, ignore_index=True).reindex(columns=list(SUBGROUP_TABLE_COLUMNS))
 
 
 def add_multiplicity(
@@ -313,9 +395,16 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
     effects, lsmeans, anovas, sizes = [], [], [], []
     models: dict[str, dict[str, Any]] = {}
     residuals: dict[str, pd.DataFrame] = {}
+    type3: list[pd.DataFrame] = []
+    subgroups: list[pd.DataFrame] = []
     for outcome in trial.outcomes:
         data = outcome_data(adeff, adsl, trial, outcome)
         eff, ls, anova, g, record = analyse_outcome(data, trial, outcome, options)
+        tests = record.pop("_type3", None)
+        if tests is not None:
+            type3.append(tests.assign(outcome=outcome.name))
+        if options["subgroups"]:
+            subgroups.append(subgroup_table(data, trial, outcome, options))
         effects.extend(eff)
         lsmeans.extend(ls)
         anovas.append(anova)
@@ -346,4 +435,12 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         effect_sizes=pd.concat(sizes, ignore_index=True),
         models=models,
         residuals=residuals,
+        type3=_stack(type3, TYPE3_TABLE_COLUMNS),
+        subgroups=_stack(subgroups, SUBGROUP_TABLE_COLUMNS),
     )
+
+
+def _stack(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat(tables, ignore_index=True).reindex(columns=list(columns))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,15 @@ class TrialConfig:
             "random_slope": bool(opts.get("random_slope", False)),
             "alpha": float(opts.get("alpha", 0.05)),
             "primary_adjustment": opts.get("primary_adjustment", "holm"),
+            "response": opts.get("response", "change"),
+            "baseline": opts.get("baseline", "main"),
+            "covariates_by_visit": tuple(opts.get("covariates_by_visit", ())),
+            "lsmeans_weights": opts.get("lsmeans_weights", "equal"),
+            "df": opts.get("df", "satterthwaite"),
+            "subgroups": tuple(
+                {"name": g, "cut": []} if isinstance(g, str) else dict(g)
+                for g in opts.get("subgroups", ())
+            ),
         }
 
     def visit(self, label: str) -> Visit:
@@ -318,6 +327,8 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
             )
         covariates.append(cov)
 
+    n_post = len(visits) - 1 - base_index
+    _check_analysis(content.get("analysis") or {}, covariates, n_post, labels, fail)
     data = content["data"]
     return TrialConfig(
         name=name,
@@ -344,6 +355,42 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         analysis=dict(content.get("analysis") or {}),
         raw=dict(content),
     )
+
+
+def _check_analysis(
+    analysis: Mapping[str, Any],
+    covariates: Sequence[Covariate],
+    n_post: int,
+    labels: Sequence[str],
+    fail: Callable[[str, str, str], ConfigError],
+) -> None:
+    """Combinations of analysis options that cannot be fitted stop here, naming the key."""
+    names = [c.name for c in covariates]
+    for key in ("covariates_by_visit",):
+        for name in analysis.get(key, []):
+            if name not in names:
+                raise fail(
+                    f"analysis.{key}",
+                    f"{name!r} is not one of the covariates ({', '.join(names) or 'none'})",
+                    "add it to covariates, or remove it from covariates_by_visit",
+                )
+    for i, group in enumerate(analysis.get("subgroups", [])):
+        name = group if isinstance(group, str) else group["name"]
+        if name not in names:
+            raise fail(
+                f"analysis.subgroups[{i}]",
+                f"{name!r} is not one of the covariates ({', '.join(names) or 'none'})",
+                "list the subgroup variable under covariates as well",
+            )
+    base = analysis.get("baseline", "main")
+    if n_post < 2 and (base == "by_visit" or analysis.get("covariates_by_visit")):
+        key = "baseline" if base == "by_visit" else "covariates_by_visit"
+        raise fail(
+            f"analysis.{key}",
+            f"an interaction with visit needs at least two post-baseline visits "
+            f"(visits: {', '.join(labels)})",
+            "use baseline: main and no covariates_by_visit with a single follow-up visit",
+        )
 
 
 def load_trial(path: str | Path, *, name: str | None = None) -> TrialConfig:

@@ -69,8 +69,9 @@ def _fit_visit(
     prep: PreparedData,
     *,
     response: str,
-    baseline: str,
+    baseline: str | None,
     alpha: float,
+    weights: str,
 ) -> _VisitFit:
     """OLS ANCOVA on the rows of one visit.
 
@@ -111,11 +112,17 @@ def _fit_visit(
     # standard error would be 0 / 0.
     if np.ptp(y) == 0:
         raise ModelError(f"no variability in {response} at {v}")
-    cov = covariate_block(rows, prep.covariates)
+    cov = covariate_block(rows, prep.covariates, weights)
     trt = (rows[ARM].to_numpy() == prep.treatment).astype(float)
-    base = rows[BASELINE].to_numpy(dtype=float)
-    x = np.column_stack([np.ones(len(rows)), base, cov.matrix, trt])
-    labels = ["(Intercept)", baseline, *cov.labels, f"arm{prep.treatment}"]
+    if baseline is not None:
+        base = rows[BASELINE].to_numpy(dtype=float)
+        x = np.column_stack([np.ones(len(rows)), base, cov.matrix, trt])
+        labels = ["(Intercept)", baseline, *cov.labels, f"arm{prep.treatment}"]
+        head = np.array([1.0, base.mean()])
+    else:
+        x = np.column_stack([np.ones(len(rows)), cov.matrix, trt])
+        labels = ["(Intercept)", *cov.labels, f"arm{prep.treatment}"]
+        head = np.array([1.0])
     what = f"ANCOVA at {v}"
     check_full_rank(x, labels, what)
     if x.shape[0] == x.shape[1]:
@@ -147,7 +154,7 @@ def _fit_visit(
         "p_value": float(2 * stats.t.sf(abs(est / se), df)),
         "n": len(rows),
     }
-    grid = np.concatenate([[1.0, base.mean()], cov.grid])
+    grid = np.concatenate([head, cov.grid])
     ls_rows: list[dict[str, object]] = []
     for a in (prep.control, prep.treatment):
         ell = np.concatenate([grid, [1.0 if a == prep.treatment else 0.0]])
@@ -202,11 +209,12 @@ def fit_ancova(
     subject: str,
     visit: str,
     arm: str,
-    baseline: str,
+    baseline: str | None,
     covariates: Sequence[str] = (),
     reference_arm: str,
     visit_order: Sequence[str] | None = None,
     alpha: float = 0.05,
+    lsmeans_weights: str = "equal",
 ) -> ModelResult:
     """Fit ``response ~ baseline + covariates + arm`` by OLS separately at each visit.
 
@@ -219,7 +227,7 @@ def fit_ancova(
     subject, visit, arm
         Column names of the subject identifier, visit label and arm.
     baseline
-        Column name of the subject's baseline value.
+        Column name of the subject's baseline value, or None for no baseline term.
     covariates
         Covariate column names (numeric, or categorical coded with treatment contrasts,
         first sorted level as reference; levels absent at a visit are dropped there).
@@ -230,6 +238,8 @@ def fit_ancova(
         column, else sorted numeric visits, else the order of first appearance.
     alpha
         Two-sided significance level of the confidence intervals.
+    lsmeans_weights
+        ``"equal"`` or ``"proportional"`` weights of factor levels in LS means.
 
     Returns
     -------
@@ -261,7 +271,10 @@ def fit_ancova(
         visit_order=visit_order,
     )
     notes = list(prep.warnings)
-    used = prep.frame.loc[prep.frame[RESPONSE].notna() & prep.frame[BASELINE].notna()]
+    observed = prep.frame[RESPONSE].notna()
+    if baseline is not None:
+        observed &= prep.frame[BASELINE].notna()
+    used = prep.frame.loc[observed]
     # prepare_long drops requested visits without any row; they still get a (NaN) row here,
     # so that the table always has one row per visit of the analysis plan.
     visits = [str(v) for v in visit_order] if visit_order is not None else list(prep.visits)
@@ -273,7 +286,15 @@ def fit_ancova(
     for v in visits:
         rows = used.loc[(labels == v).to_numpy()]
         try:
-            fit = _fit_visit(rows, v, prep, response=response, baseline=baseline, alpha=alpha)
+            fit = _fit_visit(
+                rows,
+                v,
+                prep,
+                response=response,
+                baseline=baseline,
+                alpha=alpha,
+                weights=lsmeans_weights,
+            )
         except ModelError as exc:
             not_fitted[v] = exc.message
             notes.append(f"{v}: not fitted: {exc.message}")
@@ -293,7 +314,9 @@ def fit_ancova(
         )
     cov_terms = "".join(f" + {r_name(c)}" for c in covariates)
     info = {
-        "formula": f"{r_name(response)} ~ {r_name(baseline)}{cov_terms} + {r_name(arm)}",
+        "formula": f"{r_name(response)} ~ "
+        + (f"{r_name(baseline)}" if baseline is not None else "1")
+        + f"{cov_terms} + {r_name(arm)}",
         "description": (
             "ANCOVA fitted by ordinary least squares separately at each visit on subjects "
             "observed at baseline and at that visit; the treatment effect is the arm "

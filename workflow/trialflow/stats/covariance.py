@@ -188,7 +188,9 @@ class CovarianceStructure(ABC):
             out[:, j] = self.natural(z).imag / _COMPLEX_STEP
         return out
 
-    def natural_derivatives(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def natural_derivatives(
+        self, phi: np.ndarray, *, second_order: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """First and second derivatives of Sigma in the natural parameters.
 
         Returns d Sigma / d phi_i, shape (r, k, k), by complex step, and
@@ -199,7 +201,7 @@ class CovarianceStructure(ABC):
         r = phi.size
         first = _complex_step(self.sigma_natural, phi)
         second = np.zeros((r, r, self.n_visits, self.n_visits))
-        if not self.linear:
+        if second_order and not self.linear:
             for j in range(r):
                 h = 1e-5 * max(1.0, abs(float(phi[j])))
                 e = np.zeros(r)

@@ -534,7 +534,9 @@ class CovariateBlock:
     single_level: dict[str, str]
 
 
-def covariate_block(frame: pd.DataFrame, covariates: Sequence[Covariate]) -> CovariateBlock:
+def covariate_block(
+    frame: pd.DataFrame, covariates: Sequence[Covariate], weights: str = "equal"
+) -> CovariateBlock:
     """Build the covariate design columns for the rows of ``frame``.
 
     Parameters
@@ -543,6 +545,9 @@ def covariate_block(frame: pd.DataFrame, covariates: Sequence[Covariate]) -> Cov
         Prepared rows actually used in the fit.
     covariates
         Covariates as returned by :func:`prepare_long`.
+    weights
+        LS-mean weights of factor levels: ``"equal"`` or ``"proportional"`` (their frequency
+        among the rows of ``frame``).
 
     Returns
     -------
@@ -564,7 +569,8 @@ def covariate_block(frame: pd.DataFrame, covariates: Sequence[Covariate]) -> Cov
             for level in levels[1:]:
                 cols.append((codes == level).astype(float))
                 labels.append(f"{spec.name}{level}")
-                grid.append(1.0 / len(levels))
+                share = float(np.mean(codes == level)) if weights == "proportional" else 0.0
+                grid.append(share if weights == "proportional" else 1.0 / len(levels))
         else:
             x = values.to_numpy(dtype=float)
             cols.append(x)

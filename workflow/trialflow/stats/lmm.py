@@ -40,6 +40,7 @@ from trialflow.stats.design import (
     prepare_long,
     r_name,
 )
+from trialflow.stats.inference import Ingredients, kr_adjusted, kr_df
 from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 
 # Weeks are divided by this before entering the random slope: raw weeks make the slope
@@ -489,10 +490,14 @@ def _satterthwaite(
 
 
 def _design(
-    prep: PreparedData, frame: pd.DataFrame, visits: list[str], baseline_visit: str
+    prep: PreparedData,
+    frame: pd.DataFrame,
+    visits: list[str],
+    baseline_visit: str,
+    weights: str = "equal",
 ) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, int], dict[str, int], int]:
     """Fixed-effects matrix in R's column order for ``covariates + arm * visit``."""
-    cov = covariate_block(frame, prep.covariates)
+    cov = covariate_block(frame, prep.covariates, weights)
     n = len(frame)
     trt = (frame[ARM].to_numpy() == prep.treatment).astype(float)
     post = [v for v in visits if v != baseline_visit]
@@ -526,7 +531,8 @@ def fit_lmm(
     random_slope: bool = False,
     week: str | None = None,
     alpha: float = 0.05,
-    df_method: Literal["satterthwaite", "asymptotic"] = "satterthwaite",
+    df_method: Literal["satterthwaite", "kenward_roger", "asymptotic"] = "satterthwaite",
+    lsmeans_weights: str = "equal",
 ) -> ModelResult:
     """Fit a random-intercept linear mixed model to all visits including baseline.
 
@@ -578,9 +584,10 @@ def fit_lmm(
         On invalid input, a baseline visit not among the visits, a missing ``week`` with
         ``random_slope=True``, or a rank-deficient design.
     """
-    if df_method not in ("satterthwaite", "asymptotic"):
+    if df_method not in ("satterthwaite", "kenward_roger", "asymptotic"):
         raise ModelError(
-            f"unknown df_method {df_method!r}", fix="use 'satterthwaite' or 'asymptotic'"
+            f"unknown df_method {df_method!r}",
+            fix="use 'satterthwaite', 'kenward_roger' or 'asymptotic'",
         )
     if random_slope and week is None:
         raise ModelError(
@@ -628,7 +635,9 @@ def fit_lmm(
             fix="fill in the week of every visit",
         )
 
-    x, labels, grid, visit_cols, inter_cols, arm_col = _design(prep, frame, visits, baseline_visit)
+    x, labels, grid, visit_cols, inter_cols, arm_col = _design(
+        prep, frame, visits, baseline_visit, lsmeans_weights
+    )
     check_full_rank(x, labels, "linear mixed model")
     y = frame[RESPONSE].to_numpy(dtype=float)
     if random_slope:
@@ -732,7 +741,22 @@ def fit_lmm(
                 "positive definite); residual degrees of freedom n - p are used instead"
             )
 
+    kr: Ingredients | None = None
+    phi_used = state.phi
+    if df_method == "kenward_roger":
+        kr = _kenward_roger(frame, x, y, visits, z_visit_matrix(frame, visits, random_slope), psi)
+        if kr is None:
+            effective_df_method = "satterthwaite"
+            notes.append(
+                "Kenward-Roger is unavailable for this LMM (weeks differ within a visit); "
+                "Satterthwaite degrees of freedom are used instead"
+            )
+        else:
+            phi_used = kr_adjusted(kr, linear=True)
+
     def dfs(contrasts: np.ndarray) -> np.ndarray:
+        if kr is not None:
+            return kr_df(kr, contrasts)
         if effective_df_method == "asymptotic":
             return np.full(len(contrasts), np.inf)
         if effective_df_method == "residual":
@@ -748,7 +772,7 @@ def fit_lmm(
     eff_l = np.zeros((len(post), p))
     for i, v in enumerate(post):
         eff_l[i, inter_cols[v]] = 1.0
-    effects = _table(eff_l, state.beta, state.phi, dfs(eff_l), alpha)
+    effects = _table(eff_l, state.beta, phi_used, dfs(eff_l), alpha)
     effects.insert(0, "visit", post)
     effects.insert(0, "contrast", prep.contrast)
     per_visit = frame.groupby(VISIT, observed=True)[SUBJECT].nunique()
@@ -769,7 +793,7 @@ def fit_lmm(
             ls_rows.append(ell)
             ls_keys.append((v, a))
     ls_l = np.vstack(ls_rows)
-    lsmeans = _table(ls_l, state.beta, state.phi, dfs(ls_l), alpha)
+    lsmeans = _table(ls_l, state.beta, phi_used, dfs(ls_l), alpha)
     lsmeans.insert(0, "arm", [a for _, a in ls_keys])
     lsmeans.insert(0, "visit", [v for v, _ in ls_keys])
     lsmeans["n"] = [int(observed.get((v, a), 0)) for v, a in ls_keys]
@@ -809,6 +833,8 @@ def fit_lmm(
             "(difference between arms in mean change from baseline), with "
             + {
                 "satterthwaite": "Satterthwaite degrees of freedom.",
+                "kenward_roger": "the Kenward-Roger adjusted covariance and degrees of freedom "
+                "(as R pbkrtest).",
                 "asymptotic": "Wald z tests.",
                 "residual": "residual degrees of freedom.",
             }[effective_df_method]
@@ -835,6 +861,69 @@ def fit_lmm(
         converged=converged,
         warnings=tuple(dict.fromkeys(notes)),
         info=info,
+    )
+
+
+def z_visit_matrix(frame: pd.DataFrame, visits: list[str], random_slope: bool) -> np.ndarray:
+    """Random-effects design per visit: intercept (and week / 12 for a random slope)."""
+    if not random_slope:
+        return np.ones((len(visits), 1))
+    week_of_visit = frame.groupby(VISIT, observed=True)[WEEK].median().reindex(visits)
+    return np.column_stack([np.ones(len(visits)), week_of_visit.to_numpy() / SLOPE_TIME_SCALE])
+
+
+def _kenward_roger(
+    frame: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    visits: list[str],
+    z_visit: np.ndarray,
+    psi: np.ndarray,
+) -> Ingredients | None:
+    """Kenward-Roger ingredients of the LMM as R pbkrtest computes them.
+
+    The LMM's marginal covariance over visits is Z G Z' + sigma^2 I, linear in the elements of
+    G and sigma^2 (pbkrtest's parameters), so the MMRM's pattern machinery gives P_i and Q_ij;
+    W is the inverse expected information, as in pbkrtest. None if the random-effects design
+    is not a function of the visit (weeks differ within a visit).
+    """
+    if z_visit.shape[1] > 1:
+        spread = frame.groupby(VISIT, observed=True)[WEEK].agg(lambda w: float(np.ptp(w)))
+        if float(spread.max()) > 0:
+            return None
+    from trialflow.stats.mmrm import _RemlProblem
+
+    q = z_visit.shape[1]
+    g, sigma2 = _unpack(psi, q)
+    rows, cols = np.tril_indices(q)
+    basis = []
+    for a, b in zip(rows, cols, strict=True):
+        outer = np.outer(z_visit[:, a], z_visit[:, b])
+        basis.append(outer + outer.T if a != b else outer)
+    basis.append(np.eye(len(visits)))
+    d_sigma = np.array(basis)
+    sigma = z_visit @ g @ z_visit.T + sigma2 * np.eye(len(visits))
+    subjects, subject_code = np.unique(frame[SUBJECT].to_numpy(), return_inverse=True)
+    visit_code = frame[VISIT].cat.codes.to_numpy(dtype=np.int64)
+    problem = _RemlProblem(x, y, subject_code, visit_code, len(subjects), len(visits))
+    evaluation = problem.evaluate(sigma, gradient=False)
+    if evaluation is None:
+        return None
+    r = d_sigma.shape[0]
+    big_p, big_q, big_r, expected = problem.information_derivatives(
+        evaluation, d_sigma, np.zeros((r, r, len(visits), len(visits)))
+    )
+    w_expected = np.linalg.inv(expected)
+    return Ingredients(
+        beta=evaluation.beta,
+        phi=evaluation.a_inv,
+        p=big_p,
+        q=big_q,
+        r=big_r,
+        w_observed=w_expected,
+        w_kr=w_expected,
+        residual_df=float(len(y) - x.shape[1]),
+        coefficient_df=np.full(x.shape[1], float(len(y) - x.shape[1])),
     )
 
 

@@ -216,13 +216,20 @@ class _RemlProblem:
         return out
 
     def information_derivatives(
-        self, evaluation: _Evaluation, d_sigma: np.ndarray, d2_sigma: np.ndarray
+        self,
+        evaluation: _Evaluation,
+        d_sigma: np.ndarray,
+        d2_sigma: np.ndarray,
+        *,
+        second_order: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Kenward-Roger's P_i, Q_ij, R_ij and the expected REML information.
 
         ``d_sigma`` (r, k, k) and ``d2_sigma`` (r, r, k, k) are the derivatives of the visit
         covariance in the covariance parameters. Sums over subjects come from each pattern's
         cross-products: sum_s X_s' M X_s = (M.ravel() @ cross)[:p, :p] for any m x m matrix M.
+        Without ``second_order`` only P_i is computed (all Satterthwaite needs); Q, R and the
+        expected information are then zeros.
         """
         p, q = self.n_coef, self.q
         r = d_sigma.shape[0]
@@ -236,6 +243,8 @@ class _RemlProblem:
             wd = np.einsum("ab,ibc->iac", w, ds)  # W V_i
             wdw = np.einsum("iab,bc->iac", wd, w)  # W V_i W
             big_p -= (wdw.reshape(r, m * m) @ pat.cross).reshape(r, q, q)[:, :p, :p]
+            if not second_order:
+                continue
             chain = np.einsum("iab,jbc->ijac", wd, wdw)  # W V_i W V_j W
             big_q += (chain.reshape(r * r, m * m) @ pat.cross).reshape(r, r, q, q)[..., :p, :p]
             trace += pat.n_subjects * np.einsum("iab,jba->ij", wd, wd)
@@ -503,7 +512,9 @@ class MmrmInference:
     def build(
         cls, problem: _RemlProblem, fit: _Fit, obs: ObservedRows, mean: MeanModel, method: str
     ) -> MmrmInference:
-        ing = _ingredients(problem, fit, _between_within(obs, mean, fit.structure.code))
+        kr = method in ("kenward_roger", "kenward_roger_linear")
+        bw = _between_within(obs, mean, fit.structure.code)
+        ing = _ingredients(problem, fit, bw, kenward_roger=kr)
         if method in ("kenward_roger", "kenward_roger_linear"):
             adjusted = kr_adjusted(ing, linear=method == "kenward_roger_linear")
             return cls(ingredients=ing, method=method, covariance=adjusted)
@@ -520,13 +531,15 @@ class MmrmInference:
         return f_test(self.ingredients, contrast, self.method, self.covariance)
 
 
-def _ingredients(problem: _RemlProblem, fit: _Fit, coefficient_df: np.ndarray) -> Ingredients:
+def _ingredients(
+    problem: _RemlProblem, fit: _Fit, coefficient_df: np.ndarray, *, kenward_roger: bool
+) -> Ingredients:
     """Everything the df methods need, in the covariance parameters SAS reports."""
     structure = fit.structure
     phi_natural = structure.natural(fit.theta)
-    d_sigma, d2_sigma = structure.natural_derivatives(phi_natural)
-    big_p, big_q, big_r, expected = problem.information_derivatives(
-        fit.evaluation, d_sigma, d2_sigma
+    d_sigma, d2_sigma = structure.natural_derivatives(phi_natural, second_order=kenward_roger)
+    big_p, big_q, big_r, _ = problem.information_derivatives(
+        fit.evaluation, d_sigma, d2_sigma, second_order=kenward_roger
     )
     to_natural = structure.natural_jacobian(fit.theta)
     # Observed information is the Hessian of -2 REML / 2; at the optimum it maps to the
