@@ -244,10 +244,30 @@ class MeanModel:
             )
         inverse = np.linalg.inv(m)
         return {
-            t.name: inverse[t.columns, :]
+            t.name: self._reference_basis(t) @ inverse[t.columns, :]
             for t in self.terms
             if t.factors and t.columns.stop > t.columns.start
         }
+
+    def _reference_basis(self, term: Term) -> np.ndarray:
+        """Map a term's sum-coded coefficients to differences from the reference level.
+
+        The hypothesis is the same either way, but Satterthwaite's multi-row df depend on how
+        its rows are written; SAS writes Type 3 rows as "level j minus the reference level".
+        """
+        out = np.ones((1, 1))
+        for key in term.factors:
+            levels = self.factors[key].levels
+            if levels is None:
+                block = np.ones((1, 1))
+            else:
+                k = len(levels)
+                # Sum coding: level j < k has coefficient s_j, the last level -sum(s).
+                level = np.vstack([np.eye(k - 1), -np.ones((1, k - 1))])
+                block = level[1:] - level[0]
+            # The first factor varies fastest within a term's columns.
+            out = np.kron(block, out)
+        return out
 
     def _columns(self, term: Term, *, coding: str) -> np.ndarray:
         n = self.x.shape[0]
