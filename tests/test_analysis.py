@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.testing import assert_allclose
 from statsmodels.stats.multitest import multipletests
 
 from trialflow.analysis import (
@@ -174,3 +175,20 @@ def test_a_failing_outcome_does_not_stop_the_others() -> None:
     others = eff.loc[eff["outcome"] != "hba1c"]
     assert others["estimate"].notna().all()
     assert result.models["hba1c"]["mmrm"]["fitted"] is False
+
+
+@pytest.mark.parametrize("table", ["effects", "lsmeans"])
+def test_default_options_keep_the_bundled_numbers(bundled, table: str) -> None:
+    # tests/reference/output/bundled_default_<table>.csv: written by
+    # tests/reference/make_bundled_regression.py at commit c6aa0da (before the analysis-plan
+    # options). Same data and default options must give the same numbers.
+    trial, _, result = bundled
+    pinned = pd.read_csv(REFERENCE / f"bundled_default_{table}.csv")
+    pinned = pinned.loc[pinned["trial"] == trial.name].drop(columns="trial")
+    keys = ["outcome", "analysis", "visit"] + (["arm"] if table == "lsmeans" else [])
+    ours = getattr(result, table).merge(pinned, on=keys, suffixes=("", "_pinned"))
+    assert len(ours) == len(pinned) == len(getattr(result, table))
+    for column in ("estimate", "std_error"):
+        assert_allclose(ours[column], ours[f"{column}_pinned"], rtol=1e-10, equal_nan=True)
+    assert_allclose(ours["df"], ours["df_pinned"], rtol=1e-8, equal_nan=True)
+    assert (ours["n"].fillna(-1) == ours["n_pinned"].fillna(-1)).all()

@@ -136,7 +136,7 @@ def _arm_only(code: str, method: str) -> tuple[float, float, float]:
     fit = _fit_structure(problem, make_structure(code, 4))
     assert fit.converged
 
-    ing = _ingredients(problem, fit, np.full(2, np.nan), kenward_roger=True)
+    ing = _ingredients(problem, fit, kenward_roger=True)
     adjusted = kr_adjusted(ing, linear=method == "kenward_roger_linear")
     row = np.array([[0.0, 1.0]])
     return (

@@ -8,6 +8,7 @@ rule figures:
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
         effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
         lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
+        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
         models=f"{RESULTS}/{{trial}}/models",
     output:
         figures=report(
@@ -38,6 +39,8 @@ rule report:
         lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
         anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
         effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
+        type3=f"{RESULTS}/{{trial}}/tables/type3.csv",
+        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
         models=f"{RESULTS}/{{trial}}/models",
         figures=f"{RESULTS}/{{trial}}/figures",
     output:

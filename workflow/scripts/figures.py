@@ -28,6 +28,9 @@ def main(smk: Any) -> None:
         lsmeans=read_result_csv(smk.input.lsmeans),
         residuals=residuals,
         folder=Path(smk.output.figures),
+        subgroups=read_result_csv(
+            smk.input.subgroups, dtype={"level": str, "note": str, "subgroup": str}
+        ),
     )
     logger.info("%s: %d figure files", trial.name, len(written))
 

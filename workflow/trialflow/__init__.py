@@ -3,7 +3,8 @@
 The library behind the Snakemake workflow: reading and cleaning raw exports
 (:mod:`trialflow.clean`), CDISC-style analysis datasets (:mod:`trialflow.derive`), a seeded
 trial simulator (:mod:`trialflow.simulate`) and the statistical engine (:mod:`trialflow.stats`):
-:func:`fit_mmrm`, :func:`fit_lmm`, :func:`fit_ancova`, :func:`mixed_anova`, :func:`hedges_g`.
+:func:`fit_mmrm` (with the plan's :class:`MeanSpec`), :func:`fit_lmm`, :func:`fit_ancova`,
+:func:`mixed_anova`, :func:`hedges_g`, :func:`fit_subgroup`.
 
 The model functions are imported on first use, so that reading a configuration does not pay
 for importing statsmodels and scipy.
@@ -27,12 +28,15 @@ _LAZY = {
     "hedges_g": "trialflow.stats.effect_size",
     "holm": "trialflow.stats.effect_size",
     "ModelResult": "trialflow.stats.results",
+    "MeanSpec": "trialflow.stats.meanmodel",
+    "fit_subgroup": "trialflow.stats.subgroups",
     "analyse_trial": "trialflow.analysis",
 }
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "MeanSpec",
     "ModelError",
     "ModelResult",
     "TrialConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "fit_ancova",
     "fit_lmm",
     "fit_mmrm",
+    "fit_subgroup",
     "hedges_g",
     "holm",
     "load_trial",

@@ -20,6 +20,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
+from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
 from trialflow.stats.effect_size import hedges_g, holm
@@ -85,11 +86,6 @@ def mean_spec(options: Mapping[str, Any]) -> MeanSpec:
         covariates_by_visit=tuple(options["covariates_by_visit"]),
         lsmeans_weights=options["lsmeans_weights"],
     )
-
-
-def lmm_df_method(options: Mapping[str, Any]) -> str:
-    """The LMM's df method: the trial's when the LMM offers it, else Satterthwaite."""
-    return "kenward_roger" if str(options["df"]).startswith("kenward_roger") else "satterthwaite"
 
 
 def outcome_data(

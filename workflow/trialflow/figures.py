@@ -1052,6 +1052,94 @@ def _draw_estimates(
         ax.plot(v["estimate"], y, marker=marker, color=color, markersize=6.5, lw=0, zorder=4)
 
 
+def _subgroup_lines(rows: pd.DataFrame, outcome: Outcome) -> list[tuple[str, dict[str, float], str]]:
+    """(label, estimate row, text) per line: a heading per subgroup, then one line per level."""
+    lines: list[tuple[str, dict[str, float], str]] = []
+    for name, group in rows.groupby("subgroup", sort=False):
+        first = group.iloc[0]
+        p = _num(first.get("interaction_p"))
+        heading = f"{_plain(name)}" + (
+            f"   (interaction p = {p:.3f})" if math.isfinite(p) else "   (interaction: not estimable)"
+        )
+        lines.append((heading, {}, ""))
+        for r in group.to_dict("records"):
+            v = {k: _num(r.get(k)) for k in ("estimate", "ci_lower", "ci_upper", "n")}
+            text = (
+                _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], outcome.decimals)
+                if math.isfinite(v["estimate"])
+                else _plain(r.get("note") or "not estimable")
+            )
+            lines.append((f"   {_plain(r['level'])}", v, text))
+    return lines
+
+
+@_styled
+def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
+    """Treatment effect at the primary visit in each subgroup level of one outcome.
+
+    Parameters
+    ----------
+    subgroups
+        The subgroups table (columns of :data:`trialflow.analysis.SUBGROUP_TABLE_COLUMNS`).
+    trial
+        The trial description.
+    outcome
+        Name of the outcome to draw.
+
+    Returns
+    -------
+    Figure
+        One line per subgroup level (estimate and CI in the outcome's unit), grouped under a
+        heading per subgroup with its interaction p-value; the side favouring the treatment is
+        shaded and "estimate (CI), n" is written to the right. Levels that cannot be estimated
+        say why.
+    """
+    o = _outcome(trial, outcome)
+    rows = _rows(subgroups, outcome=outcome)
+    lines = _subgroup_lines(rows, o)
+    height = 1.5 + 0.3 * max(len(lines), 1)
+    fig = _new_figure(10.5, height, constrained=False)
+    ax = fig.add_axes((0.3, 0.9 / height, 0.36, 1 - 1.6 / height))
+    ci = ci_label(trial.options["alpha"])
+    fig.text(0.015, 1 - 0.25 / height, f"{_plain(o.label)}: subgroup analyses (exploratory)",
+             ha="left", va="center", fontsize=11, weight="bold")  # fmt: skip
+    fig.text(
+        0.015,
+        1 - 0.52 / height,
+        f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
+        f"\u2212 {_plain(trial.control)}, {ci}; {o.better} {_plain(o.label)} is better",
+        ha="left",
+        va="center",
+        fontsize=9,
+        color=TEXT_GREY,
+    )
+    ys = [-float(i) for i in range(len(lines))]
+    values = [v for _, v, _ in lines if v]
+    bounds = [v[c] for v in values for c in ("ci_lower", "ci_upper", "estimate")]
+    lower, upper = _effect_limits(bounds)
+    ax.set_xlim(lower, upper)
+    ax.set_ylim(-len(lines) + 0.4, 0.6)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.axvline(0, color="black", lw=0.9, zorder=2)
+    _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
+    ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8.5)
+    from matplotlib.transforms import blended_transform_factory
+
+    tf = blended_transform_factory(fig.transFigure, ax.transData)
+    for (label, v, text), y in zip(lines, ys, strict=True):
+        heading = not v
+        ax.text(0.015, y, label, transform=tf, ha="left", va="center", fontsize=9,
+                weight="bold" if heading else "normal")  # fmt: skip
+        if heading:
+            continue
+        if math.isfinite(v["estimate"]):
+            _draw_estimates(ax, [v], [("s", "black")], [y])
+        ax.text(0.685, y, text, transform=tf, ha="left", va="center", fontsize=9,
+                color="black" if math.isfinite(v["estimate"]) else TEXT_GREY)  # fmt: skip
+    return fig
+
+
 @_styled
 def forest_figure(
     effects: pd.DataFrame, trial: TrialConfig, analyses: Sequence[str] = ("mmrm",)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 def figure_stems(trial: TrialConfig) -> list[str]:
     """File stems (without extension) of every figure of a trial."""
     stems = ["consort", "forest", "forest_all_analyses", "missingness"]
+    if trial.options["subgroups"]:
+        stems += [f"{o.name}_subgroups" for o in trial.primary_outcomes]
     for o in trial.outcomes:
         stems += [f"{o.name}_{kind}" for kind in ("trajectory", "spaghetti", "change")]
         stems.append(f"{o.name}_diagnostics")
@@ -39,6 +41,7 @@ def write_trial_figures(
     lsmeans: pd.DataFrame,
     residuals: Mapping[str, pd.DataFrame],
     folder: Path,
+    subgroups: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw and save every figure of a trial as PNG (150 dpi) and SVG under ``folder``.
 
@@ -63,6 +66,11 @@ def write_trial_figures(
         ),
         "missingness": partial(fg.missingness_figure, flow, trial),
     }
+    for o in trial.primary_outcomes:
+        if subgroups is not None:
+            drawings[f"{o.name}_subgroups"] = partial(
+                fg.subgroup_forest_figure, subgroups, trial, o.name
+            )
     for o in trial.outcomes:
         name = o.name
         drawings[f"{name}_trajectory"] = partial(fg.trajectory_figure, lsmeans, adeff, trial, name)

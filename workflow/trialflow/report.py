@@ -31,6 +31,14 @@ from markupsafe import Markup
 
 from trialflow import __version__
 from trialflow.config import Outcome, TrialConfig
+from trialflow.plan import (
+    DF_WORDS,
+    lmm_df_method,
+    mmrm_formula,
+    plan_sentences,
+    structure_name,
+    supportive_note,
+)
 from trialflow.tables import (
     ci_label,
     fmt_ci,
@@ -111,6 +119,8 @@ class ReportInputs:
     figures: Mapping[str, Path]
     input_files: Sequence[Path]
     residuals: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    type3: pd.DataFrame = field(default_factory=pd.DataFrame)
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def sha256(path: Path) -> str:
@@ -288,19 +298,9 @@ def result_sentence(
     )
 
 
-STRUCTURE_NAMES = {
-    "us": "unstructured",
-    "toep": "Toeplitz",
-    "ar1": "first-order autoregressive",
-    "ar1h": "heterogeneous first-order autoregressive",
-    "cs": "compound-symmetry",
-    "csh": "heterogeneous compound-symmetry",
-}
-
-
 def _structure(code: str | None) -> str:
     """The covariance structure in words, e.g. 'Toeplitz' for 'toep'."""
-    return STRUCTURE_NAMES.get(str(code), str(code))
+    return structure_name(code)
 
 
 def _article(words: str) -> str:
@@ -319,7 +319,10 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
     level = f"{100 * (1 - opts['alpha']):g}%"
     n = {arm: int((inputs.adsl["arm"] == arm).sum()) for arm in trial.arms}
     covs = [c.name for c in trial.covariates]
-    adjust = "the baseline value" + (f" and {', '.join(covs)}" if covs else "")
+    adjust = ("the baseline value" if opts["baseline"] != "none" else "") + (
+        f"{' and ' if opts['baseline'] != 'none' else ''}{', '.join(covs)}" if covs else ""
+    )
+    adjust = adjust or "no covariate"
     post = ", ".join(v.label for v in trial.post_baseline_visits)
     infos = {o.name: inputs.models.get(o.name, {}).get("mmrm", {}).get("info", {}) for o in
              trial.outcomes}  # fmt: skip
@@ -374,15 +377,17 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
         "model used every participant with the data it needs (participants in the primary "
         f"model: {'; '.join(analysed) or 'none'}).",
         f"The primary analysis of each outcome was a mixed model for repeated measures (MMRM) "
-        f"of the change from baseline at each post-baseline visit ({post}), with fixed effects "
-        f"for {adjust}, arm, visit and the arm-by-visit interaction, and "
+        f"at each post-baseline visit ({post}), {mmrm_formula(trial)}: fixed effects for "
+        f"{adjust}, arm, visit and the arm-by-visit interaction, and "
         f"{_article(_structure(requested))} "
         "covariance matrix for the residuals across visits within participant, estimated by "
-        "restricted maximum likelihood (REML). The model uses every observed visit of every "
-        "participant with a baseline value and is valid when data are missing at random. "
-        "Treatment effects are differences in least-squares mean change between arms at each "
-        f"visit, with {level} confidence intervals and two-sided p-values from t distributions "
-        f"with Satterthwaite degrees of freedom. {fallback_plan}. {fallback_text}"
+        "restricted maximum likelihood (REML). "
+        + " ".join(plan_sentences(trial))
+        + " The model uses every observed visit of every participant with the data it needs "
+        "and is valid when data are missing at random. Treatment effects are differences in "
+        f"least-squares means between arms at each visit, with {level} confidence intervals "
+        "and two-sided p-values from t distributions; Type III F tests of every term use the "
+        f"same degrees-of-freedom method. {fallback_plan}. {fallback_text}"
         + (
             f" No model could be fitted for {_words_list(not_fitted)} (see the diagnostics)."
             if not_fitted
@@ -390,8 +395,10 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
         ),
         "Supportive analyses were a linear mixed model of the outcome at all visits including "
         f"baseline with {lmm_effects} (treatment effect = arm-by-visit "
-        "interaction; Satterthwaite degrees of freedom), an analysis of covariance of the change "
-        "at each visit adjusted for the baseline value and covariates, the repeated-measures "
+        f"interaction; {DF_WORDS[lmm_df_method(opts)].split(' (')[0]}), an analysis of "
+        f"covariance of the {'change' if opts['response'] == 'change' else 'value'} at each "
+        f"visit adjusted for {adjust if opts['baseline'] != 'none' else 'the covariates'}, "
+        "the repeated-measures "
         "(mixed) analysis of variance used in the published trials, restricted to participants "
         "with complete data, and Hedges' g of the change from baseline.",
         f"{primary_text}; "
@@ -472,6 +479,54 @@ def _supportive(inputs: ReportInputs) -> pd.DataFrame:
                 "note": "" if pd.isna(r["note"]) else str(r["note"]),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def _type3_table(inputs: ReportInputs) -> pd.DataFrame:
+    """Type III tests of the MMRM's fixed effects, per outcome (SAS "Type 3 Tests")."""
+    t = inputs.type3
+    if t.empty:
+        return pd.DataFrame()
+    labels = {o.name: o.label for o in inputs.trial.outcomes}
+    return pd.DataFrame(
+        {
+            "outcome": t["outcome"].map(labels),
+            "effect": t["effect"],
+            "num df": t["num_df"].map(lambda x: str(int(x))),
+            "den df": t["den_df"].map(lambda x: fmt_number(x, 1)),
+            "F": t["F"].map(lambda x: fmt_number(x, 2)),
+            "p": t["p_value"].map(fmt_p),
+        }
+    )
+
+
+def _subgroup_table(inputs: ReportInputs) -> pd.DataFrame:
+    """Treatment effect at the primary visit by subgroup level, with the interaction test."""
+    s = inputs.subgroups
+    if s.empty:
+        return pd.DataFrame()
+    outcomes = {o.name: o for o in inputs.trial.outcomes}
+    ci = ci_label(inputs.trial.options["alpha"])
+    rows = []
+    for r in s.to_dict("records"):
+        o = outcomes[str(r["outcome"])]
+        estimable = not pd.isna(r["estimate"])
+        rows.append(
+            {
+                "outcome": o.label,
+                "subgroup": r["subgroup"],
+                "level": r["level"],
+                "n": "" if pd.isna(r["n"]) else str(int(r["n"])),
+                f"difference ({ci})": fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"],
+                                             o.decimals) if estimable else str(r["note"]),
+                "interaction": (
+                    f"F({int(r['interaction_num_df'])}, {fmt_number(r['interaction_den_df'], 1)})"
+                    f" = {fmt_number(r['interaction_F'], 2)}, {fmt_p(r['interaction_p'])}"
+                    if not pd.isna(r["interaction_F"])
+                    else ""
+                ),
+            }
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -629,7 +684,6 @@ def render_report(
     diagnostics, model_warnings = _diagnostics(inputs)
     opts = trial.options
     ci = ci_label(opts["alpha"])
-    terms = " + ".join(["baseline", *[c.name for c in trial.covariates], "arm", "visit"])
     used = sorted(
         {
             str(rec.get("mmrm", {}).get("info", {}).get("covariance_used"))
@@ -639,9 +693,9 @@ def render_report(
     )
     structure = " / ".join(_structure(u) for u in used) or _structure(opts["covariance"])
     model_note = (
-        f"Model: MMRM of change from baseline ~ {terms} + arm:visit; {structure} residual "
+        f"Model: MMRM of {mmrm_formula(trial)}; {structure} residual "
         "covariance across visits within participant (see the diagnostics for each outcome); "
-        f"REML; Satterthwaite degrees of freedom; intention to treat. Change ({ci}) is the "
+        f"REML; {DF_WORDS[opts['df']]}; intention to treat. Change ({ci}) is the "
         "least-squares mean change from baseline, using every participant in the model; n and "
         f"the baseline mean (SD) are of those observed at {trial.primary_visit}. Difference is "
         f"{trial.treatment} minus {trial.control}."
@@ -691,9 +745,9 @@ def render_report(
             result_sentence(o, trial, inputs.effects, inputs.lsmeans) for o in secondary
         ],
         supportive=_supportive(inputs),
-        supportive_note="mmrm: primary model (all visits shown); lmm: random-intercept linear "
-        "mixed model on all visits, effect = arm-by-visit interaction, Satterthwaite df; "
-        "ancova: change ~ baseline + covariates + arm at each visit, residual df.",
+        supportive_note=supportive_note(trial),
+        type3_table=_type3_table(inputs),
+        subgroup_table=_subgroup_table(inputs),
         anova_table=_anova_table(inputs),
         anova_note="Arm (between participants) by visit (within participants), baseline "
         "included, on complete cases only: participants with the outcome observed at every "
@@ -739,6 +793,10 @@ def load_report_inputs(
         lsmeans=read_result_csv(tables_dir / "lsmeans.csv"),
         anova=read_result_csv(tables_dir / "anova.csv"),
         effect_sizes=read_result_csv(tables_dir / "effect_sizes.csv"),
+        type3=read_result_csv(tables_dir / "type3.csv"),
+        subgroups=read_result_csv(
+            tables_dir / "subgroups.csv", dtype={"level": str, "note": str, "subgroup": str}
+        ),
         models={
             p.stem: json.loads(p.read_text(encoding="utf-8"))
             for p in sorted(models_dir.glob("*.json"))

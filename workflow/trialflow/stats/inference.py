@@ -79,8 +79,8 @@ class Ingredients:
     w_kr
         The one Kenward-Roger uses: the observed for the MMRM (SAS, R ``mmrm``), the expected
         for the LMM (R ``pbkrtest``).
-    residual_df, coefficient_df
-        ``N - rank(X)``; between-within df of each coefficient.
+    residual_df
+        ``N - rank(X)``.
     """
 
     beta: np.ndarray
@@ -91,7 +91,6 @@ class Ingredients:
     w_observed: np.ndarray
     w_kr: np.ndarray
     residual_df: float
-    coefficient_df: np.ndarray
 
 
 def kr_adjusted(ing: Ingredients, *, linear: bool) -> np.ndarray:
@@ -149,23 +148,19 @@ def kr_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
     return np.array([_kr_df(ing, row[None, :])[0] for row in rows])
 
 
-def bw_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
-    """Between-within df of single contrasts: the smallest df of the coefficients involved."""
-    out = np.empty(len(rows))
-    for c, row in enumerate(rows):
-        used = np.abs(row) > 0
-        out[c] = float(ing.coefficient_df[used].min()) if used.any() else ing.residual_df
-    return out
+def contrast_df(
+    ing: Ingredients, rows: np.ndarray, method: str, between_within: float | None = None
+) -> np.ndarray:
+    """Denominator df of single contrasts under ``method`` (one of :data:`DF_METHODS`).
 
-
-def contrast_df(ing: Ingredients, rows: np.ndarray, method: str) -> np.ndarray:
-    """Denominator df of single contrasts under ``method`` (one of :data:`DF_METHODS`)."""
+    ``between_within`` is the between-within df of the effect the contrasts belong to.
+    """
     if method == "satterthwaite":
         return satterthwaite_df(ing, rows)
     if method in ("kenward_roger", "kenward_roger_linear"):
         return kr_df(ing, rows)
-    if method == "between_within":
-        return bw_df(ing, rows)
+    if method == "between_within" and between_within is not None:
+        return np.full(len(rows), between_within)
     return np.full(len(rows), ing.residual_df)
 
 
@@ -186,7 +181,11 @@ def _satterthwaite_f(ing: Ingredients, contrast: np.ndarray) -> tuple[float, flo
 
 
 def f_test(
-    ing: Ingredients, contrast: np.ndarray, method: str, adjusted: np.ndarray | None = None
+    ing: Ingredients,
+    contrast: np.ndarray,
+    method: str,
+    adjusted: np.ndarray | None = None,
+    between_within: float | None = None,
 ) -> TestResult:
     """F test of ``contrast @ beta = 0`` with the denominator df of ``method``.
 
@@ -200,6 +199,8 @@ def f_test(
         One of :data:`DF_METHODS`.
     adjusted
         Kenward-Roger ``Phi_A`` (needed for the two Kenward-Roger methods).
+    between_within
+        Between-within df of the effect tested.
     """
     q = contrast.shape[0]
     est = contrast @ ing.beta
@@ -213,6 +214,6 @@ def f_test(
         f_value, den = _satterthwaite_f(ing, contrast)
     else:
         f_value = float(est @ np.linalg.solve(contrast @ ing.phi @ contrast.T, est)) / q
-        den = float(contrast_df(ing, np.abs(contrast).sum(axis=0, keepdims=True), method)[0])
+        den = float(contrast_df(ing, contrast[:1], method, between_within)[0])
     p_value = float(stats.f.sf(f_value, q, den)) if np.isfinite(den) else float("nan")
     return TestResult(f_value=f_value, num_df=q, den_df=float(den), p_value=p_value)

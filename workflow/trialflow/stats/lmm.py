@@ -923,7 +923,6 @@ def _kenward_roger(
         w_observed=w_expected,
         w_kr=w_expected,
         residual_df=float(len(y) - x.shape[1]),
-        coefficient_df=np.full(x.shape[1], float(len(y) - x.shape[1])),
     )
 
 

@@ -476,28 +476,34 @@ def _intervals(
     return estimate - tcrit * se, estimate + tcrit * se, p_value
 
 
-def _between_within(obs: ObservedRows, mean: MeanModel, structure: str) -> np.ndarray:
-    """Between-within df of each coefficient (SAS ``DDFM=BW``).
+def _between_within(obs: ObservedRows, mean: MeanModel, structure: str) -> dict[str, float]:
+    """Between-within df of each term (SAS ``DDFM=BW``).
 
-    A term is between-subject if its columns are constant within every subject. The between df
-    are subjects minus the rank of the intercept and the between columns; the within df are
-    observations minus subjects minus the within columns. As SAS does with an unstructured
-    R-side covariance, every coefficient then takes the between df. (SAS further splits the
-    within df among several within-subject class effects; this does not.)
+    A term is between-subject if its columns are constant within every subject; it gets the
+    between df, subjects minus the rank of the columns constant within subjects (intercept
+    included). A within-subject term gets the within df, observations minus the rank of the
+    design together with subject indicators (the rank its subject-by-visit interaction adds).
+    With an unstructured R-side covariance SAS gives every term the between df, and so does
+    this.
     """
     x = mean.x
     # Rows are sorted by subject, so a subject's first row is where its code first appears.
     first = np.searchsorted(obs.subject_code, np.arange(obs.n_subjects))
     constant = np.all(np.isclose(x, x[first[obs.subject_code]]), axis=0)
-    between = np.zeros(mean.n_coef, dtype=bool)
+    df_between = float(obs.n_subjects - np.linalg.matrix_rank(x[:, constant]))
+    # rank([X, S]) = subjects + rank(X after removing subject means).
+    counts = np.bincount(obs.subject_code).astype(float)
+    sums = np.zeros((obs.n_subjects, x.shape[1]))
+    np.add.at(sums, obs.subject_code, x)
+    centred = x - (sums / counts[:, None])[obs.subject_code]
+    df_within = float(
+        obs.n_observations - obs.n_subjects - np.linalg.matrix_rank(centred, tol=1e-8)
+    )
+    out: dict[str, float] = {}
     for term in mean.terms:
-        between[term.columns] = bool(constant[term.columns].all())
-    rank_between = int(np.linalg.matrix_rank(x[:, between]))
-    df_between = float(obs.n_subjects - rank_between)
-    df_within = float(obs.n_observations - obs.n_subjects - int((~between).sum()))
-    if structure == "us":
-        return np.full(mean.n_coef, df_between)
-    return np.where(between, df_between, df_within)
+        between = structure == "us" or bool(constant[term.columns].all())
+        out[term.name] = df_between if between else df_within
+    return out
 
 
 @dataclass
@@ -507,33 +513,40 @@ class MmrmInference:
     ingredients: Ingredients
     method: str
     covariance: np.ndarray  # Phi, or Kenward-Roger's Phi_A
+    term_df: dict[str, float]  # between-within df of each term
 
     @classmethod
     def build(
         cls, problem: _RemlProblem, fit: _Fit, obs: ObservedRows, mean: MeanModel, method: str
     ) -> MmrmInference:
         kr = method in ("kenward_roger", "kenward_roger_linear")
+        ing = _ingredients(problem, fit, kenward_roger=kr)
         bw = _between_within(obs, mean, fit.structure.code)
-        ing = _ingredients(problem, fit, bw, kenward_roger=kr)
-        if method in ("kenward_roger", "kenward_roger_linear"):
-            adjusted = kr_adjusted(ing, linear=method == "kenward_roger_linear")
-            return cls(ingredients=ing, method=method, covariance=adjusted)
-        return cls(ingredients=ing, method=method, covariance=ing.phi)
+        adjusted = kr_adjusted(ing, linear=method == "kenward_roger_linear") if kr else ing.phi
+        return cls(ingredients=ing, method=method, covariance=adjusted, term_df=bw)
 
-    def contrasts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Estimate, standard error and df of each contrast row."""
+    def contrasts(
+        self, rows: np.ndarray, term: str = "arm:visit"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Estimate, standard error and df of each contrast row.
+
+        ``term`` is the effect the contrasts belong to (between-within df are that term's, as
+        SAS LSMEANS gives LS means of ``arm*visit`` the df of ``arm*visit``).
+        """
         estimate = rows @ self.ingredients.beta
         variance = np.einsum("ca,ab,cb->c", rows, self.covariance, rows)
-        return estimate, np.sqrt(variance), contrast_df(self.ingredients, rows, self.method)
+        df = contrast_df(self.ingredients, rows, self.method, self._bw(term))
+        return estimate, np.sqrt(variance), df
 
-    def test(self, contrast: np.ndarray) -> TestResult:
-        """F test of ``contrast @ beta = 0``."""
-        return f_test(self.ingredients, contrast, self.method, self.covariance)
+    def test(self, contrast: np.ndarray, term: str) -> TestResult:
+        """F test of ``contrast @ beta = 0`` for the effect ``term``."""
+        return f_test(self.ingredients, contrast, self.method, self.covariance, self._bw(term))
+
+    def _bw(self, term: str) -> float:
+        return self.term_df.get(term, self.ingredients.residual_df)
 
 
-def _ingredients(
-    problem: _RemlProblem, fit: _Fit, coefficient_df: np.ndarray, *, kenward_roger: bool
-) -> Ingredients:
+def _ingredients(problem: _RemlProblem, fit: _Fit, *, kenward_roger: bool) -> Ingredients:
     """Everything the df methods need, in the covariance parameters SAS reports."""
     structure = fit.structure
     phi_natural = structure.natural(fit.theta)
@@ -556,7 +569,6 @@ def _ingredients(
         w_observed=w_observed,
         w_kr=w_observed,
         residual_df=float(problem.n_obs - problem.n_coef),
-        coefficient_df=coefficient_df,
     )
 
 
@@ -887,7 +899,7 @@ def type3_table(mean: MeanModel, inference: MmrmInference) -> pd.DataFrame:
     """Type III F test of every term but the intercept (SAS "Type 3 Tests of Fixed Effects")."""
     rows = []
     for effect, contrast in mean.type3().items():
-        test = inference.test(contrast)
+        test = inference.test(contrast, effect)
         rows.append(
             {
                 "effect": effect,

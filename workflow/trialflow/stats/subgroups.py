@@ -88,9 +88,9 @@ def _rows(
     assert mean.subgroup is not None  # set by prepare_mmrm
     levels = list(mean.subgroup.levels)
     effects = np.array([mean.effect_row(primary, level) for level in levels])
-    est, se, df = inference.contrasts(effects)
+    est, se, df = inference.contrasts(effects, "arm:subgroup:visit")
     crit = stats.t.ppf(1.0 - alpha / 2.0, df)
-    test = inference.test(effects[1:] - effects[0])
+    test = inference.test(effects[1:] - effects[0], "arm:subgroup:visit")
     frame = ready.obs.frame
     at_visit = frame.loc[frame[VISIT].astype(str) == primary]
     counts = at_visit.groupby(mean.subgroup.column).size()
