@@ -110,8 +110,13 @@ def test_un_satterthwaite_lsmeans(un_fit: object, visit: str, arm: str) -> None:
 
 @pytest.mark.parametrize(
     ("effect", "sas_effect"),
-    [("arm", "ARMCD"), ("visit", "AVISIT"), ("arm:visit", "AVISIT*ARMCD"), ("RACE", "RACE"),
-     ("SEX", "SEX")],  # fmt: skip
+    [
+        ("arm", "ARMCD"),
+        ("visit", "AVISIT"),
+        ("arm:visit", "AVISIT*ARMCD"),
+        ("RACE", "RACE"),
+        ("SEX", "SEX"),
+    ],
 )
 def test_un_satterthwaite_type3(un_fit: object, effect: str, sas_effect: str) -> None:
     # design/SAS/sas_log_reml.txt:194-198, "Type 3 Tests of Fixed Effects".

@@ -145,7 +145,9 @@ LMM_LSMEANS = pd.read_csv(OUT / "lmm_kr_lsmeans.csv")
 
 @pytest.mark.parametrize(
     ("dataset", "outcome"),
-    sorted(LMM_EFFECTS[["dataset", "outcome"]].drop_duplicates().itertuples(index=False, name=None)),
+    sorted(
+        LMM_EFFECTS[["dataset", "outcome"]].drop_duplicates().itertuples(index=False, name=None)
+    ),
 )
 def test_lmm_kenward_roger_matches_pbkrtest(dataset: str, outcome: str) -> None:
     # tests/reference/make_subgroup_references.R, part A: pbkrtest::vcovAdj and emmeans with

@@ -63,7 +63,9 @@ CASES = sorted(
 
 
 @pytest.mark.parametrize(("dataset", "outcome", "subgroup"), CASES)
-def test_subgroup_effects_and_interaction_match_r(dataset: str, outcome: str, subgroup: str) -> None:
+def test_subgroup_effects_and_interaction_match_r(
+    dataset: str, outcome: str, subgroup: str
+) -> None:
     ours = _subgroup(dataset, outcome, subgroup)
     assert list(ours.columns) == list(SUBGROUP_COLUMNS)
     primary = SETTINGS[dataset][2][-1]
@@ -92,7 +94,7 @@ def test_subgroup_effects_and_interaction_match_r(dataset: str, outcome: str, su
 
 
 def test_a_level_without_an_arm_is_not_estimable_and_the_rest_still_fit() -> None:
-    control, covariates, visits = SETTINGS["sim_catcov"]
+    control, _covariates, visits = SETTINGS["sim_catcov"]
     data = pd.read_csv(REF / "data" / "sim_catcov.csv")
     rows = data.loc[(data["outcome"] == "function") & data["visit"].isin(visits)]
     # Site C loses its control participants: its effect cannot be estimated.
@@ -120,7 +122,7 @@ def test_a_level_without_an_arm_is_not_estimable_and_the_rest_still_fit() -> Non
 
 
 def test_fewer_than_two_estimable_levels_never_stops() -> None:
-    control, covariates, visits = SETTINGS["sim_catcov"]
+    control, _covariates, visits = SETTINGS["sim_catcov"]
     data = pd.read_csv(REF / "data" / "sim_catcov.csv")
     rows = data.loc[(data["outcome"] == "function") & data["visit"].isin(visits)]
     rows = rows.loc[rows["sex"] == "F"]
@@ -140,7 +142,9 @@ def test_fewer_than_two_estimable_levels_never_stops() -> None:
         primary_visit="week12",
     )
     assert table["estimate"].isna().all()
-    assert table.set_index("level").loc["M", "note"] == "not estimable: no participant in this level"
+    assert (
+        table.set_index("level").loc["M", "note"] == "not estimable: no participant in this level"
+    )
     assert table.set_index("level").loc["F", "note"].startswith("not estimable: fewer than two")
 
 

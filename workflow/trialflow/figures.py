@@ -625,6 +625,9 @@ def trajectory_figure(
     markers = {trial.control: "o", trial.treatment: "s"}
     weeks = {v.label: v.week for v in trial.visits}
     base_week = weeks[trial.baseline_visit]
+    # With the value as the MMRM's response there is no anchor at 0 on the baseline visit.
+    change = trial.options["response"] == "change"
+    column = "change" if change else "value"
     fig = _new_figure(7.0, 4.8)
     fig.suptitle(_wrap(_plain(trial.title), 95), fontsize=10, color=TEXT_GREY)
     ax = fig.add_subplot()
@@ -635,8 +638,8 @@ def trajectory_figure(
     drawn = False
     for arm in trial.arms:
         rows = _rows(model, arm=arm)
-        x = [base_week]
-        est, lo, hi = [0.0], [0.0], [0.0]
+        x: list[float] = [base_week] if change else []
+        est, lo, hi = ([0.0], [0.0], [0.0]) if change else ([], [], [])
         for v in trial.post_baseline_visits:
             row = _rows(rows, visit=v.label)
             if row.empty or not math.isfinite(_num(row["estimate"].iloc[0])):
@@ -647,7 +650,7 @@ def trajectory_figure(
             hi.append(_num(row["ci_upper"].iloc[0]))
         xs = np.asarray(x) + dodge[arm]
         e = np.asarray(est)
-        if len(x) > 1:
+        if len(x) > (1 if change else 0):
             drawn = True
             ax.errorbar(
                 xs,
@@ -662,8 +665,8 @@ def trajectory_figure(
             )
         means = (
             observed.loc[observed["arm"].astype(str) == arm]
-            .dropna(subset=["change"])
-            .groupby("visit")["change"]
+            .dropna(subset=[column])
+            .groupby("visit")[column]
             .mean()
             if not observed.empty
             else pd.Series(dtype=float)
@@ -702,14 +705,18 @@ def trajectory_figure(
             markerfacecolor="none",
             lw=0,
             alpha=0.7,
-            label="observed mean change",
+            label="observed mean change" if change else "observed mean",
         )
     )
     if not drawn:
         _no_data(ax, "no data: MMRM not estimable for this outcome", hide_ticks="y")
     _week_ticks(ax, trial)
-    ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
-    _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
+    if change:
+        ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
+        _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
+    else:
+        ax.set_ylabel(_wrap(_with_unit(out.label, out)))
+        _titles(ax, f"{_plain(out.label)}: MMRM LS mean by visit", _better_note(out))
     _legend_below(fig, handles, ncols=3)
     return fig
 
@@ -1052,20 +1059,26 @@ def _draw_estimates(
         ax.plot(v["estimate"], y, marker=marker, color=color, markersize=6.5, lw=0, zorder=4)
 
 
-def _subgroup_lines(rows: pd.DataFrame, outcome: Outcome) -> list[tuple[str, dict[str, float], str]]:
+def _subgroup_lines(
+    rows: pd.DataFrame, outcome: Outcome
+) -> list[tuple[str, dict[str, float], str]]:
     """(label, estimate row, text) per line: a heading per subgroup, then one line per level."""
     lines: list[tuple[str, dict[str, float], str]] = []
     for name, group in rows.groupby("subgroup", sort=False):
         first = group.iloc[0]
         p = _num(first.get("interaction_p"))
         heading = f"{_plain(name)}" + (
-            f"   (interaction p = {p:.3f})" if math.isfinite(p) else "   (interaction: not estimable)"
+            f"   (interaction p = {p:.3f})"
+            if math.isfinite(p)
+            else "   (interaction: not estimable)"
         )
         lines.append((heading, {}, ""))
         for r in group.to_dict("records"):
             v = {k: _num(r.get(k)) for k in ("estimate", "ci_lower", "ci_upper", "n")}
             text = (
-                _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], outcome.decimals)
+                _estimate_text(
+                    v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], outcome.decimals
+                )
                 if math.isfinite(v["estimate"])
                 else _plain(r.get("note") or "not estimable")
             )
@@ -1097,9 +1110,9 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
     o = _outcome(trial, outcome)
     rows = _rows(subgroups, outcome=outcome)
     lines = _subgroup_lines(rows, o)
-    height = 1.5 + 0.3 * max(len(lines), 1)
+    height = 1.9 + 0.3 * max(len(lines), 1)
     fig = _new_figure(10.5, height, constrained=False)
-    ax = fig.add_axes((0.3, 0.9 / height, 0.36, 1 - 1.6 / height))
+    ax = fig.add_axes((0.3, 0.85 / height, 0.36, 1 - 1.95 / height))
     ci = ci_label(trial.options["alpha"])
     fig.text(0.015, 1 - 0.25 / height, f"{_plain(o.label)}: subgroup analyses (exploratory)",
              ha="left", va="center", fontsize=11, weight="bold")  # fmt: skip
@@ -1113,6 +1126,8 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
         fontsize=9,
         color=TEXT_GREY,
     )
+    fig.text(0.685, 1 - 0.85 / height, f"Difference ({ci}), n", ha="left", va="center",
+             weight="bold")  # fmt: skip
     ys = [-float(i) for i in range(len(lines))]
     values = [v for _, v, _ in lines if v]
     bounds = [v[c] for v in values for c in ("ci_lower", "ci_upper", "estimate")]
@@ -1207,7 +1222,8 @@ def forest_figure(
         left_x,
         1 - 0.5 / height,
         f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
-        f"\u2212 {_plain(trial.control)} in change from baseline, "
+        f"\u2212 {_plain(trial.control)} in "
+        f"{'change from baseline' if trial.options['response'] == 'change' else 'LS mean'}, "
         f"{ci_label(trial.options['alpha'])} "
         f"(shaded: favours {_plain(trial.treatment)})",
         ha="left",

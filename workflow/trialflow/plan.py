@@ -8,8 +8,9 @@ cannot disagree with each other or with the models as run.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from trialflow.config import TrialConfig
 
@@ -36,8 +37,7 @@ STRUCTURE_NAMES: dict[str, str] = {
 }
 DF_WORDS: dict[str, str] = {
     "satterthwaite": "Satterthwaite degrees of freedom",
-    "kenward_roger": "Kenward-Roger degrees of freedom and adjusted standard errors (SAS "
-    "DDFM=KR)",
+    "kenward_roger": "Kenward-Roger degrees of freedom and adjusted standard errors (SAS DDFM=KR)",
     "kenward_roger_linear": "Kenward-Roger degrees of freedom and adjusted standard errors "
     "without the second-derivative term (SAS DDFM=KR(LINEAR))",
     "between_within": "between-within degrees of freedom (SAS DDFM=BW)",
@@ -52,7 +52,7 @@ def structure_name(code: str | None) -> str:
     return STRUCTURE_NAMES.get(str(code), str(code))
 
 
-def lmm_df_method(options: Mapping[str, Any]) -> str:
+def lmm_df_method(options: Mapping[str, Any]) -> Literal["satterthwaite", "kenward_roger"]:
     """The LMM's df method: Kenward-Roger when the plan asks for it, else Satterthwaite."""
     return "kenward_roger" if str(options["df"]).startswith("kenward_roger") else "satterthwaite"
 
@@ -76,7 +76,7 @@ def mmrm_formula(trial: TrialConfig) -> str:
 def unequal_spacing(trial: TrialConfig) -> bool:
     """Whether the post-baseline visits are unequally spaced in weeks."""
     weeks = [v.week for v in trial.post_baseline_visits]
-    gaps = {round(b - a, 9) for a, b in zip(weeks, weeks[1:], strict=False)}
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(weeks)}
     return len(gaps) > 1
 
 

@@ -287,8 +287,13 @@ def result_sentence(
     if str(r.get("multiplicity", "")).startswith("Holm") and np.isfinite(r["p_adjusted"]):
         adj = fmt_p(float(r["p_adjusted"]))
         p_text += f"; Holm-adjusted p {'< ' + adj[1:] if adj.startswith('<') else '= ' + adj}"
+    what = (
+        "mean change from baseline in"
+        if trial.options["response"] == "change"
+        else "least-squares mean of"
+    )
     return (
-        f"At the {visit.label} visit (week {visit.week:g}), the mean change from baseline in "
+        f"At the {visit.label} visit (week {visit.week:g}), the {what} "
         f"{outcome.label} was {_amount(ls.get(trial.control, np.nan), outcome)} in the "
         f"{trial.control} arm and {_amount(ls.get(trial.treatment, np.nan), outcome)} in the "
         f"{trial.treatment} arm; the difference ({trial.treatment} minus {trial.control}) was "
@@ -630,6 +635,7 @@ def report_tables(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
             trial,
             outcomes,
             alpha=trial.options["alpha"],
+            response=trial.options["response"],
         )
         return t.drop(columns=["better"])
 
@@ -695,8 +701,13 @@ def render_report(
     model_note = (
         f"Model: MMRM of {mmrm_formula(trial)}; {structure} residual "
         "covariance across visits within participant (see the diagnostics for each outcome); "
-        f"REML; {DF_WORDS[opts['df']]}; intention to treat. Change ({ci}) is the "
-        "least-squares mean change from baseline, using every participant in the model; n and "
+        f"REML; {DF_WORDS[opts['df']]}; intention to treat. "
+        + (
+            f"Change ({ci}) is the least-squares mean change from baseline"
+            if opts["response"] == "change"
+            else f"LS mean ({ci}) is the least-squares mean of the outcome"
+        )
+        + ", using every participant in the model; n and "
         f"the baseline mean (SD) are of those observed at {trial.primary_visit}. Difference is "
         f"{trial.treatment} minus {trial.control}."
     )

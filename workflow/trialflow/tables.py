@@ -197,9 +197,11 @@ def outcome_table(
     *,
     analysis: str = "mmrm",
     alpha: float = 0.05,
+    response: str = "change",
 ) -> pd.DataFrame:
     """Outcome table at the primary visit: per arm n, baseline mean (SD), LS-mean change
-    (CI); the difference (CI), p and the adjusted p.
+    (CI) (the LS mean itself when the MMRM's ``response`` is the value); the difference (CI), p
+    and the adjusted p.
 
     ``n`` and the baseline mean (SD) are of the same participants: those with a change from
     baseline observed at the primary visit. The LS means and the difference are model-based
@@ -240,7 +242,7 @@ def outcome_table(
                 change = fmt_ci(first["estimate"], first["ci_lower"], first["ci_upper"], d)
             else:
                 change = "not estimable"
-            row[f"{arm}: change ({ci})"] = change
+            row[f"{arm}: {'change' if response == 'change' else 'LS mean'} ({ci})"] = change
         if len(e):
             r = e.iloc[0]
             row[f"difference ({ci})"] = fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"], d)

@@ -255,9 +255,10 @@ class MeanModel:
         The hypothesis is the same either way, but Satterthwaite's multi-row df depend on how
         its rows are written; SAS writes Type 3 rows as "level j minus the reference level".
         """
-        out = np.ones((1, 1))
+        out: np.ndarray = np.ones((1, 1))
         for key in term.factors:
             levels = self.factors[key].levels
+            block: np.ndarray
             if levels is None:
                 block = np.ones((1, 1))
             else:
