@@ -137,7 +137,9 @@ def test_report_numbers_come_from_the_effects_table(bundled_run: Path, trial: st
 def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
     sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) == 3 + 4 * 4  # consort, forest, missingness + 4 per outcome
+    # consort, forest, missingness + 4 per outcome + a subgroup forest per primary outcome
+    primary = {"exercise_education": 1, "weightbearing": 2}[trial]
+    assert len(sources) == 3 + 4 * 4 + primary
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(href|src)="(https?:)?//', html)
     assert "is not available" not in html

@@ -184,6 +184,7 @@ def analyse_outcome(
             alpha=options["alpha"],
             df_method=lmm_df_method(options),
             lsmeans_weights=spec.lsmeans_weights,
+            covariates_by_visit=spec.covariates_by_visit,
             subject="subject_id",
             visit="visit",
             arm="arm",

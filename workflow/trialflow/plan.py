@@ -128,11 +128,12 @@ def supportive_note(trial: TrialConfig) -> str:
     lmm_df += " (as R pbkrtest)" if lmm_df_method(opts) == "kenward_roger" else ""
     response = "change" if opts["response"] == "change" else "value"
     baseline = {"main": "baseline + ", "by_visit": "baseline + ", "none": ""}[opts["baseline"]]
+    by_visit = "".join(f" + {c}:visit" for c in opts["covariates_by_visit"])
     return (
         f"mmrm: primary model, {mmrm_formula(trial)} (all visits shown); lmm: linear mixed model "
-        "on all visits including baseline, value ~ covariates + arm * visit + random effects, "
-        f"effect = arm-by-visit interaction, {lmm_df}; the LMM has no baseline covariate or "
-        "change response (baseline is one of its visits) and no covariate-by-visit terms; "
+        f"on all visits including baseline, value ~ covariates{by_visit} + arm * visit + "
+        f"random effects, effect = arm-by-visit interaction, {lmm_df}; the LMM has no baseline "
+        "covariate or change response (baseline is one of its visits); "
         f"ancova: {response} ~ {baseline}covariates + arm at each visit (its own baseline slope "
         "at every visit), residual df. LS means of all three weight factor levels "
         + ("equally." if opts["lsmeans_weights"] == "equal" else "by their observed frequency.")

@@ -329,6 +329,41 @@ def prepare_long(
         roles["baseline"] = baseline
     if week is not None:
         roles["week"] = week
+    _check_columns(data, roles, covariates)
+    frame, specs = _internal_frame(data, roles, covariates)
+    arms = _arm_order(frame, reference_arm, arm, multi_arm)
+    _check_subjects(frame, arm, visit)
+    notes: list[str] = []
+    visits = _visit_order(data, visit, frame[VISIT], frame.get(WEEK), visit_order)
+    absent = [v for v in visits if v not in set(frame[VISIT])]
+    if absent:
+        notes.append(f"visit(s) {absent} have no rows and were dropped")
+        visits = [v for v in visits if v not in absent]
+    frame[VISIT] = pd.Categorical(frame[VISIT], categories=visits, ordered=True)
+    frame, n_dropped, note = _exclude_incomplete(frame, baseline, specs)
+    notes += [note] if note else []
+    frame = frame.sort_values([SUBJECT, VISIT], kind="stable").reset_index(drop=True)
+    observed = frame.loc[frame[RESPONSE].notna()]
+    for label in arms:
+        if not (observed[ARM] == label).any():
+            raise ModelError(
+                f"arm {label!r} has no subject with an observed response after exclusions",
+                column=response,
+                fix="check the response, baseline and covariate columns of this arm",
+            )
+    return PreparedData(
+        frame=frame,
+        visits=visits,
+        arms=arms,
+        covariates=tuple(specs),
+        warnings=tuple(notes),
+        names={**roles, "covariates": ";".join(covariates)},
+        n_excluded_subjects=n_dropped,
+    )
+
+
+def _check_columns(data: pd.DataFrame, roles: dict[str, str], covariates: list[str]) -> None:
+    """Every named column exists, no covariate is listed twice or plays another role."""
     for role, column in [*roles.items(), *(("covariate", c) for c in covariates)]:
         if column not in data.columns:
             raise ModelError(
@@ -348,7 +383,6 @@ def prepare_long(
         )
     if data.empty:
         raise ModelError("the data has no rows", fix="check the filter that selected the rows")
-
     for role in ("subject", "arm", "visit"):
         missing = data[roles[role]].isna().to_numpy()
         if missing.any():
@@ -359,18 +393,23 @@ def prepare_long(
                 fix=f"fill in the {role} of every row or remove those rows",
             )
 
+
+def _internal_frame(
+    data: pd.DataFrame, roles: dict[str, str], covariates: list[str]
+) -> tuple[pd.DataFrame, list[Covariate]]:
+    """The rows with internal column names: labels as text, numbers as float."""
     frame = pd.DataFrame(
         {
-            SUBJECT: _labels(data[subject]).to_numpy(),
-            ARM: _labels(data[arm]).to_numpy(),
-            VISIT: _labels(data[visit]).to_numpy(),
-            RESPONSE: _numeric(data, response, "response").to_numpy(),
+            SUBJECT: _labels(data[roles["subject"]]).to_numpy(),
+            ARM: _labels(data[roles["arm"]]).to_numpy(),
+            VISIT: _labels(data[roles["visit"]]).to_numpy(),
+            RESPONSE: _numeric(data, roles["response"], "response").to_numpy(),
         }
     )
-    if baseline is not None:
-        frame[BASELINE] = _numeric(data, baseline, "baseline").to_numpy()
-    if week is not None:
-        frame[WEEK] = _numeric(data, week, "week").to_numpy()
+    if "baseline" in roles:
+        frame[BASELINE] = _numeric(data, roles["baseline"], "baseline").to_numpy()
+    if "week" in roles:
+        frame[WEEK] = _numeric(data, roles["week"], "week").to_numpy()
     specs: list[Covariate] = []
     for i, name in enumerate(covariates):
         column = f"_cov{i}"
@@ -380,7 +419,13 @@ def prepare_long(
         else:
             frame[column] = _numeric(data, name, "covariate").to_numpy()
             specs.append(Covariate(name, column, False))
+    return frame, specs
 
+
+def _arm_order(
+    frame: pd.DataFrame, reference_arm: object, arm: str, multi_arm: bool
+) -> tuple[str, ...]:
+    """Arm labels, the reference (control) arm first."""
     found = sorted(frame[ARM].unique())
     if len(found) < 2:
         raise ModelError(
@@ -401,8 +446,11 @@ def prepare_long(
             column=arm,
             fix="set reference_arm to the label of the control arm",
         )
-    arms = (control, *[a for a in found if a != control])
+    return (control, *[a for a in found if a != control])
 
+
+def _check_subjects(frame: pd.DataFrame, arm: str, visit: str) -> None:
+    """A subject stays in one arm and has at most one row per visit."""
     arms_per_subject = frame.groupby(SUBJECT)[ARM].nunique()
     if (arms_per_subject > 1).any():
         who = arms_per_subject[arms_per_subject > 1].index[0]
@@ -422,16 +470,14 @@ def prepare_long(
             fix="pass the rows of a single outcome, one row per subject and visit",
         )
 
-    notes: list[str] = []
-    visits = _visit_order(data, visit, frame[VISIT], frame.get(WEEK), visit_order)
-    absent = [v for v in visits if v not in set(frame[VISIT])]
-    if absent:
-        notes.append(f"visit(s) {absent} have no rows and were dropped")
-        visits = [v for v in visits if v not in absent]
-    frame[VISIT] = pd.Categorical(frame[VISIT], categories=visits, ordered=True)
 
-    # Exclusions are per subject: a subject with a missing baseline or covariate in any row
-    # is dropped entirely, as R's complete-case model frame drops all of its rows.
+def _exclude_incomplete(
+    frame: pd.DataFrame, baseline: str | None, specs: Sequence[Covariate]
+) -> tuple[pd.DataFrame, int, str]:
+    """Drop subjects missing the baseline or a covariate in any row; say how many and why.
+
+    Exclusions are per subject, as R's complete-case model frame drops all of a subject's rows.
+    """
     required: list[tuple[str, str]] = []
     if baseline is not None:
         required.append((baseline, BASELINE))
@@ -443,34 +489,16 @@ def prepare_long(
         if new:
             reasons.append(f"missing {name!r}: {len(new)}")
         drop |= new
-    if drop:
-        gone = frame[SUBJECT].isin(drop).to_numpy()
-        n_lost = int((gone & frame[RESPONSE].notna().to_numpy()).sum())
-        what = "baseline or covariate" if baseline is not None else "covariate"
-        notes.append(
-            f"{len(drop)} subject(s) excluded because of a missing {what} "
-            f"({'; '.join(reasons)}); their {n_lost} observed response(s) are not used"
-        )
-        frame = frame.loc[~gone]
-    frame = frame.sort_values([SUBJECT, VISIT], kind="stable").reset_index(drop=True)
-
-    observed = frame.loc[frame[RESPONSE].notna()]
-    for label in arms:
-        if not (observed[ARM] == label).any():
-            raise ModelError(
-                f"arm {label!r} has no subject with an observed response after exclusions",
-                column=response,
-                fix="check the response, baseline and covariate columns of this arm",
-            )
-    return PreparedData(
-        frame=frame,
-        visits=visits,
-        arms=arms,
-        covariates=tuple(specs),
-        warnings=tuple(notes),
-        names={**roles, "covariates": ";".join(covariates)},
-        n_excluded_subjects=len(drop),
+    if not drop:
+        return frame, 0, ""
+    gone = frame[SUBJECT].isin(drop).to_numpy()
+    n_lost = int((gone & frame[RESPONSE].notna().to_numpy()).sum())
+    what = "baseline or covariate" if baseline is not None else "covariate"
+    note = (
+        f"{len(drop)} subject(s) excluded because of a missing {what} "
+        f"({'; '.join(reasons)}); their {n_lost} observed response(s) are not used"
     )
+    return frame.loc[~gone], len(drop), note
 
 
 def observed_rows(prepared: PreparedData) -> ObservedRows:

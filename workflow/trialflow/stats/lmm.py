@@ -33,14 +33,15 @@ from trialflow.stats.design import (
     SUBJECT,
     VISIT,
     WEEK,
+    ObservedRows,
     PreparedData,
     check_full_rank,
-    covariate_block,
     observed_rows,
     prepare_long,
     r_name,
 )
 from trialflow.stats.inference import Ingredients, kr_adjusted, kr_df
+from trialflow.stats.meanmodel import MeanModel, MeanSpec, build_mean_model
 from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 
 # Weeks are divided by this before entering the random slope: raw weeks make the slope
@@ -489,34 +490,6 @@ def _satterthwaite(
     return out
 
 
-def _design(
-    prep: PreparedData,
-    frame: pd.DataFrame,
-    visits: list[str],
-    baseline_visit: str,
-    weights: str = "equal",
-) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, int], dict[str, int], int]:
-    """Fixed-effects matrix in R's column order for ``covariates + arm * visit``."""
-    cov = covariate_block(frame, prep.covariates, weights)
-    n = len(frame)
-    trt = (frame[ARM].to_numpy() == prep.treatment).astype(float)
-    post = [v for v in visits if v != baseline_visit]
-    visit_col = frame[VISIT].astype(str).to_numpy()
-    vis = np.column_stack([(visit_col == v).astype(float) for v in post])
-    x = np.column_stack([np.ones(n), cov.matrix, trt, vis, vis * trt[:, None]])
-    labels = (
-        ["(Intercept)", *cov.labels, f"arm{prep.treatment}"]
-        + [f"visit{v}" for v in post]
-        + [f"arm{prep.treatment}:visit{v}" for v in post]
-    )
-    n_cov = len(cov.labels)
-    arm_col = 1 + n_cov
-    visit_cols = {v: arm_col + 1 + j for j, v in enumerate(post)}
-    inter_cols = {v: arm_col + 1 + len(post) + j for j, v in enumerate(post)}
-    grid = np.concatenate([[1.0], cov.grid])
-    return x, labels, grid, visit_cols, inter_cols, arm_col
-
-
 def fit_lmm(
     data: pd.DataFrame,
     *,
@@ -533,6 +506,7 @@ def fit_lmm(
     alpha: float = 0.05,
     df_method: Literal["satterthwaite", "kenward_roger", "asymptotic"] = "satterthwaite",
     lsmeans_weights: str = "equal",
+    covariates_by_visit: Sequence[str] = (),
 ) -> ModelResult:
     """Fit a random-intercept linear mixed model to all visits including baseline.
 
@@ -568,7 +542,12 @@ def fit_lmm(
         Two-sided significance level of the confidence intervals.
     df_method
         ``"satterthwaite"`` (default; t-based tests and intervals with lmerTest's
-        Satterthwaite degrees of freedom) or ``"asymptotic"`` (Wald z, ``df = inf``).
+        Satterthwaite degrees of freedom), ``"kenward_roger"`` (adjusted covariance and df as
+        R pbkrtest) or ``"asymptotic"`` (Wald z, ``df = inf``).
+    lsmeans_weights
+        ``"equal"`` or ``"proportional"`` weights of factor levels in LS means.
+    covariates_by_visit
+        Covariates that also interact with visit.
 
     Returns
     -------
@@ -593,6 +572,77 @@ def fit_lmm(
         raise ModelError(
             "a random slope needs the study week", fix="pass week=<name of the week column>"
         )
+    prep, obs, notes = _prepare(
+        data,
+        response=response,
+        subject=subject,
+        visit=visit,
+        arm=arm,
+        reference_arm=reference_arm,
+        covariates=covariates,
+        week=week,
+        visit_order=visit_order,
+        baseline_visit=baseline_visit,
+        random_slope=random_slope,
+    )
+    spec = MeanSpec(
+        response="value",
+        baseline="none",
+        covariates_by_visit=tuple(covariates_by_visit),
+        lsmeans_weights=lsmeans_weights,  # type: ignore[arg-type]
+    )
+    spec.check(list(covariates), len(obs.visits) - 1)
+    names = {"arm": arm, "visit": visit, "response": response}
+    mean = build_mean_model(obs, spec, covariates=prep.covariates, names=names)
+    check_full_rank(mean.x, mean.names, "linear mixed model")
+    frame = obs.frame
+    z_visit = z_visit_matrix(frame, obs.visits, random_slope)
+    z_rows = None
+    if random_slope:
+        z_rows = np.column_stack(
+            [np.ones(len(frame)), frame[WEEK].to_numpy(dtype=float) / SLOPE_TIME_SCALE]
+        )
+    reml = _fit_reml(mean.x, frame, z_rows, notes)
+    inference = _LmmInference.build(reml, mean, obs, z_visit, df_method, notes)
+    effects, lsmeans = _lmm_tables(mean, obs, prep, reml, inference, baseline_visit, alpha)
+    g_hat, sigma2 = _unpack(reml.psi, z_visit.shape[1])
+    implied = z_visit @ g_hat @ z_visit.T + sigma2 * np.eye(len(obs.visits))
+    info = _lmm_info(
+        reml,
+        mean,
+        frame,
+        inference.method,
+        {"response": response, "subject": subject, "arm": arm, "visit": visit, "week": week},
+        random_slope=random_slope,
+        covariates=covariates,
+        baseline_visit=baseline_visit,
+    )
+    return ModelResult(
+        analysis="lmm",
+        effects=effects,
+        lsmeans=lsmeans,
+        covariance=pd.DataFrame(implied, index=obs.visits, columns=obs.visits),
+        converged=reml.converged,
+        warnings=tuple(dict.fromkeys(notes)),
+        info=info,
+    )
+
+
+def _prepare(
+    data: pd.DataFrame,
+    *,
+    response: str,
+    subject: str,
+    visit: str,
+    arm: str,
+    reference_arm: str,
+    covariates: Sequence[str],
+    week: str | None,
+    visit_order: Sequence[str] | None,
+    baseline_visit: str,
+    random_slope: bool,
+) -> tuple[PreparedData, ObservedRows, list[str]]:
+    """Validated rows of the LMM: every visit including baseline, with an observed response."""
     prep = prepare_long(
         data,
         response=response,
@@ -612,7 +662,6 @@ def fit_lmm(
             fix="set baseline_visit to the label of the baseline visit",
         )
     obs = observed_rows(prep)
-    visits = obs.visits
     if obs.dropped_visits:
         if baseline_visit in obs.dropped_visits:
             raise ModelError(
@@ -621,32 +670,45 @@ def fit_lmm(
                 fix="check the baseline rows of the response column",
             )
         notes.append(f"visit(s) {obs.dropped_visits} have no observed response and were left out")
-    if len(visits) < 2:
+    if len(obs.visits) < 2:
         raise ModelError(
             "responses are observed at fewer than two visits",
             column=response,
             fix="pass the rows of the baseline and at least one post-baseline visit",
         )
-    frame = obs.frame
-    if random_slope and frame[WEEK].isna().any():
+    if random_slope and obs.frame[WEEK].isna().any():
         raise ModelError(
-            f"{int(frame[WEEK].isna().sum())} row(s) with a response have no week",
+            f"{int(obs.frame[WEEK].isna().sum())} row(s) with a response have no week",
             column=week,
             fix="fill in the week of every visit",
         )
+    return prep, obs, notes
 
-    x, labels, grid, visit_cols, inter_cols, arm_col = _design(
-        prep, frame, visits, baseline_visit, lsmeans_weights
-    )
-    check_full_rank(x, labels, "linear mixed model")
+
+@dataclass
+class _RemlFit:
+    """The REML optimum of the LMM and how it was reached."""
+
+    psi: np.ndarray
+    state: _RemlState
+    gradient: np.ndarray
+    hessian: np.ndarray
+    jacobian: list[np.ndarray]
+    converged: bool
+    optimizer: str
+    polish_steps: int
+    steps: list[dict[str, object]]
+    y: np.ndarray
+
+
+def _fit_reml(
+    x: np.ndarray, frame: pd.DataFrame, z_rows: np.ndarray | None, notes: list[str]
+) -> _RemlFit:
+    """REML optimum: closed form, confirmed by statsmodels MixedLM, polished by Newton steps."""
     y = frame[RESPONSE].to_numpy(dtype=float)
-    if random_slope:
-        z = np.column_stack([np.ones(len(frame)), frame[WEEK].to_numpy() / SLOPE_TIME_SCALE])
-    else:
-        z = np.ones((len(frame), 1))
+    z = z_rows if z_rows is not None else np.ones((len(frame), 1))
     q = z.shape[1]
     groups = frame[SUBJECT].to_numpy()
-
     blocks = _Blocks.from_rows(y, x, z, groups)
     # Each MixedLM likelihood evaluation loops over subjects in Python, whereas the closed-form
     # REML criterion is vectorised over subjects: find the optimum with the latter and start
@@ -655,6 +717,62 @@ def fit_lmm(
     # square-root parameterisation has a zero gradient there and would stop at once, so it
     # searches from its own default start, as it would on its own.
     psi_direct, direct_ok, direct_iterations, direct_newton = _direct_optimum(blocks)
+    fit, steps, start_used = _mixedlm(y, x, z, groups, psi_direct, notes)
+    steps.insert(
+        0,
+        {
+            "step": "closed-form REML minimisation",
+            "method": "L-BFGS-B, then Newton",
+            "iterations": direct_iterations,
+            "newton_steps": direct_newton,
+            "converged": direct_ok,
+        },
+    )
+    psi = _pack(np.asarray(fit.cov_re, dtype=float), float(fit.scale))
+    optimizer = (
+        "statsmodels MixedLM (REML, started at the closed-form REML optimum)"
+        if start_used
+        else "statsmodels MixedLM (REML)"
+    )
+    optimizer_ok = bool(fit.converged)
+    if not optimizer_ok:
+        psi, optimizer_ok, optimizer = _rescue(blocks, psi, psi_direct, direct_ok, steps, notes)
+    interior = _interior(psi, q)
+    polish_steps = 0
+    if interior:
+        psi, polish_steps, state, (grad, hess, jac) = _polish(blocks, psi)
+    else:
+        state = _reml_state(blocks, psi)
+        grad, hess, jac = _reml_derivatives(blocks, state)
+        notes.append(
+            "the random-effects variance is estimated at (or near) zero: the optimum is on the "
+            "boundary of the parameter space"
+        )
+    steps.append({"step": "Newton polish", "newton_steps": polish_steps, "skipped": not interior})
+    return _RemlFit(
+        psi=psi,
+        state=state,
+        gradient=grad,
+        hessian=hess,
+        jacobian=list(jac),
+        converged=optimizer_ok and interior,
+        optimizer=optimizer,
+        polish_steps=polish_steps,
+        steps=steps,
+        y=y,
+    )
+
+
+def _mixedlm(
+    y: np.ndarray,
+    x: np.ndarray,
+    z: np.ndarray,
+    groups: np.ndarray,
+    psi_direct: np.ndarray,
+    notes: list[str],
+) -> tuple[MixedLMResults, list[dict[str, object]], bool]:
+    """statsmodels MixedLM, started at the closed-form optimum when it is interior."""
+    q = z.shape[1]
     start: MixedLMParams | None = None
     if _interior(psi_direct, q):
         g0, s0 = _unpack(psi_direct, q)
@@ -675,193 +793,188 @@ def fit_lmm(
             ) from exc
     messages = [str(w.message) for w in caught]
     notes.extend(messages)
-    steps: list[dict[str, object]] = [
+    return fit, [_mixedlm_step(fit, messages, from_optimum=start is not None)], start is not None
+
+
+def _rescue(
+    blocks: _Blocks,
+    psi: np.ndarray,
+    psi_direct: np.ndarray,
+    direct_ok: bool,
+    steps: list[dict[str, object]],
+    notes: list[str],
+) -> tuple[np.ndarray, bool, str]:
+    """After a MixedLM failure (typically a variance at zero), minimise REML directly."""
+    optimizer = "statsmodels MixedLM (REML)"
+    candidate, ok, iterations = _optimize_reml(blocks, psi)
+    if _reml_state(blocks, psi_direct).deviance < _reml_state(blocks, candidate).deviance:
+        candidate, ok = psi_direct, direct_ok
+    used = _reml_state(blocks, candidate).deviance < _reml_state(blocks, psi).deviance
+    steps.append(
         {
-            "step": "closed-form REML minimisation",
-            "method": "L-BFGS-B, then Newton",
-            "iterations": direct_iterations,
-            "newton_steps": direct_newton,
-            "converged": direct_ok,
-        },
-        _mixedlm_step(fit, messages, from_optimum=start is not None),
-    ]
-
-    psi = _pack(np.asarray(fit.cov_re, dtype=float), float(fit.scale))
-    optimizer = (
-        "statsmodels MixedLM (REML, started at the closed-form REML optimum)"
-        if start is not None
-        else "statsmodels MixedLM (REML)"
+            "step": "direct REML minimisation after MixedLM failed",
+            "method": "L-BFGS-B",
+            "iterations": iterations,
+            "converged": ok,
+            "used": used,
+        }
     )
-    optimizer_ok = bool(fit.converged)
-    if not optimizer_ok:
-        # Typically a variance at zero, which MixedLM approaches but does not reach.
-        candidate, optimizer_ok, iterations = _optimize_reml(blocks, psi)
-        if _reml_state(blocks, psi_direct).deviance < _reml_state(blocks, candidate).deviance:
-            candidate, optimizer_ok = psi_direct, direct_ok
-        used = _reml_state(blocks, candidate).deviance < _reml_state(blocks, psi).deviance
-        steps.append(
-            {
-                "step": "direct REML minimisation after MixedLM failed",
-                "method": "L-BFGS-B",
-                "iterations": iterations,
-                "converged": optimizer_ok,
-                "used": used,
-            }
-        )
-        if used:
-            psi = candidate
-            optimizer = "statsmodels MixedLM failed; direct REML minimisation (L-BFGS-B)"
-            notes.append("the REML optimum was found by direct minimisation of the REML criterion")
-    interior = _interior(psi, q)
-    polish_steps = 0
-    if interior:
-        psi, polish_steps, state, (grad, hess, jac) = _polish(blocks, psi)
-    else:
-        state = _reml_state(blocks, psi)
-        grad, hess, jac = _reml_derivatives(blocks, state)
-    steps.append({"step": "Newton polish", "newton_steps": polish_steps, "skipped": not interior})
-    g_hat, sigma2 = _unpack(psi, q)
-    converged = optimizer_ok and interior
-    if not interior:
-        notes.append(
-            "the random-effects variance is estimated at (or near) zero: the optimum is on the "
-            "boundary of the parameter space"
-        )
+    if not used:
+        return psi, False, optimizer
+    notes.append("the REML optimum was found by direct minimisation of the REML criterion")
+    return candidate, ok, "statsmodels MixedLM failed; direct REML minimisation (L-BFGS-B)"
 
-    vcov_psi: np.ndarray | None = None
-    effective_df_method: str = df_method
-    if df_method == "satterthwaite":
-        try:
-            np.linalg.cholesky(hess)
-            vcov_psi = 2.0 * np.linalg.inv(hess)
-        except np.linalg.LinAlgError:
-            effective_df_method = "residual"
-            notes.append(
-                "Satterthwaite degrees of freedom are unavailable (the REML Hessian is not "
-                "positive definite); residual degrees of freedom n - p are used instead"
-            )
 
-    kr: Ingredients | None = None
-    phi_used = state.phi
-    if df_method == "kenward_roger":
-        kr = _kenward_roger(frame, x, y, visits, z_visit_matrix(frame, visits, random_slope), psi)
-        if kr is None:
-            effective_df_method = "satterthwaite"
-            notes.append(
-                "Kenward-Roger is unavailable for this LMM (weeks differ within a visit); "
-                "Satterthwaite degrees of freedom are used instead"
-            )
-        else:
-            phi_used = kr_adjusted(kr, linear=True)
+@dataclass
+class _LmmInference:
+    """Covariance of the fixed effects used for SEs, and the df of each contrast."""
 
-    def dfs(contrasts: np.ndarray) -> np.ndarray:
-        if kr is not None:
-            return kr_df(kr, contrasts)
-        if effective_df_method == "asymptotic":
+    method: str
+    covariance: np.ndarray
+    reml: _RemlFit
+    vcov_psi: np.ndarray | None
+    kr: Ingredients | None
+
+    @classmethod
+    def build(
+        cls,
+        reml: _RemlFit,
+        mean: MeanModel,
+        obs: ObservedRows,
+        z_visit: np.ndarray,
+        df_method: str,
+        notes: list[str],
+    ) -> _LmmInference:
+        method, vcov_psi, kr = df_method, None, None
+        if df_method == "kenward_roger":
+            kr = _kenward_roger(obs.frame, mean.x, reml.y, obs.visits, z_visit, reml.psi)
+            if kr is None:
+                method = "satterthwaite"
+                notes.append(
+                    "Kenward-Roger is unavailable for this LMM (weeks differ within a visit); "
+                    "Satterthwaite degrees of freedom are used instead"
+                )
+        if method == "satterthwaite":
+            try:
+                np.linalg.cholesky(reml.hessian)
+                vcov_psi = 2.0 * np.linalg.inv(reml.hessian)
+            except np.linalg.LinAlgError:
+                method = "residual"
+                notes.append(
+                    "Satterthwaite degrees of freedom are unavailable (the REML Hessian is not "
+                    "positive definite); residual degrees of freedom n - p are used instead"
+                )
+        phi = kr_adjusted(kr, linear=True) if kr is not None else reml.state.phi
+        return cls(method=method, covariance=phi, reml=reml, vcov_psi=vcov_psi, kr=kr)
+
+    def df(self, contrasts: np.ndarray) -> np.ndarray:
+        """Denominator df of each contrast row."""
+        if self.kr is not None:
+            return kr_df(self.kr, contrasts)
+        if self.method == "asymptotic":
             return np.full(len(contrasts), np.inf)
-        if effective_df_method == "residual":
-            return np.full(len(contrasts), float(len(y) - x.shape[1]))
-        if vcov_psi is None:  # unreachable: Satterthwaite always has vcov_psi
-            return np.full(len(contrasts), np.nan)
-        return _satterthwaite(contrasts, state.phi, jac, vcov_psi)
+        if self.method == "residual" or self.vcov_psi is None:
+            n, p = len(self.reml.y), self.reml.state.phi.shape[0]
+            return np.full(len(contrasts), float(n - p))
+        return _satterthwaite(contrasts, self.reml.state.phi, self.reml.jacobian, self.vcov_psi)
 
-    p = x.shape[1]
-    post = [v for v in visits if v != baseline_visit]
-    observed = frame.groupby([VISIT, ARM], observed=True)[SUBJECT].nunique()
 
-    eff_l = np.zeros((len(post), p))
-    for i, v in enumerate(post):
-        eff_l[i, inter_cols[v]] = 1.0
-    effects = _table(eff_l, state.beta, phi_used, dfs(eff_l), alpha)
+def _lmm_tables(
+    mean: MeanModel,
+    obs: ObservedRows,
+    prep: PreparedData,
+    reml: _RemlFit,
+    inference: _LmmInference,
+    baseline_visit: str,
+    alpha: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Effects (arm-by-visit interaction contrasts) and LS means of the LMM."""
+    frame, beta = obs.frame, reml.state.beta
+    post = [v for v in obs.visits if v != baseline_visit]
+    eff_l = np.array([mean.effect_row(v) - mean.effect_row(baseline_visit) for v in post])
+    effects = _table(eff_l, beta, inference.covariance, inference.df(eff_l), alpha)
     effects.insert(0, "visit", post)
     effects.insert(0, "contrast", prep.contrast)
     per_visit = frame.groupby(VISIT, observed=True)[SUBJECT].nunique()
     effects["n"] = [int(per_visit[v]) for v in post]
-
-    ls_rows: list[np.ndarray] = []
-    ls_keys: list[tuple[str, str]] = []
-    n_grid = len(grid)
-    for v in visits:
-        for a in (prep.control, prep.treatment):
-            ell = np.zeros(p)
-            ell[:n_grid] = grid
-            is_trt = 1.0 if a == prep.treatment else 0.0
-            ell[arm_col] = is_trt
-            if v != baseline_visit:
-                ell[visit_cols[v]] = 1.0
-                ell[inter_cols[v]] = is_trt
-            ls_rows.append(ell)
-            ls_keys.append((v, a))
-    ls_l = np.vstack(ls_rows)
-    lsmeans = _table(ls_l, state.beta, phi_used, dfs(ls_l), alpha)
-    lsmeans.insert(0, "arm", [a for _, a in ls_keys])
-    lsmeans.insert(0, "visit", [v for v, _ in ls_keys])
-    lsmeans["n"] = [int(observed.get((v, a), 0)) for v, a in ls_keys]
-    lsmeans = lsmeans.drop(columns="p_value")
-
-    if random_slope:
-        week_of_visit = frame.groupby(VISIT, observed=True)[WEEK].median().reindex(visits)
-        z_visit = np.column_stack(
-            [np.ones(len(visits)), week_of_visit.to_numpy() / SLOPE_TIME_SCALE]
-        )
-    else:
-        z_visit = np.ones((len(visits), 1))
-    implied = z_visit @ g_hat @ z_visit.T + sigma2 * np.eye(len(visits))
-    covariance = pd.DataFrame(implied, index=visits, columns=visits)
-
-    cov_terms = " + ".join(r_name(c) for c in covariates)
-    re_term = (
-        f"(1 + {r_name(week)}/12 | {r_name(subject)})"
-        if random_slope and week
-        else (f"(1 | {r_name(subject)})")
+    keys = [(v, a) for v in obs.visits for a in (prep.control, prep.treatment)]
+    ls_l = np.array([mean.grid_row(a, v) for v, a in keys])
+    lsmeans = _table(ls_l, beta, inference.covariance, inference.df(ls_l), alpha)
+    lsmeans.insert(0, "arm", [a for _, a in keys])
+    lsmeans.insert(0, "visit", [v for v, _ in keys])
+    observed = frame.groupby([VISIT, ARM], observed=True)[SUBJECT].nunique()
+    lsmeans["n"] = [int(observed.get((v, a), 0)) for v, a in keys]
+    return (
+        effects.loc[:, list(EFFECT_COLUMNS)].reset_index(drop=True),
+        lsmeans.loc[:, list(LSMEAN_COLUMNS)].reset_index(drop=True),
     )
-    rhs = f"{cov_terms + ' + ' if cov_terms else ''}{r_name(arm)} * {r_name(visit)} + {re_term}"
-    variance_components = {"subject_intercept": float(g_hat[0, 0]), "residual": sigma2}
+
+
+_LMM_DF_WORDS = {
+    "satterthwaite": "Satterthwaite degrees of freedom.",
+    "kenward_roger": "the Kenward-Roger adjusted covariance and degrees of freedom (as R "
+    "pbkrtest).",
+    "asymptotic": "Wald z tests.",
+    "residual": "residual degrees of freedom.",
+}
+
+
+def _lmm_info(
+    reml: _RemlFit,
+    mean: MeanModel,
+    frame: pd.DataFrame,
+    method: str,
+    names: dict[str, str | None],
+    *,
+    random_slope: bool,
+    covariates: Sequence[str],
+    baseline_visit: str,
+) -> dict[str, object]:
+    """The model record: formula, words, variance components, optimizer path."""
+    q = 2 if random_slope else 1
+    g_hat, sigma2 = _unpack(reml.psi, q)
+    subject = r_name(str(names["subject"]))
+    re_term = (
+        f"(1 + {r_name(str(names['week']))}/12 | {subject})" if random_slope else f"(1 | {subject})"
+    )
+    effects = (
+        "correlated random intercept and slope on week/12" if random_slope else ("random intercept")
+    )
+    components = {"subject_intercept": float(g_hat[0, 0]), "residual": sigma2}
     if random_slope:
-        variance_components["subject_slope"] = float(g_hat[1, 1])
-        variance_components["intercept_slope_cov"] = float(g_hat[1, 0])
-    info = {
-        "formula": f"{r_name(response)} ~ {rhs}",
+        components["subject_slope"] = float(g_hat[1, 1])
+        components["intercept_slope_cov"] = float(g_hat[1, 0])
+    return {
+        "formula": f"{mean.formula} + {re_term}",
         "description": (
-            "Linear mixed model fitted by REML to all visits including baseline, with a "
-            + (
-                "correlated random intercept and slope on week/12"
-                if random_slope
-                else "random intercept"
-            )
-            + " per subject; the treatment effect at a visit is the arm-by-visit interaction "
-            "(difference between arms in mean change from baseline), with "
-            + {
-                "satterthwaite": "Satterthwaite degrees of freedom.",
-                "kenward_roger": "the Kenward-Roger adjusted covariance and degrees of freedom "
-                "(as R pbkrtest).",
-                "asymptotic": "Wald z tests.",
-                "residual": "residual degrees of freedom.",
-            }[effective_df_method]
+            f"Linear mixed model fitted by REML to all visits including baseline, with a "
+            f"{effects} per subject; the treatment effect at a visit is the arm-by-visit "
+            "interaction (difference between arms in mean change from baseline), with "
+            + _LMM_DF_WORDS[method]
         ),
+        "mean_model": {
+            "covariates_by_visit": list(mean.spec.covariates_by_visit),
+            "lsmeans_weights": mean.spec.lsmeans_weights,
+            "not_applicable": "response and baseline (the LMM models the value at every "
+            "visit, baseline included)",
+        },
         "n_subjects": int(frame[SUBJECT].nunique()),
         "n_observations": len(frame),
-        "loglik": -0.5 * state.deviance,
-        "optimizer": f"{optimizer} + {polish_steps} Newton step(s) on the exact REML gradient",
-        "iterations": polish_steps,
-        "optimizer_steps": steps,
-        "df_method": effective_df_method,
+        "loglik": -0.5 * reml.state.deviance,
+        "optimizer": f"{reml.optimizer} + {reml.polish_steps} Newton step(s) on the exact REML "
+        "gradient",
+        "iterations": reml.polish_steps,
+        "optimizer_steps": reml.steps,
+        "df_method": method,
         "random_slope": random_slope,
-        "variance_components": variance_components,
-        "reml_gradient_max_abs": float(np.max(np.abs(grad))),
-        "coefficients": dict(zip(labels, map(float, state.beta), strict=True)),
+        "variance_components": components,
+        "reml_gradient_max_abs": float(np.max(np.abs(reml.gradient))),
+        "coefficients": dict(zip(mean.names, map(float, reml.state.beta), strict=True)),
+        "reference_grid": mean.reference_grid,
         "baseline_visit": baseline_visit,
-        "visits": visits,
+        "visits": list(mean.visits),
+        "covariates": list(covariates),
     }
-    return ModelResult(
-        analysis="lmm",
-        effects=effects.loc[:, list(EFFECT_COLUMNS)].reset_index(drop=True),
-        lsmeans=lsmeans.loc[:, list(LSMEAN_COLUMNS)].reset_index(drop=True),
-        covariance=covariance,
-        converged=converged,
-        warnings=tuple(dict.fromkeys(notes)),
-        info=info,
-    )
 
 
 def z_visit_matrix(frame: pd.DataFrame, visits: list[str], random_slope: bool) -> np.ndarray:
