@@ -151,3 +151,68 @@ def test_trial_names_cannot_leave_the_trials_folder(value) -> None:
 def test_trial_names_empty() -> None:
     with pytest.raises(ConfigError, match="no trial to run"):
         trial_names(" , ")
+
+
+@pytest.mark.parametrize(
+    ("analysis", "key", "fix"),
+    [
+        (
+            {"covariates_by_visit": ["height"]},
+            "analysis.covariates_by_visit",
+            "add it to covariates",
+        ),
+        ({"subgroups": ["site"]}, "analysis.subgroups[0]", "list the subgroup variable"),
+        ({"subgroups": [{"name": "height", "cut": [160]}]}, "analysis.subgroups[0]", "covariates"),
+    ],
+)
+def test_analysis_options_name_known_covariates(
+    tiny: TinyTrial, analysis: dict, key: str, fix: str
+) -> None:
+    tiny.config["analysis"] = analysis
+    error = _expect_error(tiny, key, fix)
+    assert "age, sex" in str(error)
+
+
+@pytest.mark.parametrize("analysis", [{"baseline": "by_visit"}, {"covariates_by_visit": ["age"]}])
+def test_visit_interactions_need_two_post_baseline_visits(tiny: TinyTrial, analysis: dict) -> None:
+    tiny.config["visits"] = [{"label": "baseline", "week": 0}, {"label": "week12", "week": 12}]
+    tiny.config["analysis"] = {"response": "value", **analysis}
+    _expect_error(tiny, "at least two post-baseline visits", "use baseline: main")
+
+
+def test_analysis_plan_options_have_defaults_and_are_kept(tiny: TinyTrial) -> None:
+    defaults = tiny.load().options
+    assert (defaults["response"], defaults["baseline"], defaults["df"]) == (
+        "change",
+        "main",
+        "satterthwaite",
+    )
+    assert defaults["covariates_by_visit"] == () and defaults["subgroups"] == ()
+    assert defaults["lsmeans_weights"] == "equal"
+    tiny.config["analysis"] = {
+        "response": "value",
+        "baseline": "by_visit",
+        "covariates_by_visit": ["age"],
+        "lsmeans_weights": "proportional",
+        "df": "kenward_roger_linear",
+        "covariance": "sp_pow",
+        "subgroups": ["sex", {"name": "age", "cut": [60]}],
+    }
+    opts = tiny.load().options
+    assert opts["subgroups"] == ({"name": "sex", "cut": []}, {"name": "age", "cut": [60]})
+    assert opts["df"] == "kenward_roger_linear" and opts["covariance"] == "sp_pow"
+
+
+@pytest.mark.parametrize(
+    ("analysis", "key"),
+    [
+        ({"df": "kr"}, "analysis.df"),
+        ({"baseline": "visit"}, "analysis.baseline"),
+        ({"lsmeans_weights": "om"}, "analysis.lsmeans_weights"),
+    ],
+)
+def test_unknown_option_values_are_refused_by_the_schema(
+    tiny: TinyTrial, analysis: dict, key: str
+) -> None:
+    tiny.config["analysis"] = analysis
+    _expect_error(tiny, key)

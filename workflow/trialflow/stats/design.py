@@ -335,7 +335,8 @@ def prepare_long(
     _check_subjects(frame, arm, visit)
     notes: list[str] = []
     visits = _visit_order(data, visit, frame[VISIT], frame.get(WEEK), visit_order)
-    absent = [v for v in visits if v not in set(frame[VISIT])]
+    present = set(frame[VISIT].unique())
+    absent = [v for v in visits if v not in present]
     if absent:
         notes.append(f"visit(s) {absent} have no rows and were dropped")
         visits = [v for v in visits if v not in absent]

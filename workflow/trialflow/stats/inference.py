@@ -126,8 +126,8 @@ def _kr_df(ing: Ingredients, contrast: np.ndarray) -> tuple[float, float]:
     phi, w = ing.phi, ing.w_kr
     q = contrast.shape[0]
     theta = contrast.T @ np.linalg.solve(contrast @ phi @ contrast.T, contrast)
-    # T_i = Theta Phi P_i Phi
-    t = np.einsum("ab,bc,icd,de->iae", theta, phi, ing.p, phi)
+    # T_i = Theta Phi P_i Phi, as batched matrix products (einsum would loop naively).
+    t = theta @ (phi @ ing.p @ phi)
     traces = np.einsum("iaa->i", t)
     a1 = float(traces @ w @ traces)
     a2 = float(np.einsum("ij,iab,jba->", w, t, t))
@@ -144,8 +144,17 @@ def _kr_df(ing: Ingredients, contrast: np.ndarray) -> tuple[float, float]:
 
 
 def kr_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
-    """Kenward-Roger df of single contrasts (each row its own 1-df test)."""
-    return np.array([_kr_df(ing, row[None, :])[0] for row in rows])
+    """Kenward-Roger df of single contrasts (each row its own 1-df test).
+
+    For one row, Theta has rank one, so A1 = A2 = g' W g / (l' Phi l)^2 with g the gradient of
+    l' Phi l, and Kenward & Roger's m reduces to 2 / A2 (with lambda = 1): Satterthwaite's
+    formula with Kenward-Roger's W. :func:`_kr_df` computes the general case.
+    """
+    variance = np.einsum("ca,ab,cb->c", rows, ing.phi, rows)
+    g = _gradients(ing, rows)
+    spread = np.einsum("ci,ij,cj->c", g, ing.w_kr, g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, 2.0 * variance**2 / spread, np.inf)
 
 
 def contrast_df(
