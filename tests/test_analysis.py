@@ -192,3 +192,49 @@ def test_default_options_keep_the_bundled_numbers(bundled, table: str) -> None:
         assert_allclose(ours[column], ours[f"{column}_pinned"], rtol=1e-10, equal_nan=True)
     assert_allclose(ours["df"], ours["df_pinned"], rtol=1e-8, equal_nan=True)
     assert (ours["n"].fillna(-1) == ours["n_pinned"].fillna(-1)).all()
+
+
+@pytest.fixture(scope="module")
+def sap():
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education_sap.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    return trial, d, analyse_trial(d.adeff, d.adsl, trial)
+
+
+def test_a_trial_states_its_own_analysis_plan(sap) -> None:
+    # config/trials/exercise_education_sap.yaml: baseline by visit, age by visit, Kenward-Roger,
+    # spatial power, proportional weights, a subgroup.
+    trial, _, result = sap
+    eff = result.effects
+    assert set(eff.loc[eff["analysis"] == "mmrm", "df_method"]) == {"kenward_roger"}
+    assert set(eff.loc[eff["analysis"] == "lmm", "df_method"]) == {"kenward_roger"}
+    assert set(eff.loc[eff["analysis"] == "ancova", "df_method"]) == {"residual"}
+    record = result.models["pain_vas"]["mmrm"]["info"]
+    assert record["covariance_used"] == "sp_pow"
+    assert record["formula"] == (
+        "change ~ baseline + age + sex + arm + visit + baseline:visit + age:visit + arm:visit"
+    )
+    assert record["mean_model"]["baseline"] == "by_visit"
+    assert "Kenward-Roger" in record["description"]
+    lmm = result.models["pain_vas"]["lmm"]["info"]
+    assert "age:visit" in lmm["formula"] and lmm["mean_model"]["lsmeans_weights"] == "proportional"
+    t3 = result.type3
+    assert list(t3.columns) == ["outcome", "analysis", "effect", "num_df", "den_df", "F",
+                                "p_value", "df_method"]  # fmt: skip
+    pain = t3.loc[t3["outcome"] == "pain_vas"]
+    assert list(pain["effect"]) == ["baseline", "age", "sex", "arm", "visit", "baseline:visit",
+                                    "age:visit", "arm:visit"]  # fmt: skip
+    assert (pain.set_index("effect").loc[["visit", "arm:visit"], "num_df"] == 3).all()
+    sub = result.subgroups
+    assert set(sub["outcome"]) == {o.name for o in trial.outcomes}
+    assert set(sub["level"]) == {"F", "M"} and (sub["visit"] == trial.primary_visit).all()
+    assert sub["estimate"].notna().all()
+
+
+def test_default_plan_writes_type3_for_every_outcome_and_no_subgroups(bundled) -> None:
+    trial, _, result = bundled
+    assert set(result.type3["outcome"]) == {o.name for o in trial.outcomes}
+    assert set(result.type3["df_method"]) == {"satterthwaite"}
+    grouped = result.subgroups
+    names = {g["name"] for g in trial.options["subgroups"]}
+    assert set(grouped["subgroup"]) == names

@@ -99,3 +99,24 @@ def test_result_sentence_for_a_model_that_was_not_fitted(walk_trial) -> None:
     effects, lsmeans = _tables(float("nan"), float("nan"), float("nan"), float("nan"))
     text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
     assert "could not be estimated (see model diagnostics)" in text
+
+
+def test_methods_text_states_the_plan_and_unequal_spacing() -> None:
+    from trialflow.plan import mmrm_formula, plan_sentences, supportive_note
+
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education_sap.yaml")
+    text = " ".join(plan_sentences(trial))
+    assert "separate slope at each visit" in text
+    assert "age also interacted with visit" in text
+    assert "by their observed frequency" in text
+    assert "Kenward-Roger degrees of freedom and adjusted standard errors" in text
+    # sp_pow uses the weeks: no warning about positional lags.
+    assert "not equally spaced" not in text
+    assert mmrm_formula(trial).endswith("baseline:visit + age:visit + arm:visit")
+    assert "age:visit" in supportive_note(trial)
+    default = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    # Weeks 6, 12, 18, 26 are unequally spaced, and the default fallbacks include Toeplitz and
+    # AR(1), which count lags in visit positions.
+    spaced = " ".join(plan_sentences(default))
+    assert "not equally spaced" in spaced and "sp_pow" in spaced
+    assert "one common slope" in spaced and "Satterthwaite" in spaced

@@ -213,3 +213,48 @@ def test_no_visit_fitted_is_an_error() -> None:
     )
     with pytest.raises(ModelError, match="could not be fitted at any visit"):
         fit_ancova(split, **_args(visit_order=["week6", "week12"]))  # type: ignore[arg-type]
+
+
+def _fit_options(rows: pd.DataFrame, meta: pd.Series, **kwargs: object):
+    args: dict[str, object] = {
+        "subject": "subject_id",
+        "visit": "visit",
+        "arm": "arm",
+        "covariates": meta["covariates"].split(";"),
+        "reference_arm": meta["control"],
+    }
+    args.update(kwargs)
+    return fit_ancova(rows, **args)  # type: ignore[arg-type]
+
+
+def test_value_response_gives_the_change_effects_and_shifted_lsmeans() -> None:
+    # With baseline as a covariate, value = change + baseline: same arm effect, LS means shifted
+    # by the mean baseline of the rows at that visit.
+    rows, meta = _post_baseline("sim_catcov", "function")
+    change = _fit_options(rows, meta, response="change", baseline="baseline")
+    value = _fit_options(rows, meta, response="value", baseline="baseline")
+    np.testing.assert_allclose(value.effects["estimate"], change.effects["estimate"], rtol=1e-10)
+    np.testing.assert_allclose(value.effects["std_error"], change.effects["std_error"], rtol=1e-10)
+    shift = rows.dropna(subset=["change"]).groupby("visit")["baseline"].mean()
+    expected = change.lsmeans["estimate"] + change.lsmeans["visit"].map(shift).to_numpy()
+    np.testing.assert_allclose(value.lsmeans["estimate"], expected, rtol=1e-10)
+
+
+def test_no_baseline_and_proportional_weights_match_statsmodels_ols() -> None:
+    rows, meta = _post_baseline("sim_catcov", "function")
+    fit = _fit_options(
+        rows, meta, response="value", baseline=None, lsmeans_weights="proportional"
+    )
+    assert "baseline" not in fit.info["formula"]
+    at = rows.loc[(rows["visit"] == "week12") & rows["value"].notna()].copy()
+    ols = smf.ols("value ~ age + C(Site) + C(sex) + C(arm, Treatment('usual care'))", at).fit()
+    effect = fit.effects.set_index("visit").loc["week12"]
+    arm_term = "C(arm, Treatment('usual care'))[T.exercise]"
+    assert effect["estimate"] == pytest.approx(ols.params[arm_term], rel=1e-10)
+    assert effect["std_error"] == pytest.approx(ols.bse[arm_term], rel=1e-10)
+    # Proportional weights: the LS mean is the average prediction over the rows with the arm
+    # set (additive model, so factor levels enter with their observed shares).
+    for arm in ("usual care", "exercise"):
+        predicted = ols.predict(at.assign(arm=arm)).mean()
+        ls = fit.lsmeans.set_index(["visit", "arm"]).loc[("week12", arm), "estimate"]
+        assert ls == pytest.approx(predicted, rel=1e-10)

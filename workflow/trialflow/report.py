@@ -417,7 +417,8 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
         f"Analyses used trialflow {prov['trialflow_version']} (Python "
         f"{prov['python'].split(' ')[0]}; statsmodels {pk['statsmodels']}, pingouin "
         f"{pk['pingouin']}, scipy {pk['scipy']}); the MMRM, LMM, ANCOVA and ANOVA implementations "
-        "are validated against R (nlme with emmeans, lmerTest, lm and afex).",
+        "are validated against R (nlme with emmeans, lmerTest, pbkrtest, lm and afex) and "
+        "against published SAS PROC MIXED listings.",
     ]
 
 
