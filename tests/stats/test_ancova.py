@@ -242,9 +242,7 @@ def test_value_response_gives_the_change_effects_and_shifted_lsmeans() -> None:
 
 def test_no_baseline_and_proportional_weights_match_statsmodels_ols() -> None:
     rows, meta = _post_baseline("sim_catcov", "function")
-    fit = _fit_options(
-        rows, meta, response="value", baseline=None, lsmeans_weights="proportional"
-    )
+    fit = _fit_options(rows, meta, response="value", baseline=None, lsmeans_weights="proportional")
     assert "baseline" not in fit.info["formula"]
     at = rows.loc[(rows["visit"] == "week12") & rows["value"].notna()].copy()
     ols = smf.ols("value ~ age + C(Site) + C(sex) + C(arm, Treatment('usual care'))", at).fit()

@@ -15,6 +15,7 @@ is above ours), the tolerance is widened and the gap is stated.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
+from trialflow import ModelResult
 from trialflow.stats.covariance import make_structure
 from trialflow.stats.inference import contrast_df, kr_adjusted
 from trialflow.stats.meanmodel import MeanSpec
@@ -54,8 +56,8 @@ def _sas(listing: str, table: str, quantity: str, **match: str) -> tuple[float, 
     return float(row["value"]), f"{row['listing']}:{row['line']}"
 
 
-@pytest.fixture(scope="module")
-def un_fit() -> object:
+@cache
+def fit_un() -> ModelResult:
     # design/SAS/sas_log_reml.txt: MODEL FEV1 = ARMCD AVISIT ARMCD*AVISIT RACE SEX / DDFM=SATTERTH;
     # REPEATED AVISIT / TYPE=UN (value response, no baseline covariate).
     return fit_mmrm(
@@ -72,15 +74,20 @@ def un_fit() -> object:
     )
 
 
-def test_un_satterthwaite_reml_loglik(un_fit: object) -> None:
+@pytest.fixture(scope="module")
+def un_fit() -> ModelResult:
+    return fit_un()
+
+
+def test_un_satterthwaite_reml_loglik(un_fit: ModelResult) -> None:
     # design/SAS/sas_log_reml.txt:101 (-2 Res Log Like of the final iteration).
     expected, _ = _sas("design/SAS/sas_log_reml.txt", "fit", "neg2loglik_final_iteration")
-    assert -2.0 * un_fit.info["loglik"] == pytest.approx(expected, abs=5e-8 * expected)  # type: ignore[attr-defined]
+    assert -2.0 * un_fit.info["loglik"] == pytest.approx(expected, abs=5e-8 * expected)
 
 
 @pytest.mark.parametrize("visit", VISITS)
-def test_un_satterthwaite_treatment_difference(un_fit: object, visit: str) -> None:
-    row = un_fit.effects.set_index("visit").loc[visit]  # type: ignore[attr-defined]
+def test_un_satterthwaite_treatment_difference(un_fit: ModelResult, visit: str) -> None:
+    row = un_fit.effects.set_index("visit").loc[visit]
     for ours, quantity, half_unit in (
         (row["estimate"], "estimate", 5e-5),
         (row["std_error"], "std_error", 5e-5),
@@ -94,8 +101,8 @@ def test_un_satterthwaite_treatment_difference(un_fit: object, visit: str) -> No
 
 @pytest.mark.parametrize("visit", VISITS)
 @pytest.mark.parametrize("arm", ["PBO", "TRT"])
-def test_un_satterthwaite_lsmeans(un_fit: object, visit: str, arm: str) -> None:
-    table = un_fit.lsmeans.set_index(["visit", "arm"])  # type: ignore[attr-defined]
+def test_un_satterthwaite_lsmeans(un_fit: ModelResult, visit: str, arm: str) -> None:
+    table = un_fit.lsmeans.set_index(["visit", "arm"])
     row = table.loc[(visit, arm)]
     for ours, quantity, half_unit in (
         (row["estimate"], "estimate", 5e-5),
@@ -118,9 +125,9 @@ def test_un_satterthwaite_lsmeans(un_fit: object, visit: str, arm: str) -> None:
         ("SEX", "SEX"),
     ],
 )
-def test_un_satterthwaite_type3(un_fit: object, effect: str, sas_effect: str) -> None:
+def test_un_satterthwaite_type3(un_fit: ModelResult, effect: str, sas_effect: str) -> None:
     # design/SAS/sas_log_reml.txt:194-198, "Type 3 Tests of Fixed Effects".
-    row = un_fit.type3.set_index("effect").loc[effect]  # type: ignore[attr-defined]
+    row = un_fit.type3.set_index("effect").loc[effect]
     num_df, _ = _sas("design/SAS/sas_log_reml.txt", "type3", "num_df", effect=sas_effect)
     den_df, where = _sas("design/SAS/sas_log_reml.txt", "type3", "den_df", effect=sas_effect)
     f_value, _ = _sas("design/SAS/sas_log_reml.txt", "type3", "F", effect=sas_effect)

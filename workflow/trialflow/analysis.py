@@ -47,7 +47,13 @@ EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "converged",
     "note",
 )
-LSMEAN_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *LSMEAN_COLUMNS, "response")
+LSMEAN_TABLE_COLUMNS: tuple[str, ...] = (
+    "outcome",
+    "analysis",
+    *LSMEAN_COLUMNS,
+    "response",
+    "df_method",
+)
 TYPE3_TABLE_COLUMNS: tuple[str, ...] = ("outcome", "analysis", *TYPE3_COLUMNS, "df_method")
 SUBGROUP_TABLE_COLUMNS: tuple[str, ...] = ("outcome", *SUBGROUP_COLUMNS)
 ANOVA_TABLE_COLUMNS: tuple[str, ...] = (
@@ -228,6 +234,7 @@ def analyse_outcome(
         ls.insert(0, "analysis", name)
         ls.insert(0, "outcome", outcome.name)
         ls["response"] = "value" if name == "lmm" else spec.response
+        ls["df_method"] = result.info.get("df_method", "")
         lsmeans.append(ls)
         record[name] = {"fitted": True, **result.to_dict()}
         if name == "mmrm" and result.residuals is not None:
