@@ -221,10 +221,14 @@ def test_a_trial_states_its_own_analysis_plan(sap) -> None:
     t3 = result.type3
     assert list(t3.columns) == ["outcome", "analysis", "effect", "num_df", "den_df", "F",
                                 "p_value", "df_method"]  # fmt: skip
-    pain = t3.loc[t3["outcome"] == "pain_vas"]
+    assert set(t3["analysis"]) == {"mmrm", "lmm"}
+    pain = t3.loc[(t3["outcome"] == "pain_vas") & (t3["analysis"] == "mmrm")]
     assert list(pain["effect"]) == ["baseline", "age", "sex", "arm", "visit", "baseline:visit",
                                     "age:visit", "arm:visit"]  # fmt: skip
     assert (pain.set_index("effect").loc[["visit", "arm:visit"], "num_df"] == 3).all()
+    lmm = t3.loc[(t3["outcome"] == "pain_vas") & (t3["analysis"] == "lmm")]
+    assert list(lmm["effect"]) == ["age", "sex", "arm", "visit", "age:visit", "arm:visit"]
+    assert set(lmm["df_method"]) == {"kenward_roger"}
     sub = result.subgroups
     assert set(sub["outcome"]) == {o.name for o in trial.outcomes}
     assert set(sub["level"]) == {"F", "M"} and (sub["visit"] == trial.primary_visit).all()

@@ -80,8 +80,16 @@ def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) 
     lsmeans = pd.read_csv(results / "tables" / "lsmeans.csv")
     assert list(lsmeans.columns) == [
         "outcome", "analysis", "visit", "arm", "estimate", "std_error", "df",
-        "ci_lower", "ci_upper", "n", "response",
+        "ci_lower", "ci_upper", "n", "response", "df_method",
     ]  # fmt: skip
+    type3 = pd.read_csv(results / "tables" / "type3.csv")
+    assert list(type3.columns) == [
+        "outcome", "analysis", "effect", "num_df", "den_df", "F", "p_value", "df_method",
+    ]  # fmt: skip
+    assert {"arm", "visit", "arm:visit", "baseline"} <= set(type3["effect"])
+    subgroups = pd.read_csv(results / "tables" / "subgroups.csv", dtype={"level": str})
+    assert set(subgroups["outcome"]) == set(effects["outcome"])
+    assert subgroups["estimate"].notna().all()
     anova = pd.read_csv(results / "tables" / "anova.csv")
     assert list(anova.columns[:7]) == [
         "outcome", "source", "F", "df1", "df2", "p_value", "partial_eta_sq",

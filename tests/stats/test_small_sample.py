@@ -143,24 +143,21 @@ LMM_EFFECTS = pd.read_csv(OUT / "lmm_kr_effects.csv")
 LMM_LSMEANS = pd.read_csv(OUT / "lmm_kr_lsmeans.csv")
 
 
-@pytest.mark.parametrize(
-    ("dataset", "outcome"),
-    sorted(
-        LMM_EFFECTS[["dataset", "outcome"]].drop_duplicates().itertuples(index=False, name=None)
-    ),
+LMM_CASES = sorted(
+    LMM_EFFECTS[["dataset", "outcome"]].drop_duplicates().itertuples(index=False, name=None)
 )
-def test_lmm_kenward_roger_matches_pbkrtest(dataset: str, outcome: str) -> None:
-    # tests/reference/make_subgroup_references.R, part A: pbkrtest::vcovAdj and emmeans with
-    # lmer.df = "kenward-roger" on the lmerTest fit of make_references.R.
+
+
+@cache
+def _lmm(dataset: str, outcome: str, method: str) -> ModelResult:
     if dataset == "weightbearing":
-        control, covs, base = "nonweightbearing", ["Age (years)", "Sex"], "baseline"
+        control, covs = "nonweightbearing", ["Age (years)", "Sex"]
     else:
         spec = DATASETS.loc[dataset]
-        control, covs, base = spec["control"], str(spec["covariates"]).split(";"), "baseline"
+        control, covs = spec["control"], str(spec["covariates"]).split(";")
     data = pd.read_csv(REF / "data" / f"{dataset}.csv")
-    rows = data.loc[data["outcome"] == outcome]
-    fit = fit_lmm(
-        rows,
+    return fit_lmm(
+        data.loc[data["outcome"] == outcome],
         response="value",
         subject="subject_id",
         visit="visit",
@@ -168,10 +165,17 @@ def test_lmm_kenward_roger_matches_pbkrtest(dataset: str, outcome: str) -> None:
         covariates=covs,
         reference_arm=control,
         visit_order=None,
-        baseline_visit=base,
+        baseline_visit="baseline",
         week="week",
-        df_method="kenward_roger",
+        df_method=method,  # type: ignore[arg-type]
     )
+
+
+@pytest.mark.parametrize(("dataset", "outcome"), LMM_CASES)
+def test_lmm_kenward_roger_matches_pbkrtest(dataset: str, outcome: str) -> None:
+    # tests/reference/make_subgroup_references.R, part A: pbkrtest::vcovAdj and emmeans with
+    # lmer.df = "kenward-roger" on the lmerTest fit of make_references.R.
+    fit = _lmm(dataset, outcome, "kenward_roger")
     for ours, ref, keys in (
         (fit.effects, LMM_EFFECTS, ["visit"]),
         (fit.lsmeans, LMM_LSMEANS, ["visit", "arm"]),
@@ -184,6 +188,28 @@ def test_lmm_kenward_roger_matches_pbkrtest(dataset: str, outcome: str) -> None:
         assert_allclose(both["std_error"], both["std_error_r"], rtol=1e-6)
         assert_allclose(both["df"], both["df_r"], rtol=1e-5)
     assert fit.info["df_method"] == "kenward_roger"
+
+
+@pytest.mark.parametrize(("dataset", "outcome"), LMM_CASES)
+@pytest.mark.parametrize(
+    ("method", "file", "df_rtol"),
+    # lmerTest's Satterthwaite F tests use its own numerical Hessian (in the standard deviation
+    # parametrisation) and its own basis for the hypothesis rows: den df agree to ~1e-3 only.
+    [("kenward_roger", "lmm_kr_type3.csv", 1e-5), ("satterthwaite", "lmm_sat_type3.csv", 1e-2)],
+)
+def test_lmm_type3_matches_lmertest(
+    dataset: str, outcome: str, method: str, file: str, df_rtol: float
+) -> None:
+    # tests/reference/make_subgroup_references.R: anova(m, type = 3, ddf = ...) of lmerTest.
+    ref = pd.read_csv(OUT / file)
+    want = ref.loc[(ref["dataset"] == dataset) & (ref["outcome"] == outcome)]
+    ours = _lmm(dataset, outcome, method).type3
+    assert ours is not None
+    both = want.merge(ours, on="effect", suffixes=("_r", ""))
+    assert sorted(both["effect"]) == sorted(want["effect"]) == sorted(ours["effect"])
+    assert (both["num_df"] == both["num_df_r"]).all()
+    assert_allclose(both["F"], both["F_r"], rtol=1e-4)
+    assert_allclose(both["den_df"], both["den_df_r"], rtol=df_rtol)
 
 
 def test_kenward_roger_inflates_the_standard_errors() -> None:

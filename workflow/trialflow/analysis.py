@@ -239,8 +239,9 @@ def analyse_outcome(
         record[name] = {"fitted": True, **result.to_dict()}
         if name == "mmrm" and result.residuals is not None:
             record["_residuals"] = result.residuals
-        if name == "mmrm" and result.type3 is not None:
-            record["_type3"] = result.type3.assign(analysis=name, df_method=options["df"])
+        if result.type3 is not None:
+            tests = result.type3.assign(analysis=name, df_method=result.info.get("df_method", ""))
+            record["_type3"] = pd.concat([record.get("_type3"), tests], ignore_index=True)
         if result.covariance is not None:
             sd = np.sqrt(np.diag(result.covariance.to_numpy()))
             corr = result.covariance / np.outer(sd, sd)

@@ -489,7 +489,7 @@ def _supportive(inputs: ReportInputs) -> pd.DataFrame:
 
 
 def _type3_table(inputs: ReportInputs) -> pd.DataFrame:
-    """Type III tests of the MMRM's fixed effects, per outcome (SAS "Type 3 Tests")."""
+    """Type III tests of the MMRM's and LMM's fixed effects, per outcome (SAS "Type 3 Tests")."""
     t = inputs.type3
     if t.empty:
         return pd.DataFrame()
@@ -497,6 +497,7 @@ def _type3_table(inputs: ReportInputs) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "outcome": t["outcome"].map(labels),
+            "analysis": t["analysis"],
             "effect": t["effect"],
             "num df": t["num_df"].map(lambda x: str(int(x))),
             "den df": t["den_df"].map(lambda x: fmt_number(x, 1)),

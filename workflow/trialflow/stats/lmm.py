@@ -40,9 +40,9 @@ from trialflow.stats.design import (
     prepare_long,
     r_name,
 )
-from trialflow.stats.inference import Ingredients, kr_adjusted, kr_df
+from trialflow.stats.inference import Ingredients, f_test, kr_adjusted, kr_df
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, build_mean_model
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, TYPE3_COLUMNS, ModelResult
 
 # Weeks are divided by this before entering the random slope: raw weeks make the slope
 # variance tiny relative to the intercept variance and the optimizer fails to converge.
@@ -625,6 +625,7 @@ def fit_lmm(
         converged=reml.converged,
         warnings=tuple(dict.fromkeys(notes)),
         info=info,
+        type3=inference.type3(mean),
     )
 
 
@@ -866,6 +867,46 @@ class _LmmInference:
                 )
         phi = kr_adjusted(kr, linear=True) if kr is not None else reml.state.phi
         return cls(method=method, covariance=phi, reml=reml, vcov_psi=vcov_psi, kr=kr)
+
+    def type3(self, mean: MeanModel) -> pd.DataFrame | None:
+        """Type III F tests of every term (None with Wald z tests, which have no F)."""
+        if self.method == "asymptotic":
+            return None
+        ing = self.kr if self.kr is not None else self._satterthwaite_ingredients()
+        rows = []
+        for effect, contrast in mean.type3().items():
+            test = f_test(ing, contrast, self.method, self.covariance)
+            rows.append(
+                {
+                    "effect": effect,
+                    "num_df": test.num_df,
+                    "den_df": test.den_df,
+                    "F": test.f_value,
+                    "p_value": test.p_value,
+                }
+            )
+        return pd.DataFrame(rows, columns=list(TYPE3_COLUMNS))
+
+    def _satterthwaite_ingredients(self) -> Ingredients:
+        """Satterthwaite's ingredients in the variance parameters psi (G elements, sigma^2).
+
+        d Phi / d psi_i = -Phi P_i Phi gives P_i from the Jacobian the LMM already has.
+        """
+        state = self.reml.state
+        inverse = np.linalg.inv(state.phi)
+        big_p = np.array([-inverse @ j @ inverse for j in self.reml.jacobian])
+        r, p = big_p.shape[0], state.phi.shape[0]
+        w = self.vcov_psi if self.vcov_psi is not None else np.full((r, r), np.nan)
+        return Ingredients(
+            beta=state.beta,
+            phi=state.phi,
+            p=big_p,
+            q=np.zeros((r, r, p, p)),
+            r=np.zeros((r, r, p, p)),
+            w_observed=w,
+            w_kr=w,
+            residual_df=float(len(self.reml.y) - p),
+        )
 
     def df(self, contrasts: np.ndarray) -> np.ndarray:
         """Denominator df of each contrast row."""
