@@ -38,6 +38,8 @@ def _largest(reference: str, quantity: str, ours: Iterable[float], theirs: Itera
              where: Iterable[str]) -> Row:  # fmt: skip
     a, b = np.asarray(list(ours), dtype=float), np.asarray(list(theirs), dtype=float)
     rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+    if np.all(np.isnan(rel)):
+        return reference, quantity, float("nan"), ""
     i = int(np.nanargmax(rel))
     return reference, quantity, float(rel[i]), list(where)[i]
 
@@ -112,11 +114,37 @@ def _r_rows() -> list[Row]:
         ]
         both = ref.merge(ours, on=["level", "visit"], suffixes=("_r", ""))
         frames.setdefault(("R subgroups (gls)", ""), []).append(both.assign(where="/".join(case)))
+    for method in small.METHODS:
+        for case in small.CASES:
+            ours = small._fit(*case, method).type3
+            ref = small.TYPE3.loc[
+                (small.TYPE3["dataset"] == case[0])
+                & (small.TYPE3["outcome"] == case[1])
+                & (small.TYPE3["model"] == case[2])
+                & (small.TYPE3["df_method"] == method)
+            ]
+            both = ref.merge(ours, on="effect", suffixes=("_r", ""))
+            both = both.rename(columns={"F": "estimate", "F_r": "estimate_r",
+                                        "den_df": "df", "den_df_r": "df_r"})  # fmt: skip
+            both["std_error"] = both["std_error_r"] = np.nan
+            frames.setdefault((f"R Type III {method} (F; den df)", ""), []).append(
+                both.assign(where="/".join(case))
+            )
+    for case in small.LMM_CASES:
+        fit = small._lmm(*case, "kenward_roger")
+        for ours, ref, keys in ((fit.effects, small.LMM_EFFECTS, ["visit"]),
+                                (fit.lsmeans, small.LMM_LSMEANS, ["visit", "arm"])):  # fmt: skip
+            want = ref.loc[(ref["dataset"] == case[0]) & (ref["outcome"] == case[1])]
+            both = want.merge(ours, on=keys, suffixes=("_r", ""))
+            frames.setdefault(("R pbkrtest LMM Kenward-Roger", ""), []).append(
+                both.assign(where="/".join(case))
+            )
     for (name, _), parts in frames.items():
         both = pd.concat(parts, ignore_index=True)
         for quantity in ("estimate", "std_error", "df"):
-            out.append(_largest(name, quantity, both[quantity], both[f"{quantity}_r"],
-                                both["where"]))  # fmt: skip
+            if both[quantity].notna().any():
+                out.append(_largest(name, quantity, both[quantity], both[f"{quantity}_r"],
+                                    both["where"]))  # fmt: skip
     return out
 
 

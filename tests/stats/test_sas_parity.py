@@ -115,18 +115,19 @@ def test_un_satterthwaite_lsmeans(un_fit: ModelResult, visit: str, arm: str) -> 
         assert abs(ours - expected) <= half_unit + 1e-4 * abs(expected), (where, ours)
 
 
-@pytest.mark.parametrize(
-    ("effect", "sas_effect"),
-    [
-        ("arm", "ARMCD"),
-        ("visit", "AVISIT"),
-        ("arm:visit", "AVISIT*ARMCD"),
-        ("RACE", "RACE"),
-        ("SEX", "SEX"),
-    ],
-)
+TYPE3_EFFECTS = [
+    ("arm", "ARMCD"),
+    ("visit", "AVISIT"),
+    ("arm:visit", "AVISIT*ARMCD"),
+    ("RACE", "RACE"),
+    ("SEX", "SEX"),
+]
+
+
+@pytest.mark.parametrize(("effect", "sas_effect"), TYPE3_EFFECTS)
 def test_un_satterthwaite_type3(un_fit: ModelResult, effect: str, sas_effect: str) -> None:
     # design/SAS/sas_log_reml.txt:194-198, "Type 3 Tests of Fixed Effects".
+    assert un_fit.type3 is not None
     row = un_fit.type3.set_index("effect").loc[effect]
     num_df, _ = _sas("design/SAS/sas_log_reml.txt", "type3", "num_df", effect=sas_effect)
     den_df, where = _sas("design/SAS/sas_log_reml.txt", "type3", "den_df", effect=sas_effect)
