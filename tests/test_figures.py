@@ -489,3 +489,38 @@ def test_withdrawals_follow_attendance_not_one_outcome(tiny: TinyTrial) -> None:
         (6.0, 395.0),
         (6.0, 455.0),
     ]
+
+
+def test_subgroup_forest_draws_every_level_and_says_why_one_is_missing(bundled) -> None:
+    trial, _, result = bundled
+    outcome = trial.primary_outcomes[0]
+    table = result.subgroups.copy()
+    level = table.index[table["outcome"] == outcome.name][0]
+    table.loc[level, ["estimate", "ci_lower", "ci_upper"]] = np.nan
+    table.loc[level, "note"] = "not estimable: no participant of arm 'x' observed at week12"
+    fig = figures.subgroup_forest_figure(table, trial, outcome.name)
+    texts = " | ".join(_texts(fig))
+    rows = table.loc[table["outcome"] == outcome.name]
+    for name in rows["subgroup"].unique():
+        assert f"{name}   (interaction p = " in texts
+    assert "not estimable: no participant of arm" in texts
+    drawn = [r for r in rows.to_dict("records") if np.isfinite(r["estimate"])]
+    estimable = [t for t in _texts(fig) if ", n = " in t]
+    assert len(estimable) == len(drawn)
+    assert f"Difference ({outcome.unit})" in _labels(fig)
+
+
+def test_value_response_trajectory_has_no_zero_anchor(bundled) -> None:
+    trial, d, _ = bundled
+    plan = dataclasses.replace(trial, analysis={"response": "value", "baseline": "main"})
+    result = analyse_trial(d.adeff, d.adsl, plan)
+    outcome = plan.primary_outcomes[0].name
+    fig = figures.trajectory_figure(result.lsmeans, d.adeff, plan, outcome)
+    ax = _plot_axes(fig)[0]
+    assert "LS mean by visit" in ax.get_title(loc="left")
+    assert not ax.get_ylabel().startswith("Change from baseline")
+    first_week = min(v.week for v in plan.post_baseline_visits)
+    arms = [line for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
+    assert len(arms) >= 2
+    for line in arms:  # LS means and their caps start at the first post-baseline visit
+        assert np.asarray(line.get_xdata(), dtype=float).min() >= first_week - 1.0
