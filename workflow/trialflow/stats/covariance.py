@@ -325,6 +325,12 @@ class _OneCorrelationParameter(CovarianceStructure):
             return np.outer(sd, sd)
         return self._correlation(phi[-1]) * np.outer(sd, sd)
 
+    def sigma(self, theta: np.ndarray) -> np.ndarray:
+        sd = self._sd(theta)
+        if self.n_visits == 1:
+            return np.outer(sd, sd)
+        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
+
     @abstractmethod
     def _rho(self, theta: np.ndarray) -> np.ndarray:
         """The correlation parameter at ``theta``."""
@@ -376,12 +382,6 @@ class CompoundSymmetry(_OneCorrelationParameter):
         dtype = np.result_type(phi, float)
         return phi[0] * np.ones((k, k), dtype=dtype) + phi[1] * np.eye(k, dtype=dtype)
 
-    def sigma(self, theta: np.ndarray) -> np.ndarray:
-        sd = self._sd(theta)
-        if self.n_visits == 1:
-            return np.outer(sd, sd)
-        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
-
     def start(self, s: np.ndarray) -> np.ndarray:
         head = self._log_sd_start(s)
         if self.n_visits == 1:
@@ -428,12 +428,6 @@ class AutoRegressive(_OneCorrelationParameter):
         for lag in range(1, k):
             powers[lag] = powers[lag - 1] * rho
         return _toeplitz(powers)
-
-    def sigma(self, theta: np.ndarray) -> np.ndarray:
-        sd = self._sd(theta)
-        if self.n_visits == 1:
-            return np.outer(sd, sd)
-        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
         head = self._log_sd_start(s)
@@ -535,12 +529,6 @@ class SpatialPower(_OneCorrelationParameter):
     def _correlation(self, rho: np.ndarray) -> np.ndarray:
         # exp(d log rho), analytic in rho for the complex step; the diagonal is exactly 1.
         return np.exp(self.distance * np.log(rho))
-
-    def sigma(self, theta: np.ndarray) -> np.ndarray:
-        sd = self._sd(theta)
-        if self.n_visits == 1:
-            return np.outer(sd, sd)
-        return self._correlation(self._rho(theta)) * np.outer(sd, sd)
 
     def start(self, s: np.ndarray) -> np.ndarray:
         head = self._log_sd_start(s)

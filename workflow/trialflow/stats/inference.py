@@ -26,10 +26,14 @@ Satterthwaite tests of several rows use the eigen-decomposition of ``L Phi L'`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from trialflow.stats.results import TYPE3_COLUMNS
 
 __all__ = [
     "DF_METHODS",
@@ -226,3 +230,26 @@ def f_test(
         den = float(contrast_df(ing, contrast[:1], method, between_within)[0])
     p_value = float(stats.f.sf(f_value, q, den)) if np.isfinite(den) else float("nan")
     return TestResult(f_value=f_value, num_df=q, den_df=float(den), p_value=p_value)
+
+
+def type3_table(
+    hypotheses: Mapping[str, np.ndarray], test: Callable[[np.ndarray, str], TestResult]
+) -> pd.DataFrame:
+    """One row per term: ``effect, num_df, den_df, F, p_value`` (SAS "Type 3 Tests").
+
+    ``hypotheses`` maps each term to its Type III matrix; ``test`` runs one F test given the
+    matrix and the term's name.
+    """
+    rows = []
+    for effect, contrast in hypotheses.items():
+        result = test(contrast, effect)
+        rows.append(
+            {
+                "effect": effect,
+                "num_df": result.num_df,
+                "den_df": result.den_df,
+                "F": result.f_value,
+                "p_value": result.p_value,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TYPE3_COLUMNS))

@@ -40,9 +40,16 @@ from trialflow.stats.design import (
     prepare_long,
     r_name,
 )
-from trialflow.stats.inference import Ingredients, f_test, kr_adjusted, kr_df
+from trialflow.stats.inference import (
+    Ingredients,
+    TestResult,
+    f_test,
+    kr_adjusted,
+    kr_df,
+    type3_table,
+)
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, build_mean_model
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, TYPE3_COLUMNS, ModelResult
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 
 # Weeks are divided by this before entering the random slope: raw weeks make the slope
 # variance tiny relative to the intercept variance and the optimizer fails to converge.
@@ -873,19 +880,11 @@ class _LmmInference:
         if self.method == "asymptotic":
             return None
         ing = self.kr if self.kr is not None else self._satterthwaite_ingredients()
-        rows = []
-        for effect, contrast in mean.type3().items():
-            test = f_test(ing, contrast, self.method, self.covariance)
-            rows.append(
-                {
-                    "effect": effect,
-                    "num_df": test.num_df,
-                    "den_df": test.den_df,
-                    "F": test.f_value,
-                    "p_value": test.p_value,
-                }
-            )
-        return pd.DataFrame(rows, columns=list(TYPE3_COLUMNS))
+
+        def test(contrast: np.ndarray, _: str) -> TestResult:
+            return f_test(ing, contrast, self.method, self.covariance)
+
+        return type3_table(mean.type3(), test)
 
     def _satterthwaite_ingredients(self) -> Ingredients:
         """Satterthwaite's ingredients in the variance parameters psi (G elements, sigma^2).

@@ -51,9 +51,10 @@ from trialflow.stats.inference import (
     contrast_df,
     f_test,
     kr_adjusted,
+    type3_table,
 )
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, Subgroup, build_mean_model
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, TYPE3_COLUMNS, ModelResult
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 
 __all__ = ["MeanSpec", "fit_mmrm", "prepare_mmrm"]
 
@@ -895,23 +896,6 @@ def _effects_table(ready: PreparedMmrm, inference: MmrmInference, alpha: float) 
     )
 
 
-def type3_table(mean: MeanModel, inference: MmrmInference) -> pd.DataFrame:
-    """Type III F test of every term but the intercept (SAS "Type 3 Tests of Fixed Effects")."""
-    rows = []
-    for effect, contrast in mean.type3().items():
-        test = inference.test(contrast, effect)
-        rows.append(
-            {
-                "effect": effect,
-                "num_df": test.num_df,
-                "den_df": test.den_df,
-                "F": test.f_value,
-                "p_value": test.p_value,
-            }
-        )
-    return pd.DataFrame(rows, columns=list(TYPE3_COLUMNS))
-
-
 def _describe(ready: PreparedMmrm, fit: _Fit, method: str, subject: str) -> str:
     response = ready.prepared.names["response"]
     return (
@@ -980,7 +964,7 @@ def _result(
         residuals=_residuals(
             obs, mean.x @ fit.evaluation.beta, sigma, names["subject"], names["visit"]
         ),
-        type3=type3_table(mean, inference),
+        type3=type3_table(mean.type3(), inference.test),
     )
 
 
