@@ -3,6 +3,8 @@ agreement of the workflow's tables with the R references for the bundled trials.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -242,3 +244,23 @@ def test_default_plan_writes_type3_for_every_outcome_and_no_subgroups(bundled) -
     grouped = result.subgroups
     names = {g["name"] for g in trial.options["subgroups"]}
     assert set(grouped["subgroup"]) == names
+
+
+@pytest.mark.parametrize(
+    ("group", "why"),
+    [
+        ({"name": "sex", "cut": [1]}, "sex is not numeric; cut points apply"),
+        ({"name": "age", "cut": []}, "age is numeric with"),
+    ],
+)
+def test_a_subgroup_that_cannot_be_analysed_is_a_row_with_the_reason(group, why) -> None:
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    plan = dataclasses.replace(trial, analysis={"subgroups": [group]})
+    result = analyse_trial(d.adeff, d.adsl, plan)
+    rows = result.subgroups
+    assert len(rows) == len(trial.outcomes)
+    assert rows["note"].str.startswith(f"not analysed: {why}").all()
+    assert rows["estimate"].isna().all()
+    # The other analyses are untouched.
+    assert result.effects["estimate"].notna().any()

@@ -171,10 +171,12 @@ def test_unequal_spacing_with_a_positional_structure_is_said() -> None:
     fit = fit_mmrm(response="change", subject="subject_id", visit="visit", arm="arm",
                    baseline="baseline", covariance="ar1", week="week", **args)  # fmt: skip
     assert any("not equally spaced" in w and "sp_pow" in w for w in fit.warnings)
+    assert fit.info["visits_equally_spaced"] is False
     spaced = _arguments("sim_dropout", "pain")
     fit = fit_mmrm(response="change", subject="subject_id", visit="visit", arm="arm",
                    baseline="baseline", covariance="ar1", week="week", **spaced)  # fmt: skip
     assert not any("not equally spaced" in w for w in fit.warnings)
+    assert fit.info["visits_equally_spaced"] is True
 
 
 def test_bad_combinations_stop_with_the_key_and_the_fix() -> None:

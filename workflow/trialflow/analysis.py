@@ -11,7 +11,7 @@ be fitted for one outcome becomes a row saying so; the other outcomes and models
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -294,6 +294,32 @@ def analyse_outcome(
     return effects, lsmeans, anova, g, record
 
 
+# A numeric covariate with more distinct values than this is not taken as categorical levels.
+MAX_SUBGROUP_LEVELS = 10
+
+
+def _subgroup_levels(
+    values: pd.Series, name: str, cuts: Sequence[float]
+) -> tuple[pd.Series, list[str], str]:
+    """Level labels of a subgroup, its levels, and why it cannot be analysed ("" if it can)."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if cuts:
+        labels, levels = cut_labels(values, cuts)
+        if not numeric:
+            return labels, levels, f"{name} is not numeric; cut points apply to numeric covariates"
+        return labels, levels, ""
+    labels = values.astype(object).where(values.notna(), None)
+    labels = labels.map(lambda v: None if v is None else str(v))
+    levels = sorted(labels.dropna().unique())
+    if numeric and len(levels) > MAX_SUBGROUP_LEVELS:
+        why = (
+            f"{name} is numeric with {len(levels)} distinct values; give cut points, e.g. "
+            f"{{name: {name}, cut: [...]}}"
+        )
+        return labels, [], why
+    return labels, levels, ""
+
+
 def subgroup_table(
     data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
 ) -> pd.DataFrame:
@@ -305,26 +331,23 @@ def subgroup_table(
     tables = []
     for group in options["subgroups"]:
         name, cuts = group["name"], group.get("cut") or []
-        column = "_subgroup"
-        if cuts:
-            labels, levels = cut_labels(post[name], cuts)
-            others = covariates
-        else:
-            labels = post[name].astype(object).where(post[name].notna(), None)
-            labels = labels.map(lambda v: None if v is None else str(v))
-            levels = sorted(labels.dropna().unique())
-            others = [c for c in covariates if c != name]
+        labels, levels, why = _subgroup_levels(post[name], name, cuts)
+        if why:
+            row = {"subgroup": name, "visit": trial.primary_visit, "note": f"not analysed: {why}"}
+            tables.append(pd.DataFrame([row]).assign(outcome=outcome.name))
+            continue
         table = fit_subgroup(
-            post.assign(**{column: labels}),
+            post.assign(_subgroup=labels),
             name=name,
-            column=column,
+            column="_subgroup",
             levels=levels,
             response=spec.response,
             subject="subject_id",
             visit="visit",
             arm="arm",
             baseline=None if spec.baseline == "none" else "baseline",
-            covariates=others,
+            # A categorical subgroup replaces its covariate; a cut numeric one keeps it.
+            covariates=covariates if cuts else [c for c in covariates if c != name],
             reference_arm=trial.control,
             visit_order=post_visits,
             primary_visit=trial.primary_visit,

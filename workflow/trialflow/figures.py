@@ -1080,9 +1080,10 @@ def _subgroup_lines(
                     v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], outcome.decimals
                 )
                 if math.isfinite(v["estimate"])
-                else _plain(r.get("note") or "not estimable")
+                else _wrap(_plain(r.get("note") or "not estimable"), 42)
             )
-            lines.append((f"   {_plain(r['level'])}", v, text))
+            level = "" if pd.isna(r["level"]) else _plain(r["level"])
+            lines.append((f"   {level}", v, text))
     return lines
 
 

@@ -522,7 +522,7 @@ def _subgroup_table(inputs: ReportInputs) -> pd.DataFrame:
             {
                 "outcome": o.label,
                 "subgroup": r["subgroup"],
-                "level": r["level"],
+                "level": "" if pd.isna(r["level"]) else r["level"],
                 "n": "" if pd.isna(r["n"]) else str(int(r["n"])),
                 f"difference ({ci})": fmt_ci(r["estimate"], r["ci_lower"], r["ci_upper"],
                                              o.decimals) if estimable else str(r["note"]),

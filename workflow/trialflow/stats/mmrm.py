@@ -951,6 +951,7 @@ def _result(
         "reference_grid": mean.reference_grid,
         "visits": list(obs.visits),
         "visit_weeks": _visit_weeks(obs),
+        "visits_equally_spaced": equally_spaced(_visit_weeks(obs)),
         "arms": list(obs.arms),
     }
     return ModelResult(
