@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -149,66 +150,179 @@ def _try(fit: Callable[[], T]) -> tuple[T | None, str]:
         return None, f"unexpected error ({type(exc).__name__}: {exc}); see the log"
 
 
+@dataclass(frozen=True)
+class OutcomePlan:
+    """One outcome's rows and the trial's plan, prepared once and shared by every model."""
+
+    trial: TrialConfig
+    options: Mapping[str, Any]
+    spec: MeanSpec
+    data: pd.DataFrame  # every visit, baseline included
+    post: pd.DataFrame  # post-baseline visits
+
+    @property
+    def covariates(self) -> list[str]:
+        return [c.name for c in self.trial.covariates]
+
+    @property
+    def baseline(self) -> str | None:
+        return None if self.spec.baseline == "none" else "baseline"
+
+    @property
+    def post_visits(self) -> list[str]:
+        return [v.label for v in self.trial.post_baseline_visits]
+
+
+# Column names of the analysis datasets, passed to every model.
+_COLUMNS = {"subject": "subject_id", "visit": "visit", "arm": "arm"}
+
+
+def _mmrm(plan: OutcomePlan) -> ModelResult:
+    opts = plan.options
+    return fit_mmrm(
+        plan.post,
+        response=plan.spec.response,
+        baseline=plan.baseline,
+        covariates=plan.covariates,
+        covariance=opts["covariance"],
+        fallback=opts["fallback"],
+        reference_arm=plan.trial.control,
+        visit_order=plan.post_visits,
+        alpha=opts["alpha"],
+        df_method=opts["df"],
+        mean=plan.spec,
+        week="week",
+        **_COLUMNS,
+    )
+
+
+def _lmm(plan: OutcomePlan) -> ModelResult:
+    opts = plan.options
+    return fit_lmm(
+        plan.data,
+        response="value",
+        covariates=plan.covariates,
+        reference_arm=plan.trial.control,
+        visit_order=list(plan.trial.visit_labels),
+        baseline_visit=plan.trial.baseline_visit,
+        random_slope=opts["random_slope"],
+        week="week",
+        alpha=opts["alpha"],
+        df_method=lmm_df_method(opts),
+        lsmeans_weights=plan.spec.lsmeans_weights,
+        covariates_by_visit=plan.spec.covariates_by_visit,
+        **_COLUMNS,
+    )
+
+
+def _ancova(plan: OutcomePlan) -> ModelResult:
+    return fit_ancova(
+        plan.post,
+        response=plan.spec.response,
+        baseline=plan.baseline,
+        lsmeans_weights=plan.spec.lsmeans_weights,
+        covariates=plan.covariates,
+        reference_arm=plan.trial.control,
+        visit_order=plan.post_visits,
+        alpha=plan.options["alpha"],
+        **_COLUMNS,
+    )
+
+
+MODELS: dict[str, Callable[[OutcomePlan], ModelResult]] = {
+    "mmrm": _mmrm,
+    "lmm": _lmm,
+    "ancova": _ancova,
+}
+
+
+def _add_result(
+    name: str, result: ModelResult, plan: OutcomePlan, outcome: Outcome, record: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The effect and LS-mean rows of one fitted model; its record goes into ``record``."""
+    df_method = result.info.get("df_method", "")
+    eff = result.effects.copy()
+    eff.insert(0, "analysis", name)
+    eff.insert(0, "outcome", outcome.name)
+    eff["df_method"] = df_method
+    eff["converged"] = result.converged
+    eff["note"] = "; ".join(result.warnings)
+    ls = result.lsmeans.copy()
+    ls.insert(0, "analysis", name)
+    ls.insert(0, "outcome", outcome.name)
+    ls["response"] = "value" if name == "lmm" else plan.spec.response
+    ls["df_method"] = df_method
+    record[name] = {"fitted": True, **result.to_dict()}
+    if name == "mmrm" and result.residuals is not None:
+        record["_residuals"] = result.residuals
+    if result.type3 is not None:
+        tests = result.type3.assign(analysis=name, df_method=df_method)
+        record["_type3"] = pd.concat([record.get("_type3"), tests], ignore_index=True)
+    if result.covariance is not None:
+        sd = np.sqrt(np.diag(result.covariance.to_numpy()))
+        record[name]["correlation"] = jsonable(result.covariance / np.outer(sd, sd))
+    return eff, ls
+
+
+def _anova(
+    plan: OutcomePlan, outcome: Outcome, degenerate: str | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The published trials' mixed ANOVA, and its record."""
+    anova, reason = (
+        (None, str(degenerate))
+        if degenerate
+        else _try(
+            lambda: mixed_anova(
+                plan.data,
+                response="value",
+                reference_arm=plan.trial.control,
+                visit_order=list(plan.trial.visit_labels),
+                subject="subject_id",
+                visit="visit",
+                arm="arm",
+            )
+        )
+    )
+    if anova is None:
+        table = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [reason]})
+        return table, {"fitted": False, "reason": reason}
+    anova.insert(0, "outcome", outcome.name)
+    return anova, {
+        "fitted": True,
+        "rule": str(anova["rule"].iloc[0]) if "rule" in anova else "",
+        "warnings": list(anova.attrs.get("warnings", [])),
+    }
+
+
+def _effect_sizes(plan: OutcomePlan, outcome: Outcome, degenerate: str | None) -> pd.DataFrame:
+    """Hedges' g of change per visit (a note row when it cannot be computed)."""
+    g, reason = (
+        (None, str(degenerate))
+        if degenerate
+        else _try(
+            lambda: hedges_g(
+                plan.post,
+                response="change",
+                reference_arm=plan.trial.control,
+                visit_order=plan.post_visits,
+                alpha=plan.options["alpha"],
+                **_COLUMNS,
+            )
+        )
+    )
+    if g is None:
+        return pd.DataFrame({"outcome": [outcome.name], "note": [reason]})
+    g.insert(0, "outcome", outcome.name)
+    return g
+
+
 def analyse_outcome(
     data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Fit every model of the analysis plan to one outcome."""
-    covariates = [c.name for c in trial.covariates]
-    spec = mean_spec(options)
-    baseline = None if spec.baseline == "none" else "baseline"
-    all_visits = list(trial.visit_labels)
-    post_visits = [v.label for v in trial.post_baseline_visits]
-    post = data.loc[data["visit"].isin(post_visits)]
+    post = data.loc[data["visit"].isin([v.label for v in trial.post_baseline_visits])]
+    plan = OutcomePlan(trial, options, mean_spec(options), data, post)
     degenerate = _degenerate(data, post, outcome)
-    fits: dict[str, Callable[[], ModelResult]] = {
-        "mmrm": lambda: fit_mmrm(
-            post,
-            response=spec.response,
-            baseline=baseline,
-            covariates=covariates,
-            covariance=options["covariance"],
-            fallback=options["fallback"],
-            reference_arm=trial.control,
-            visit_order=post_visits,
-            alpha=options["alpha"],
-            df_method=options["df"],
-            mean=spec,
-            week="week",
-            subject="subject_id",
-            visit="visit",
-            arm="arm",
-        ),
-        "lmm": lambda: fit_lmm(
-            data,
-            response="value",
-            covariates=covariates,
-            reference_arm=trial.control,
-            visit_order=all_visits,
-            baseline_visit=trial.baseline_visit,
-            random_slope=options["random_slope"],
-            week="week",
-            alpha=options["alpha"],
-            df_method=lmm_df_method(options),
-            lsmeans_weights=spec.lsmeans_weights,
-            covariates_by_visit=spec.covariates_by_visit,
-            subject="subject_id",
-            visit="visit",
-            arm="arm",
-        ),
-        "ancova": lambda: fit_ancova(
-            post,
-            response=spec.response,
-            baseline=baseline,
-            lsmeans_weights=spec.lsmeans_weights,
-            covariates=covariates,
-            reference_arm=trial.control,
-            visit_order=post_visits,
-            alpha=options["alpha"],
-            subject="subject_id",
-            visit="visit",
-            arm="arm",
-        ),
-    }
     effects, lsmeans = [], []
     record: dict[str, Any] = {
         "outcome": outcome.name,
@@ -217,81 +331,17 @@ def analyse_outcome(
         "better": outcome.better,
         "primary": outcome.primary,
     }
-    for name, fit in fits.items():
-        result, reason = _try(fit) if degenerate is None else (None, degenerate)
+    for name, model in MODELS.items():
+        result, reason = (None, degenerate) if degenerate else _try(partial(model, plan))
         if result is None:
             effects.append(_not_fitted(outcome.name, name, trial, reason))
             record[name] = {"fitted": False, "reason": reason}
             continue
-        eff = result.effects.copy()
-        eff.insert(0, "analysis", name)
-        eff.insert(0, "outcome", outcome.name)
-        eff["df_method"] = result.info.get("df_method", "")
-        eff["converged"] = result.converged
-        eff["note"] = "; ".join(result.warnings)
+        eff, ls = _add_result(name, result, plan, outcome, record)
         effects.append(eff)
-        ls = result.lsmeans.copy()
-        ls.insert(0, "analysis", name)
-        ls.insert(0, "outcome", outcome.name)
-        ls["response"] = "value" if name == "lmm" else spec.response
-        ls["df_method"] = result.info.get("df_method", "")
         lsmeans.append(ls)
-        record[name] = {"fitted": True, **result.to_dict()}
-        if name == "mmrm" and result.residuals is not None:
-            record["_residuals"] = result.residuals
-        if result.type3 is not None:
-            tests = result.type3.assign(analysis=name, df_method=result.info.get("df_method", ""))
-            record["_type3"] = pd.concat([record.get("_type3"), tests], ignore_index=True)
-        if result.covariance is not None:
-            sd = np.sqrt(np.diag(result.covariance.to_numpy()))
-            corr = result.covariance / np.outer(sd, sd)
-            record[name]["correlation"] = jsonable(corr)
-    anova, reason = (
-        (None, str(degenerate))
-        if degenerate
-        else _try(
-            lambda: mixed_anova(
-                data,
-                response="value",
-                subject="subject_id",
-                visit="visit",
-                arm="arm",
-                reference_arm=trial.control,
-                visit_order=all_visits,
-            )
-        )
-    )
-    if anova is not None:
-        anova.insert(0, "outcome", outcome.name)
-        record["mixed_anova"] = {
-            "fitted": True,
-            "rule": str(anova["rule"].iloc[0]) if "rule" in anova else "",
-            "warnings": list(anova.attrs.get("warnings", [])),
-        }
-    else:
-        anova = pd.DataFrame({"outcome": [outcome.name], "source": [""], "note": [reason]})
-        record["mixed_anova"] = {"fitted": False, "reason": reason}
-    g, reason = (
-        (None, str(degenerate))
-        if degenerate
-        else _try(
-            lambda: hedges_g(
-                post,
-                response="change",
-                reference_arm=trial.control,
-                visit_order=post_visits,
-                alpha=options["alpha"],
-                subject="subject_id",
-                visit="visit",
-                arm="arm",
-            )
-        )
-    )
-    if g is not None:
-        g.insert(0, "outcome", outcome.name)
-    else:
-        g = pd.DataFrame({"outcome": [outcome.name], "note": [reason]})
-    return effects, lsmeans, anova, g, record
+    anova, record["mixed_anova"] = _anova(plan, outcome, degenerate)
+    return effects, lsmeans, anova, _effect_sizes(plan, outcome, degenerate), record
 
 
 # A numeric covariate with more distinct values than this is not taken as categorical levels.
