@@ -317,74 +317,64 @@ def _words_list(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[str]:
-    """The statistical-methods text, written from the options as run and the model records."""
-    trial = inputs.trial
-    opts = trial.options
-    level = f"{100 * (1 - opts['alpha']):g}%"
-    n = {arm: int((inputs.adsl["arm"] == arm).sum()) for arm in trial.arms}
-    covs = [c.name for c in trial.covariates]
-    adjust = ("the baseline value" if opts["baseline"] != "none" else "") + (
-        f"{' and ' if opts['baseline'] != 'none' else ''}{', '.join(covs)}" if covs else ""
-    )
-    adjust = adjust or "no covariate"
-    post = ", ".join(v.label for v in trial.post_baseline_visits)
-    infos = {o.name: inputs.models.get(o.name, {}).get("mmrm", {}).get("info", {}) for o in
-             trial.outcomes}  # fmt: skip
-    requested = opts["covariance"]
-    fallbacks = [
+def _adjust_words(trial: TrialConfig) -> str:
+    """What the MMRM adjusts for, in words."""
+    covs = ", ".join(c.name for c in trial.covariates)
+    if trial.options["baseline"] == "none":
+        return covs or "no covariate"
+    return "the baseline value" + (f" and {covs}" if covs else "")
+
+
+def _fallback_sentences(trial: TrialConfig, infos: Mapping[str, Mapping[str, Any]]) -> str:
+    """The pre-specified fallback order and whether any outcome needed it."""
+    requested = trial.options["covariance"]
+    used = [
         f"{o.label} ({_structure(infos[o.name].get('covariance_used'))} structure)"
         for o in trial.outcomes
         if infos[o.name].get("covariance_used") not in (None, requested)
     ]
-    order = [c for c in opts["fallback"] if c != requested]
-    fallback_plan = (
+    order = [c for c in trial.options["fallback"] if c != requested]
+    plan = (
         f"Had it failed to converge, {_words_list([_structure(c) for c in order])} structures "
         "were to be tried in that order"
         if order
         else "No fallback structure was pre-specified"
     )
-    fallback_text = (
+    result = (
         "No outcome needed a fallback."
-        if not fallbacks
-        else f"The fallback structure was used for {_words_list(fallbacks)}."
+        if not used
+        else f"The fallback structure was used for {_words_list(used)}."
     )
-    not_fitted = [o.label for o in trial.outcomes if not infos[o.name]]
+    return f"{plan}. {result}"
+
+
+def _itt_paragraph(inputs: ReportInputs, infos: Mapping[str, Mapping[str, Any]]) -> str:
+    trial = inputs.trial
+    n = {arm: int((inputs.adsl["arm"] == arm).sum()) for arm in trial.arms}
     analysed = [
         f"{o.label}: {infos[o.name]['n_subjects']} of {len(inputs.adsl)}"
         for o in trial.outcomes
         if infos[o.name]
     ]
-    primary = trial.primary_outcomes
-    secondary = [o.label for o in trial.outcomes if not o.primary]
-    if len(primary) == 1:
-        primary_text = f"The primary outcome was tested without adjustment at {trial.primary_visit}"
-    elif opts["primary_adjustment"] == "holm":
-        primary_text = (
-            f"The {len(primary)} co-primary outcomes were Holm-adjusted among themselves at "
-            f"{trial.primary_visit}"
-        )
-    else:
-        primary_text = (
-            f"The {len(primary)} co-primary outcomes were each tested without adjustment at "
-            f"{trial.primary_visit}"
-        )
-    lmm_effects = (
-        "a random intercept and a random slope on time (weeks / 12) per participant"
-        if opts["random_slope"]
-        else "a random intercept per participant"
-    )
-    pk = prov["packages"]
-    return [
+    return (
         f"All analyses followed the intention-to-treat principle: the {len(inputs.adsl)} "
         f"randomized participants were analysed in the arm to which they were allocated "
         f"({trial.control}: {n[trial.control]}; {trial.treatment}: {n[trial.treatment]}); each "
         "model used every participant with the data it needs (participants in the primary "
-        f"model: {'; '.join(analysed) or 'none'}).",
+        f"model: {'; '.join(analysed) or 'none'})."
+    )
+
+
+def _primary_paragraph(trial: TrialConfig, infos: Mapping[str, Mapping[str, Any]]) -> str:
+    opts = trial.options
+    level = f"{100 * (1 - opts['alpha']):g}%"
+    post = ", ".join(v.label for v in trial.post_baseline_visits)
+    not_fitted = [o.label for o in trial.outcomes if not infos[o.name]]
+    return (
         f"The primary analysis of each outcome was a mixed model for repeated measures (MMRM) "
         f"at each post-baseline visit ({post}), {mmrm_formula(trial)}: fixed effects for "
-        f"{adjust}, arm, visit and the arm-by-visit interaction, and "
-        f"{_article(_structure(requested))} "
+        f"{_adjust_words(trial)}, arm, visit and the arm-by-visit interaction, and "
+        f"{_article(_structure(opts['covariance']))} "
         "covariance matrix for the residuals across visits within participant, estimated by "
         "restricted maximum likelihood (REML). "
         + " ".join(plan_sentences(trial))
@@ -392,28 +382,81 @@ def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[st
         "and is valid when data are missing at random. Treatment effects are differences in "
         f"least-squares means between arms at each visit, with {level} confidence intervals "
         "and two-sided p-values from t distributions; Type III F tests of every term use the "
-        f"same degrees-of-freedom method. {fallback_plan}. {fallback_text}"
+        f"same degrees-of-freedom method. {_fallback_sentences(trial, infos)}"
         + (
             f" No model could be fitted for {_words_list(not_fitted)} (see the diagnostics)."
             if not_fitted
             else ""
-        ),
+        )
+    )
+
+
+def _supportive_paragraph(trial: TrialConfig) -> str:
+    opts = trial.options
+    lmm_effects = (
+        "a random intercept and a random slope on time (weeks / 12) per participant"
+        if opts["random_slope"]
+        else "a random intercept per participant"
+    )
+    adjust = _adjust_words(trial) if opts["baseline"] != "none" else "the covariates"
+    subgroups = ", ".join(g["name"] for g in opts["subgroups"])
+    return (
         "Supportive analyses were a linear mixed model of the outcome at all visits including "
         f"baseline with {lmm_effects} (treatment effect = arm-by-visit "
         f"interaction; {DF_WORDS[lmm_df_method(opts)].split(' (')[0]}), an analysis of "
         f"covariance of the {'change' if opts['response'] == 'change' else 'value'} at each "
-        f"visit adjusted for {adjust if opts['baseline'] != 'none' else 'the covariates'}, "
-        "the repeated-measures "
-        "(mixed) analysis of variance used in the published trials, restricted to participants "
-        "with complete data, and Hedges' g of the change from baseline.",
-        f"{primary_text}; "
+        f"visit adjusted for {adjust}, the repeated-measures (mixed) analysis of variance used "
+        "in the published trials, restricted to participants with complete data, and Hedges' g "
+        "of the change from baseline."
         + (
-            f"p-values of the {len(secondary)} secondary outcomes at that visit were adjusted "
-            "among themselves by the Holm method; "
-            if secondary
+            f" Exploratory subgroup analyses ({subgroups}) added the subgroup, its interaction "
+            "with visit and the arm-by-subgroup-by-visit interaction to the primary MMRM; they "
+            "report the treatment effect at the primary visit in each subgroup level and an F "
+            "test of the treatment-by-subgroup interaction at that visit, without adjustment "
+            "for multiplicity."
+            if subgroups
             else ""
         )
-        + "results at other visits are exploratory.",
+    )
+
+
+def _multiplicity_paragraph(trial: TrialConfig) -> str:
+    primary = trial.primary_outcomes
+    secondary = [o.label for o in trial.outcomes if not o.primary]
+    if len(primary) == 1:
+        text = f"The primary outcome was tested without adjustment at {trial.primary_visit}"
+    elif trial.options["primary_adjustment"] == "holm":
+        text = (
+            f"The {len(primary)} co-primary outcomes were Holm-adjusted among themselves at "
+            f"{trial.primary_visit}"
+        )
+    else:
+        text = (
+            f"The {len(primary)} co-primary outcomes were each tested without adjustment at "
+            f"{trial.primary_visit}"
+        )
+    holm = (
+        f"p-values of the {len(secondary)} secondary outcomes at that visit were adjusted "
+        "among themselves by the Holm method; "
+        if secondary
+        else ""
+    )
+    return f"{text}; {holm}results at other visits are exploratory."
+
+
+def methods_paragraphs(inputs: ReportInputs, prov: Mapping[str, Any]) -> list[str]:
+    """The statistical-methods text, written from the options as run and the model records."""
+    trial = inputs.trial
+    infos = {
+        o.name: inputs.models.get(o.name, {}).get("mmrm", {}).get("info", {})
+        for o in trial.outcomes
+    }
+    pk = prov["packages"]
+    return [
+        _itt_paragraph(inputs, infos),
+        _primary_paragraph(trial, infos),
+        _supportive_paragraph(trial),
+        _multiplicity_paragraph(trial),
         f"Analyses used trialflow {prov['trialflow_version']} (Python "
         f"{prov['python'].split(' ')[0]}; statsmodels {pk['statsmodels']}, pingouin "
         f"{pk['pingouin']}, scipy {pk['scipy']}); the MMRM, LMM, ANCOVA and ANOVA implementations "
