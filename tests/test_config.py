@@ -216,3 +216,9 @@ def test_unknown_option_values_are_refused_by_the_schema(
 ) -> None:
     tiny.config["analysis"] = analysis
     _expect_error(tiny, key)
+
+
+@pytest.mark.parametrize("group", [{"name": "age"}, {"name": "age", "cut": "65"}, {"cut": [1]}])
+def test_a_malformed_subgroup_shows_both_forms(tiny: TinyTrial, group: dict) -> None:
+    tiny.config["analysis"] = {"subgroups": [group]}
+    _expect_error(tiny, "analysis.subgroups[0]", "{name: age, cut: [65]}")

@@ -375,6 +375,7 @@ def _check_analysis(
                     "add it to covariates, or remove it from covariates_by_visit",
                 )
     for i, group in enumerate(analysis.get("subgroups", [])):
+        _check_subgroup(group, f"analysis.subgroups[{i}]", fail)
         name = group if isinstance(group, str) else group["name"]
         if name not in names:
             raise fail(
@@ -390,6 +391,25 @@ def _check_analysis(
             f"an interaction with visit needs at least two post-baseline visits "
             f"(visits: {', '.join(labels)})",
             "use baseline: main and no covariates_by_visit with a single follow-up visit",
+        )
+
+
+def _check_subgroup(group: Any, key: str, fail: Callable[[str, str, str], ConfigError]) -> None:
+    """A subgroup is a covariate's name, or {name, cut} with a list of numeric cut points."""
+    if isinstance(group, str):
+        return
+    cut = group.get("cut") if isinstance(group, dict) else None
+    numbers = (
+        isinstance(cut, list)
+        and cut
+        and all(isinstance(c, int | float) and not isinstance(c, bool) for c in cut)
+    )
+    if set(group) != {"name", "cut"} or not isinstance(group.get("name"), str) or not numbers:
+        raise fail(
+            key,
+            f"{group!r} is not a subgroup",
+            "write a categorical covariate's name (sex), or a numeric covariate with its cut "
+            "points ({name: age, cut: [65]})",
         )
 
 
