@@ -660,10 +660,12 @@ def fit_covariance(
             f"covariance {requested!r} did not converge; used {fit.structure.code!r} instead "
             f"({fallback_reason})"
         )
-    if fit.structure.code in POSITIONAL and not equally_spaced(weeks):
+    positional = [c for c in dict.fromkeys([requested, fit.structure.code]) if c in POSITIONAL]
+    if positional and not equally_spaced(weeks):
+        names = " and ".join(make_structure(c, 1).label for c in positional)
         notes.append(
-            f"{fit.structure.label} covariance counts lags in visit positions, but the visits "
-            f"are not equally spaced in time (weeks {', '.join(f'{w:g}' for w in weeks or [])}); "
+            f"the {names} covariance counts lags in visit positions, but the visits are not "
+            f"equally spaced in time (weeks {', '.join(f'{w:g}' for w in weeks or [])}); "
             "sp_pow (spatial power in weeks) is the structure for unequal spacing"
         )
     return CovarianceChoice(fit, requested, tried, fallback_reason, notes)
