@@ -233,11 +233,13 @@ def test_a_trial_states_its_own_analysis_plan(sap) -> None:
     assert set(lmm["df_method"]) == {"kenward_roger"}
     sub = result.subgroups
     assert set(sub["outcome"]) == {o.name for o in trial.outcomes}
-    assert set(sub["level"]) == {"F", "M"} and (sub["visit"] == trial.primary_visit).all()
+    assert set(sub["subgroup"]) == {"sex", "age"}
+    assert set(sub["level"]) == {"F", "M", "<65", ">=65"}
+    assert (sub["visit"] == trial.primary_visit).all()
     assert sub["estimate"].notna().all()
 
 
-def test_default_plan_writes_type3_for_every_outcome_and_no_subgroups(bundled) -> None:
+def test_default_plan_writes_type3_for_every_outcome_and_the_stated_subgroups(bundled) -> None:
     trial, _, result = bundled
     assert set(result.type3["outcome"]) == {o.name for o in trial.outcomes}
     assert set(result.type3["df_method"]) == {"satterthwaite"}

@@ -491,8 +491,10 @@ def test_withdrawals_follow_attendance_not_one_outcome(tiny: TinyTrial) -> None:
     ]
 
 
-def test_subgroup_forest_draws_every_level_and_says_why_one_is_missing(bundled) -> None:
-    trial, _, result = bundled
+def test_subgroup_forest_draws_every_level_and_says_why_one_is_missing() -> None:
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education_sap.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    result = analyse_trial(d.adeff, d.adsl, trial)
     outcome = trial.primary_outcomes[0]
     table = result.subgroups.copy()
     level = table.index[table["outcome"] == outcome.name][0]

@@ -88,8 +88,11 @@ def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) 
     ]  # fmt: skip
     assert {"arm", "visit", "arm:visit", "baseline"} <= set(type3["effect"])
     subgroups = pd.read_csv(results / "tables" / "subgroups.csv", dtype={"level": str})
-    assert set(subgroups["outcome"]) == set(effects["outcome"])
-    assert subgroups["estimate"].notna().all()
+    if trial == "weightbearing":  # the only bundled trial that states subgroups
+        assert set(subgroups["outcome"]) == set(effects["outcome"])
+        assert subgroups["estimate"].notna().all()
+    else:
+        assert subgroups.empty
     anova = pd.read_csv(results / "tables" / "anova.csv")
     assert list(anova.columns[:7]) == [
         "outcome", "source", "F", "df1", "df2", "p_value", "partial_eta_sq",
@@ -146,7 +149,7 @@ def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
     sources = re.findall(r'src="([^"]*)"', html)
     # consort, forest, missingness + 4 per outcome + a subgroup forest per primary outcome
-    primary = {"exercise_education": 1, "weightbearing": 2}[trial]
+    primary = {"exercise_education": 0, "weightbearing": 2}[trial]  # weightbearing: subgroups
     assert len(sources) == 3 + 4 * 4 + primary
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(href|src)="(https?:)?//', html)
