@@ -219,3 +219,48 @@ def test_kenward_roger_inflates_the_standard_errors() -> None:
     assert np.all(ratio > 1.0)
     # For one contrast the KR df equal the Satterthwaite df (observed information, as SAS).
     assert_allclose(kr.effects["df"], plain.effects["df"], rtol=1e-8)
+
+
+def _balanced(n_per_arm: int = 12, k: int = 3, seed: int = 5) -> pd.DataFrame:
+    """Complete, balanced data: every subject observed at every visit, no covariates."""
+    rng = np.random.default_rng(seed)
+    cov = 0.5 ** np.abs(np.subtract.outer(np.arange(k), np.arange(k))) * 4.0
+    rows = []
+    for arm, shift in (("control", 0.0), ("active", 0.8)):
+        values = rng.multivariate_normal(np.arange(k) * 0.5 + shift, cov, size=n_per_arm)
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                rows.append({"subject": f"{arm}{i}", "arm": arm, "visit": f"v{j + 1}", "y": value})
+    return pd.DataFrame(rows)
+
+
+def test_kenward_roger_is_exact_on_complete_balanced_data() -> None:
+    # With complete balanced data, an unstructured covariance and the saturated arm * visit
+    # mean, Kenward & Roger (1997) reproduce the exact small-sample tests: the treatment
+    # difference at a visit is a two-sample t test (no SE inflation, df = n - 2), and the
+    # arm-by-visit test is the two-sample Hotelling T^2 test of the k - 1 differences between
+    # visits, F = T^2 (n - q - 1) / ((n - 2) q) on (q, n - 1 - q) df, q = k - 1.
+    data = _balanced()
+    fit = fit_mmrm(data, response="y", subject="subject", visit="visit", arm="arm",
+                   baseline=None, reference_arm="control", visit_order=["v1", "v2", "v3"],
+                   df_method="kenward_roger")  # fmt: skip
+    wide = data.pivot(index="subject", columns="visit", values="y")
+    arm = data.drop_duplicates("subject").set_index("subject").loc[wide.index, "arm"]
+    a, b = wide[arm == "active"].to_numpy(), wide[arm == "control"].to_numpy()
+    n = len(a) + len(b)
+    pooled = ((len(a) - 1) * np.cov(a.T) + (len(b) - 1) * np.cov(b.T)) / (n - 2)
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    se = np.sqrt(np.diag(pooled) * (1 / len(a) + 1 / len(b)))
+    assert_allclose(fit.effects["estimate"], diff, rtol=1e-8)
+    assert_allclose(fit.effects["std_error"], se, rtol=1e-6)
+    assert_allclose(fit.effects["df"], n - 2, rtol=1e-6)
+    contrast = np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])  # changes between visits
+    d = contrast @ diff
+    s = contrast @ pooled @ contrast.T * (1 / len(a) + 1 / len(b))
+    q = 2
+    t2 = float(d @ np.linalg.solve(s, d))
+    assert fit.type3 is not None
+    row = fit.type3.set_index("effect").loc["arm:visit"]
+    assert row["num_df"] == q
+    assert row["F"] == pytest.approx(t2 * (n - q - 1) / ((n - 2) * q), rel=1e-6)
+    assert row["den_df"] == pytest.approx(n - 1 - q, rel=1e-6)
