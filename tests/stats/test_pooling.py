@@ -65,5 +65,5 @@ BAD = {
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_is_refused_with_a_reason(case: str) -> None:
     q, u = BAD[case]
-    with pytest.raises(ModelError, match="imputation|variance"):
+    with pytest.raises(ModelError, match=r"imputation|variance"):
         rubin(np.array(q), np.array(u))
