@@ -6,6 +6,10 @@
 #
 # Run from the package root:  Rscript tests/reference/make_kr_references.R
 #
+# Shared helpers (data preparation, the gls fit refitted from its own optimum, CSV writing) come
+# from tests/reference/reference_common.R; the REML derivatives, Newton polishing and KR formulas
+# below are specific to this program.
+#
 # ------------------------------------------------------------------------------------------------
 # Data and models
 # ------------------------------------------------------------------------------------------------
@@ -200,6 +204,8 @@
 #   kr_sanity.csv      check, value, tolerance, passed (the Hotelling exactness check)
 #   R_session_kr.txt   R and package versions, run time
 
+source(file.path("tests", "reference", "reference_common.R"))
+
 suppressPackageStartupMessages({
   library(nlme)
   library(emmeans)
@@ -208,15 +214,7 @@ suppressPackageStartupMessages({
 })
 
 t_start <- proc.time()
-data_dir <- file.path("tests", "reference", "data")
-out_dir <- file.path("tests", "reference", "output")
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
 emm_options(opt.digits = FALSE)
-
-tight <- glsControl(
-  maxIter = 500, msMaxIter = 1000, tolerance = 1e-12, msTol = 1e-14, natural = FALSE,
-  returnObject = TRUE
-)
 
 # ================================================================================================
 # Covariance parametrisations: sigma(theta), first and second derivatives, theta from Sigma.
@@ -619,64 +617,10 @@ wald_F <- function(L, beta, V) {
 }
 
 # ================================================================================================
-# gls fitting (as make_mmrm_references.R) and the polished optimum
+# The polished optimum (gls fitting as make_mmrm_references.R, from reference_common.R)
 # ================================================================================================
-correlation_for <- function(structure, k, value = NULL, fixed = FALSE) {
-  if (k == 1) return(NULL)
-  form <- ~ visit_k | subject_id
-  make <- function(ctor, ...) {
-    if (is.null(value)) ctor(form = form, fixed = fixed, ...)
-    else ctor(value, form = form, fixed = fixed, ...)
-  }
-  switch(structure,
-    us = make(corSymm),
-    ar1 = make(corAR1),
-    toep = make(corARMA, p = k - 1, q = 0)
-  )
-}
-weights_for <- function(structure, k, value = NULL, fixed = FALSE) {
-  if (k == 1 || structure != "us") return(NULL)
-  if (fixed) return(varIdent(form = ~ 1 | visit, fixed = value))
-  if (is.null(value)) varIdent(form = ~ 1 | visit) else varIdent(value, form = ~ 1 | visit)
-}
-fit_gls <- function(fml, dat, structure, k, cor_value = NULL, var_value = NULL, fixed = FALSE) {
-  cl <- bquote(gls(
-    .(fml), data = dat, method = "REML", na.action = na.omit, control = tight,
-    correlation = .(correlation_for(structure, k, cor_value, fixed)),
-    weights = .(weights_for(structure, k, var_value, fixed))
-  ))
-  eval(cl)
-}
-fitted_sigma <- function(fit, structure, k, levels) {
-  sd <- rep(1, k)
-  if (!is.null(fit$modelStruct$varStruct)) {
-    delta <- coef(fit$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE)
-    sd <- as.numeric(delta[levels])
-  }
-  corr <- diag(k)
-  cs <- fit$modelStruct$corStruct
-  if (!is.null(cs)) {
-    fake <- data.frame(visit_k = seq_len(k), subject_id = "s")
-    cs2 <- Initialize(correlation_for(structure, k, coef(cs, unconstrained = FALSE)), fake)
-    corr <- corMatrix(cs2)
-    if (is.list(corr)) corr <- corr[[1]]
-  }
-  fit$sigma^2 * outer(sd, sd) * corr
-}
-gls_values <- function(Sigma, structure, k, levels) {
-  sd <- sqrt(diag(Sigma))
-  corr <- cov2cor(Sigma)
-  cor_value <- switch(structure,
-    us = corr[lower.tri(corr)],
-    ar1 = corr[1, 2],
-    toep = solve(toeplitz(corr[1, -k]), corr[1, -1])
-  )
-  var_value <- if (structure == "us") setNames(sd[-1] / sd[1], levels[-1]) else NULL
-  list(cor = cor_value, var = var_value)
-}
-
 # Newton steps on l in the parametrisation par (exact score and observed information).
-polish <- function(des, par, th) {
+polish_exact <- function(des, par, th) {
   pc <- reml_pieces(des, par, th)
   steps <- 0
   for (iter in 1:100) {
@@ -712,19 +656,7 @@ run_model <- function(spec) {
   cat(sprintf("%s / %s / %s\n", spec$dataset, spec$outcome, spec$model))
 
   # --- gls optimum, refitted from itself until the log-likelihood stops moving ---
-  fit <- fit_gls(fml, dat, structure, k)
-  for (refit in 1:5) {
-    cor_value <- if (is.null(fit$modelStruct$corStruct)) NULL else
-      coef(fit$modelStruct$corStruct, unconstrained = FALSE)
-    var_value <- if (is.null(fit$modelStruct$varStruct)) NULL else
-      coef(fit$modelStruct$varStruct, unconstrained = FALSE)
-    again <- tryCatch(fit_gls(fml, dat, structure, k, cor_value, var_value),
-                      error = function(e) NULL)
-    if (is.null(again)) break
-    gain <- as.numeric(logLik(again)) - as.numeric(logLik(fit))
-    if (gain >= 0) fit <- again
-    if (abs(gain) < 1e-10) break
-  }
+  fit <- fit_gls_tight(fml, dat, structure, k)
   loglik_gls <- as.numeric(logLik(fit))
   Sigma_gls <- fitted_sigma(fit, structure, k, visit_levels)
 
@@ -736,7 +668,7 @@ run_model <- function(spec) {
   # --- polish in the SAS parametrisation ---
   par_sas <- make_param(structure, "sas", k)
   par_mmrm <- make_param(structure, "mmrm", k)
-  pol <- polish(des, par_sas, par_sas$from_sigma(Sigma_gls))
+  pol <- polish_exact(des, par_sas, par_sas$from_sigma(Sigma_gls))
   th <- pol$theta
   pc <- pol$pieces
   Sigma <- pc$S
@@ -994,24 +926,14 @@ run_model <- function(spec) {
 # ================================================================================================
 # Data
 # ================================================================================================
-c_sort <- function(x) sort(unique(x), method = "radix")
-
-# fev: long data on VIS1..VIS4 with an observed FEV1; FEV1_BL from the baseline visit.
-fev_subjects <- read.csv(file.path(data_dir, "fev", "subjects.csv"), stringsAsFactors = FALSE)
-fev_visits <- read.csv(file.path(data_dir, "fev", "visits.csv"), stringsAsFactors = FALSE)
-fev_bl <- fev_visits[fev_visits$visit == "baseline", c("subject_id", "FEV1")]
-names(fev_bl)[2] <- "baseline"
-fev <- merge(fev_visits[fev_visits$visit != "baseline", ], fev_subjects, by = "subject_id")
-fev <- merge(fev, fev_bl, by = "subject_id")
-fev <- fev[!is.na(fev$FEV1), ]
-fev$resp <- fev$FEV1
-fev$visit <- factor(fev$visit, levels = c("VIS1", "VIS2", "VIS3", "VIS4"))
-fev$visit_k <- as.integer(fev$visit)
-fev$arm <- factor(fev$arm, levels = c("PBO", "TRT"))
-fev$RACE <- factor(fev$RACE, levels = c_sort(fev$RACE))
-fev$SEX <- factor(fev$SEX, levels = c_sort(fev$SEX))
-fev <- fev[order(fev$subject_id, fev$visit_k), ]
-stopifnot(nrow(fev) == 537, length(unique(fev$subject_id)) == 197, !anyNA(fev$baseline))
+# fev: long data on VIS1..VIS4 with an observed FEV1 (value); baseline = FEV1_BL from the
+# baseline visit.
+fev <- prepare_post_baseline(read_fev(), list(baseline_visit = "baseline", control = "PBO",
+                                              treatment = "TRT"),
+                             "FEV1", c("RACE", "SEX"), response = "value")
+fev$resp <- fev$value
+stopifnot(identical(levels(fev$visit), c("VIS1", "VIS2", "VIS3", "VIS4")),
+          nrow(fev) == 537, length(unique(fev$subject_id)) == 197, !anyNA(fev$baseline))
 
 base_names <- c(arm = "arm", visit = "visit", `arm:visit` = "arm:visit",
                 `visit:arm` = "arm:visit", baseline = "baseline",
@@ -1037,31 +959,16 @@ check_specs <- list(
   fev_spec("sas_anova2_ar1", "arm * SEX + arm:baseline", "ar1", by_visit = FALSE)
 )
 
-datasets <- read.csv(file.path(data_dir, "datasets.csv"), colClasses = "character",
-                     check.names = FALSE)
+datasets <- read_index()
 for (name in c("sim_dropout", "sim_catcov")) {
   ds <- datasets[datasets$dataset == name, ]
-  raw <- read.csv(file.path(data_dir, paste0(name, ".csv")), check.names = FALSE,
-                  stringsAsFactors = FALSE)
-  covs <- if (is.na(ds$covariates) || ds$covariates == "") character(0) else
-    strsplit(ds$covariates, ";", fixed = TRUE)[[1]]
-  safe <- if (length(covs) == 0) character(0) else paste0(".cov", seq_along(covs))
-  stopifnot(!any(safe %in% names(raw)))
-  for (i in seq_along(covs)) raw[[safe[i]]] <- raw[[covs[i]]]
+  covs <- split_covs(ds$covariates)
+  sc <- syntactic_copies(read_dataset(name), covs)
+  raw <- sc$raw
+  safe <- sc$safe
   for (outcome in unique(raw$outcome)) {
-    dat <- raw[raw$outcome == outcome & raw$visit != ds$baseline_visit & !is.na(raw$change), ]
-    dat <- dat[complete.cases(dat[, c("baseline", safe), drop = FALSE]), ]
-    visit_levels <- unique(dat$visit[order(dat$visit_index)])
-    dat$visit <- factor(dat$visit, levels = visit_levels)
-    dat$visit_k <- as.integer(dat$visit)
-    dat$arm <- factor(dat$arm, levels = c(ds$control, ds$treatment))
-    for (cv in safe) {
-      if (is.character(dat[[cv]]) || is.logical(dat[[cv]])) {
-        dat[[cv]] <- factor(dat[[cv]], levels = c_sort(dat[[cv]]))
-      }
-    }
+    dat <- prepare_post_baseline(raw, ds, outcome, safe)
     dat$resp <- dat$change
-    dat <- dat[order(dat$subject_id, dat$visit_k), ]
     names_map <- c(base_names, setNames(covs, safe))
     for (model in c("main", "by_visit")) {
       rhs <- paste(c(if (model == "main") "baseline" else "baseline * visit", safe,
@@ -1149,15 +1056,6 @@ sanity_out$passed <- sanity_out$value <= sanity_out$tolerance
 print(sanity_out)
 stopifnot(all(sanity_out$passed, na.rm = TRUE))
 
-write_out <- function(parts, name) {
-  out <- do.call(rbind, parts)
-  for (col in names(out)) {
-    if (is.double(out[[col]])) {
-      out[[col]] <- ifelse(is.na(out[[col]]), NA, sprintf("%.17g", out[[col]]))
-    }
-  }
-  write.csv(out, file.path(out_dir, name), row.names = FALSE, na = "")
-}
 write_out(lapply(results, `[[`, "contrasts"), "kr_contrasts.csv")
 write_out(lapply(results, `[[`, "type3"), "kr_type3.csv")
 write_out(lapply(results, `[[`, "fit"), "kr_fit.csv")
@@ -1169,14 +1067,7 @@ write_out(lapply(check_results, `[[`, "fit"), "kr_sas_check_fit.csv")
 write_out(list(sanity_out), "kr_sanity.csv")
 
 elapsed <- (proc.time() - t_start)[["elapsed"]]
-writeLines(c(
-  "# Versions used by tests/reference/make_kr_references.R",
-  R.version.string,
-  paste("nlme", as.character(packageVersion("nlme"))),
-  paste("emmeans", as.character(packageVersion("emmeans"))),
-  paste("numDeriv", as.character(packageVersion("numDeriv"))),
-  paste("Matrix", as.character(packageVersion("Matrix"))),
-  sprintf("elapsed seconds: %.1f", elapsed),
-  "", capture.output(sessionInfo())
-), file.path(out_dir, "R_session_kr.txt"))
+write_session("R_session_kr.txt", "make_kr_references.R",
+              c("nlme", "emmeans", "numDeriv", "Matrix"),
+              extra = sprintf("elapsed seconds: %.1f", elapsed))
 cat(sprintf("done in %.1f s\n", elapsed))

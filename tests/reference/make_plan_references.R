@@ -47,9 +47,10 @@
 #
 # Fitting is as in make_mmrm_references.R: gls with tight tolerances, refitted from its own
 # optimum until the log-likelihood stops moving; then the optimum is polished by Newton steps
-# (numDeriv gradients and Hessians) on a REML log-likelihood written out below (checked to
-# equal logLik(fit) at the gls optimum), in the natural covariance parameters divided by their
-# own size (variances by themselves, covariances by the product of the standard deviations,
+# (numDeriv gradients and Hessians) on a REML log-likelihood written out from the model
+# definition (make_reml in reference_common.R; checked to equal logLik(fit) at the gls
+# optimum), in the natural covariance parameters divided by their own size (variances by
+# themselves, covariances by the product of the standard deviations,
 # the unstructured correlations by 1, rho of sp_pow(h) by min(rho, 1 - rho), which keeps the
 # finite-difference steps inside (0, 1)). gls is refitted with its correlation and variance
 # structures fixed at the polished values (sigma^2 is profiled by gls and must agree), and the
@@ -57,7 +58,13 @@
 # directly: the Hessian of the REML deviance by numDeriv (Richardson extrapolation, step 1e-2
 # in the scaled parameters, six steps) and the gradient of l' (X' V^-1 X)^-1 l by numDeriv;
 # CI (95%) and two-sided p-values use these df. The polished log-likelihood must be at least
-# that of the free gls fit.
+# that of the free gls fit. Unlike make_mmrm_references.R, the Newton steps do not stop when the
+# predicted decrease of the deviance falls below 1e-12: below 1e-10 (where the deviance can no
+# longer tell the points apart) full Newton steps are taken as long as they shrink the gradient
+# (polish(..., flat_steps = TRUE)).
+#
+# Shared helpers (data preparation, gls fitting, REML deviance, Newton polishing, Satterthwaite
+# df, CSV writing) come from tests/reference/reference_common.R.
 #
 # Outputs (tests/reference/output/):
 #   plan_lsmeans.csv     dataset, outcome, model, visit, arm, estimate, std_error, df
@@ -73,22 +80,15 @@
 #   R_session_plan.txt   R and package versions
 # Numbers are written with 17 significant digits.
 
+source(file.path("tests", "reference", "reference_common.R"))
+
 suppressPackageStartupMessages({
   library(nlme)
   library(emmeans)
   library(numDeriv)
 })
 
-data_dir <- file.path("tests", "reference", "data")
-out_dir <- file.path("tests", "reference", "output")
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
 emm_options(opt.digits = FALSE)
-
-tight <- glsControl(
-  maxIter = 500, msMaxIter = 1000, tolerance = 1e-12, msTol = 1e-14, natural = FALSE,
-  returnObject = TRUE
-)
-fd_args <- list(eps = 1e-2, r = 6)
 
 # ---- Models -------------------------------------------------------------------------------
 
@@ -125,112 +125,21 @@ by_visit_covariate <- c(sim_dropout = "age", sim_catcov = "Site")
 
 # ---- Data ---------------------------------------------------------------------------------
 
-datasets <- read.csv(file.path(data_dir, "datasets.csv"), colClasses = "character",
-                     check.names = FALSE)
+datasets <- read_index()
 datasets <- rbind(datasets, data.frame(dataset = "fev", control = "PBO", treatment = "TRT",
                                        baseline_visit = "baseline", covariates = "RACE;SEX"))
-
-read_fev <- function() {
-  subjects <- read.csv(file.path(data_dir, "fev", "subjects.csv"), stringsAsFactors = FALSE)
-  visits <- read.csv(file.path(data_dir, "fev", "visits.csv"), stringsAsFactors = FALSE)
-  base <- visits[visits$visit == "baseline", c("subject_id", "FEV1")]
-  names(base)[2] <- "baseline"
-  post <- visits[visits$visit != "baseline", ]
-  post$visit_index <- as.integer(sub("VIS", "", post$visit))
-  out <- merge(merge(post, base, by = "subject_id"), subjects, by = "subject_id")
-  data.frame(subject_id = out$subject_id, arm = out$arm, visit = out$visit,
-             visit_index = out$visit_index, week = NA_real_, outcome = "FEV1",
-             value = out$FEV1, baseline = out$baseline, change = out$FEV1 - out$baseline,
-             RACE = out$RACE, SEX = out$SEX, stringsAsFactors = FALSE)
-}
-
-read_dataset <- function(name) {
-  if (name == "fev") return(read_fev())
-  read.csv(file.path(data_dir, paste0(name, ".csv")), check.names = FALSE,
-           stringsAsFactors = FALSE)
-}
-
-# The rows and factors of one fit.
-prepare <- function(raw, ds, outcome, response, uses_baseline, safe) {
-  dat <- raw[raw$outcome == outcome & raw$visit != ds$baseline_visit & !is.na(raw[[response]]), ]
-  needed <- c(if (uses_baseline) "baseline", safe)
-  dat <- dat[complete.cases(dat[, needed, drop = FALSE]), ]
-  visit_levels <- unique(dat$visit[order(dat$visit_index)])
-  dat$visit <- factor(dat$visit, levels = visit_levels)
-  dat$visit_k <- as.integer(dat$visit)
-  dat$arm <- factor(dat$arm, levels = c(ds$control, ds$treatment))
-  for (cv in safe) {
-    if (is.character(dat[[cv]]) || is.logical(dat[[cv]])) {
-      # Sorted in the C locale, as Python sorts strings.
-      dat[[cv]] <- factor(dat[[cv]], levels = sort(unique(dat[[cv]]), method = "radix"))
-    }
-  }
-  dat[order(dat$subject_id, dat$visit_k), ]
-}
-
-# ---- gls fits -----------------------------------------------------------------------------
-
-correlation_for <- function(structure, value = NULL, fixed = FALSE) {
-  form <- if (structure == "us") ~ visit_k | subject_id else ~ week | subject_id
-  ctor <- if (structure == "us") corSymm else corCAR1
-  if (is.null(value)) ctor(form = form, fixed = fixed) else ctor(value, form = form, fixed = fixed)
-}
-
-weights_for <- function(structure, value = NULL, fixed = FALSE) {
-  if (structure == "sp_pow") return(NULL)
-  if (fixed) return(varIdent(form = ~ 1 | visit, fixed = value))
-  if (is.null(value)) varIdent(form = ~ 1 | visit) else varIdent(value, form = ~ 1 | visit)
-}
-
-fit_gls <- function(fml, dat, structure, cor_value = NULL, var_value = NULL, fixed = FALSE) {
-  # The call is built with the formula inlined so that emmeans can re-evaluate it.
-  cl <- bquote(gls(
-    .(fml), data = dat, method = "REML", na.action = na.omit, control = tight,
-    correlation = .(correlation_for(structure, cor_value, fixed)),
-    weights = .(weights_for(structure, var_value, fixed))
-  ))
-  eval(cl)
-}
-
-# Residual covariance matrix of a subject observed at every visit, from a gls fit: nlme's own
-# correlation matrix for such a subject, scaled by sigma and the varIdent ratios.
-fitted_sigma <- function(fit, structure, levels, weeks) {
-  k <- length(levels)
-  sd <- rep(1, k)
-  if (!is.null(fit$modelStruct$varStruct)) {
-    delta <- coef(fit$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE)
-    sd <- as.numeric(delta[levels])
-  }
-  fake <- data.frame(visit_k = seq_len(k), week = weeks, subject_id = "s")
-  value <- coef(fit$modelStruct$corStruct, unconstrained = FALSE)
-  corr <- corMatrix(Initialize(correlation_for(structure, value), fake))
-  if (is.list(corr)) corr <- corr[[1]]
-  fit$sigma^2 * outer(sd, sd) * corr
-}
 
 # ---- Natural covariance parameters --------------------------------------------------------
 
 # theta -> Sigma, Sigma -> theta, the size of each parameter (the unit of the finite-difference
-# steps) and the gls structure values that reproduce Sigma up to sigma^2.
-sigma_map <- function(structure, levels, weeks) {
+# steps) and the gls structure values that reproduce Sigma up to sigma^2. The unstructured map
+# is the shared one (reference_common.R); sp_pow(h) have rho per unit week.
+plan_sigma_map <- function(structure, levels, weeks) {
   k <- length(levels)
   if (structure == "us") {
-    return(list(
-      theta = function(S) S[lower.tri(S, diag = TRUE)],
-      sigma = function(th) {
-        S <- matrix(0, k, k)
-        S[lower.tri(S, diag = TRUE)] <- th
-        S + t(S) - diag(diag(S))
-      },
-      scale = function(S) {
-        sd <- sqrt(diag(S))
-        outer(sd, sd)[lower.tri(S, diag = TRUE)]
-      },
-      gls = function(S) {
-        sd <- sqrt(diag(S))
-        list(cor = cov2cor(S)[lower.tri(S)], var = setNames(sd[-1] / sd[1], levels[-1]))
-      }
-    ))
+    map <- sigma_map("us", k)
+    map$gls <- function(S) gls_values(S, "us", k, levels)
+    return(map)
   }
   lag <- abs(outer(weeks, weeks, "-"))
   rho_of <- function(S) (S[1, 2] / sqrt(S[1, 1] * S[2, 2]))^(1 / (weeks[2] - weeks[1]))
@@ -256,97 +165,15 @@ sigma_map <- function(structure, levels, weeks) {
   }
 }
 
-# ---- REML, polishing and Satterthwaite df (as in make_mmrm_references.R) ------------------
-
-# -2 REML log-likelihood on nlme's scale ((N - p) log(2 pi) + sum log|Sigma_i| + log|X'V^-1 X|
-# + r'V^-1 r), written out from the model definition. Each subject's rows are whitened by the
-# Cholesky factor of its Sigma block. Returns dev = Inf where Sigma is not positive definite.
-make_reml <- function(X, y, subject, pos) {
-  groups <- split(seq_along(y), subject)
-  n <- length(y)
-  p <- ncol(X)
-  function(Sigma) {
-    if (!all(is.finite(Sigma))) return(list(dev = Inf))
-    A <- matrix(0, p, p)
-    b <- numeric(p)
-    logdet <- 0
-    white <- vector("list", length(groups))
-    for (i in seq_along(groups)) {
-      g <- groups[[i]]
-      R <- tryCatch(chol(Sigma[pos[g], pos[g], drop = FALSE]), error = function(e) NULL)
-      if (is.null(R)) return(list(dev = Inf))
-      Xw <- backsolve(R, X[g, , drop = FALSE], transpose = TRUE)
-      yw <- backsolve(R, y[g], transpose = TRUE)
-      white[[i]] <- list(X = Xw, y = yw)
-      A <- A + crossprod(Xw)
-      b <- b + as.numeric(crossprod(Xw, yw))
-      logdet <- logdet + 2 * sum(log(diag(R)))
-    }
-    RA <- chol(A)
-    beta <- backsolve(RA, backsolve(RA, b, transpose = TRUE))
-    rss <- sum(vapply(white, function(w) sum((w$y - w$X %*% beta)^2), numeric(1)))
-    dev <- (n - p) * log(2 * pi) + logdet + 2 * sum(log(diag(RA))) + rss
-    list(dev = dev, beta = beta, phi = chol2inv(RA))
-  }
-}
-
-# REML deviance as a function of the scaled displacement u from theta: theta + scale * u.
-scaled_deviance <- function(reml, map, theta, scale) {
-  function(u) reml(map$sigma(theta + scale * u))$dev
-}
-
-# Newton steps with step halving on the REML deviance, from the gls optimum. Once the predicted
-# decrease is below 1e-10 the deviance can no longer tell the points apart (its rounding error
-# is ~1e-13), so full Newton steps are then taken as long as they shrink the gradient.
-polish <- function(reml, map, theta, scale) {
-  zero <- rep(0, length(theta))
-  for (iter in 1:20) {
-    dev <- scaled_deviance(reml, map, theta, scale)
-    g <- numDeriv::grad(dev, zero, method.args = fd_args)
-    H <- numDeriv::hessian(dev, zero, method.args = fd_args)
-    if (min(eigen(H, symmetric = TRUE, only.values = TRUE)$values) <= 0) {
-      stop("REML Hessian not positive definite at the gls optimum")
-    }
-    step <- -solve(H, g)
-    if (sum(-g * step) < 1e-10) {
-      g_new <- numDeriv::grad(dev, step, method.args = fd_args)
-      if (!(max(abs(g_new)) < max(abs(g)))) break
-      theta <- theta + scale * step
-      next
-    }
-    f0 <- dev(zero)
-    t <- 1
-    while (t > 1e-6 && !(dev(t * step) < f0)) t <- t / 2
-    if (t <= 1e-6) break
-    theta <- theta + scale * t * step
-  }
-  theta
-}
-
-# Satterthwaite df of the rows of L at theta (Hessian and gradients in the scaled displacement).
-satterthwaite_df <- function(L, reml, map, theta, scale) {
-  dev <- scaled_deviance(reml, map, theta, scale)
-  zero <- rep(0, length(theta))
-  hess <- numDeriv::hessian(dev, zero, method.args = fd_args)
-  if (min(eigen(hess, symmetric = TRUE, only.values = TRUE)$values) <= 0) {
-    stop("REML Hessian not positive definite")
-  }
-  cov_u <- 2 * solve(hess)
-  phi <- reml(map$sigma(theta))$phi
-  sapply(seq_len(nrow(L)), function(i) {
-    l <- L[i, ]
-    quad <- function(u) as.numeric(t(l) %*% reml(map$sigma(theta + scale * u))$phi %*% l)
-    g <- numDeriv::grad(quad, zero, method.args = fd_args)
-    2 * as.numeric(t(l) %*% phi %*% l)^2 / as.numeric(t(g) %*% cov_u %*% g)
-  })
-}
-
 # ---- One model ----------------------------------------------------------------------------
 
 fit_model <- function(raw, ds, outcome, model, covs, safe) {
   response <- model_response(model)
   terms <- model_terms(model, safe, safe[match(by_visit_covariate[ds$dataset], covs)])
-  dat <- prepare(raw, ds, outcome, response, "baseline" %in% all.vars(reformulate(terms)), safe)
+  # Rows with an observed response, and a complete baseline when the model has it.
+  uses_baseline <- "baseline" %in% all.vars(reformulate(terms))
+  dat <- prepare_post_baseline(raw, ds, outcome, safe, response,
+                               needed = c(if (uses_baseline) "baseline", safe))
   levels <- levels(dat$visit)
   k <- length(levels)
   weeks <- as.numeric(tapply(dat$week, dat$visit, function(w) w[1]))
@@ -357,29 +184,19 @@ fit_model <- function(raw, ds, outcome, model, covs, safe) {
   reml <- make_reml(X, dat[[response]], dat$subject_id, dat$visit_k)
 
   # Free gls fit, refitted from its own optimum until the log-likelihood stops moving.
-  fit <- fit_gls(fml, dat, structure)
-  for (refit in 1:5) {
-    cor_value <- coef(fit$modelStruct$corStruct, unconstrained = FALSE)
-    var_value <- if (is.null(fit$modelStruct$varStruct)) NULL else
-      coef(fit$modelStruct$varStruct, unconstrained = FALSE)
-    again <- tryCatch(fit_gls(fml, dat, structure, cor_value, var_value),
-                      error = function(e) NULL)
-    if (is.null(again)) break
-    gain <- as.numeric(logLik(again)) - as.numeric(logLik(fit))
-    if (gain >= 0) fit <- again
-    if (abs(gain) < 1e-10) break
-  }
-  map <- sigma_map(structure, levels, weeks)
-  Sigma_gls <- fitted_sigma(fit, structure, levels, weeks)
+  fit <- fit_gls_tight(fml, dat, structure, k)
+  map <- plan_sigma_map(structure, levels, weeks)
+  Sigma_gls <- fitted_sigma(fit, structure, k, levels, weeks)
   loglik_gls <- as.numeric(logLik(fit))
   stopifnot(abs(-reml(Sigma_gls)$dev / 2 - loglik_gls) < 1e-8)
 
   # Polish, then refit gls with the structures fixed at the polished values.
   scale <- map$scale(Sigma_gls)
-  theta <- polish(reml, map, map$theta(Sigma_gls), scale)
+  # (The stopping rule for a deviance too flat to compare points: see polish.)
+  theta <- polish(reml, map, map$theta(Sigma_gls), scale, flat_steps = TRUE)
   values <- map$gls(map$sigma(theta))
-  fixed_fit <- fit_gls(fml, dat, structure, values$cor, values$var, fixed = TRUE)
-  Sigma <- fitted_sigma(fixed_fit, structure, levels, weeks)
+  fixed_fit <- fit_gls(fml, dat, structure, k, values$cor, values$var, fixed = TRUE)
+  Sigma <- fitted_sigma(fixed_fit, structure, k, levels, weeks)
   stopifnot(max(abs(Sigma - map$sigma(theta))) < 1e-8 * max(abs(Sigma)))
   theta <- map$theta(Sigma)
   check <- reml(Sigma)
@@ -441,10 +258,10 @@ results <- list()
 for (name in names(plan)) {
   ds <- datasets[datasets$dataset == name, ]
   raw <- read_dataset(name)
-  covs <- strsplit(ds$covariates, ";", fixed = TRUE)[[1]]
-  safe <- paste0(".cov", seq_along(covs))
-  stopifnot(!any(safe %in% names(raw)))
-  for (i in seq_along(covs)) raw[[safe[i]]] <- raw[[covs[i]]]
+  covs <- split_covs(ds$covariates)
+  sc <- syntactic_copies(raw, covs)
+  raw <- sc$raw
+  safe <- sc$safe
   for (outcome in unique(raw$outcome)) {
     for (model in plan[[name]]) {
       results[[length(results) + 1]] <- fit_model(raw, ds, outcome, model, covs, safe)
@@ -452,27 +269,10 @@ for (name in names(plan)) {
   }
 }
 
-write_out <- function(part, file) {
-  out <- do.call(rbind, lapply(results, `[[`, part))
-  # 17 significant digits: the Python tests compare against full double precision.
-  for (col in names(out)) {
-    if (is.double(out[[col]])) {
-      out[[col]] <- ifelse(is.na(out[[col]]), NA, sprintf("%.17g", out[[col]]))
-    }
-  }
-  write.csv(out, file.path(out_dir, file), row.names = FALSE, na = "")
-}
-write_out("lsmeans", "plan_lsmeans.csv")
-write_out("effects", "plan_effects.csv")
-write_out("fit", "plan_fit.csv")
-write_out("covariance", "plan_covariance.csv")
-write_out("spatial", "plan_spatial.csv")
+write_out(lapply(results, `[[`, "lsmeans"), "plan_lsmeans.csv")
+write_out(lapply(results, `[[`, "effects"), "plan_effects.csv")
+write_out(lapply(results, `[[`, "fit"), "plan_fit.csv")
+write_out(lapply(results, `[[`, "covariance"), "plan_covariance.csv")
+write_out(lapply(results, `[[`, "spatial"), "plan_spatial.csv")
 
-writeLines(c(
-  "# Versions used by tests/reference/make_plan_references.R",
-  R.version.string,
-  paste("nlme", as.character(packageVersion("nlme"))),
-  paste("emmeans", as.character(packageVersion("emmeans"))),
-  paste("numDeriv", as.character(packageVersion("numDeriv"))),
-  "", capture.output(sessionInfo())
-), file.path(out_dir, "R_session_plan.txt"))
+write_session("R_session_plan.txt", "make_plan_references.R", c("nlme", "emmeans", "numDeriv"))

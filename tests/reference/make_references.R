@@ -9,7 +9,14 @@
 #   anova.csv                                        afex::aov_ez on complete cases
 #   hedges.csv                                       Hedges' g of change, by formula
 #   R_session_refs.txt                               sessionInfo()
+# Data preparation: arm has the control first, visit the visits in visit_index order, character
+# covariates are factors with levels sorted in the C locale; the LMM and ANCOVA use subjects with
+# complete covariates. lmer is fitted with bobyqa to a trust-region radius of 1e-12 and restarted
+# from its optimum until the REML deviance stops improving.
+# Shared helpers (data preparation, fit_lmer, write_out) come from reference_common.R.
 # Run from the package root: Rscript tests/reference/make_references.R
+
+source(file.path("tests", "reference", "reference_common.R"))
 
 suppressPackageStartupMessages({
   library(lme4)
@@ -18,92 +25,31 @@ suppressPackageStartupMessages({
   library(afex)
 })
 
-data_dir <- file.path("tests", "reference", "data")
-out_dir <- file.path("tests", "reference", "output")
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
-
 # Satterthwaite df for every emmeans call, however many observations a dataset has.
 emm_options(lmer.df = "satterthwaite", lmerTest.limit = 1e7, pbkrtest.limit = 0)
-
-# lme4's default optimizer tolerances stop where the REML deviance is flat to ~1e-7, leaving
-# variance components off by up to ~3e-4 relative (seen on weightbearing with a random slope).
-# bobyqa is run to a final trust-region radius of 1e-12 and then restarted from its optimum
-# with a small initial radius until the deviance stops improving.
-tight_control <- function(rhobeg = NULL) {
-  opt <- list(rhoend = 1e-12, maxfun = 1e6)
-  if (!is.null(rhobeg)) opt$rhobeg <- rhobeg
-  lmerControl(optimizer = "bobyqa", optCtrl = opt)
-}
-
-fit_lmer <- function(f, d) {
-  m <- lmerTest::lmer(f, data = d, REML = TRUE, control = tight_control())
-  for (restart in 1:5) {
-    again <- lmerTest::lmer(f, data = d, REML = TRUE, control = tight_control(1e-4),
-                            start = list(theta = getME(m, "theta")))
-    gain <- as.numeric(logLik(again)) - as.numeric(logLik(m))
-    if (gain > 0) m <- again
-    if (gain < 1e-10) break
-  }
-  m
-}
-
-# Covariate names may contain spaces or capitals: quote them in formulas.
-bq <- function(x) paste0("`", gsub("`", "\\\\`", x), "`")
-
-rhs_covariates <- function(covs) {
-  if (length(covs) == 0) "" else paste0(paste(bq(covs), collapse = " + "), " + ")
-}
-
-# Character covariates become factors with levels in C-locale sorted order (the Python side
-# sorts by code point), first level the reference, as contr.treatment does by default.
-prepare <- function(d, covs, control, treatment, visits) {
-  d$arm <- factor(d$arm, levels = c(control, treatment))
-  d$visit <- factor(d$visit, levels = visits)
-  d$subject_id <- factor(d$subject_id)
-  for (cv in covs) {
-    if (is.character(d[[cv]]) || is.logical(d[[cv]])) {
-      d[[cv]] <- as.character(d[[cv]])
-      d[[cv]] <- factor(d[[cv]], levels = sort(unique(d[[cv]][!is.na(d[[cv]])]),
-                                               method = "radix"))
-    }
-  }
-  d
-}
-
-complete_covariates <- function(d, covs) {
-  # Subjects with any missing covariate are excluded entirely.
-  if (length(covs) == 0) return(d)
-  bad <- unique(d$subject_id[!stats::complete.cases(d[, covs, drop = FALSE])])
-  d[!(d$subject_id %in% bad), , drop = FALSE]
-}
 
 lmm_effects <- list(); lmm_lsmeans <- list(); lmm_fit <- list(); lmm_slope <- list()
 ancova_effects <- list(); ancova_lsmeans <- list()
 anova_rows <- list(); hedges_rows <- list()
 
-index <- read.csv(file.path(data_dir, "datasets.csv"), stringsAsFactors = FALSE,
-                  na.strings = "", colClasses = "character")
+index <- read_index()
 
 for (i in seq_len(nrow(index))) {
   ds <- index$dataset[i]
   control <- index$control[i]
   treatment <- index$treatment[i]
   baseline_visit <- index$baseline_visit[i]
-  covs <- if (is.na(index$covariates[i]) || index$covariates[i] == "") character(0) else
-    strsplit(index$covariates[i], ";", fixed = TRUE)[[1]]
-  raw <- read.csv(file.path(data_dir, paste0(ds, ".csv")), stringsAsFactors = FALSE,
-                  na.strings = "", check.names = FALSE)
-  raw$subject_id <- as.character(raw$subject_id)
-  vis <- unique(raw[order(raw$visit_index), c("visit", "visit_index")])
-  visits <- vis$visit
+  covs <- split_covs(index$covariates[i])
+  raw <- read_lmm_dataset(ds)
+  visits <- ordered_visits(raw)
   post_visits <- setdiff(visits, baseline_visit)
 
   for (outcome in unique(raw$outcome)) {
     d_raw <- raw[raw$outcome == outcome, , drop = FALSE]
     # Models with covariates use subjects with complete covariates; ANOVA and Hedges' g do
     # not involve covariates and use every subject.
-    d <- prepare(complete_covariates(d_raw, covs), covs, control, treatment, visits)
-    d_all <- prepare(d_raw, covs, control, treatment, visits)
+    d <- prepare_lmm(complete_covariates(d_raw, covs), covs, control, treatment, visits)
+    d_all <- prepare_lmm(d_raw, covs, control, treatment, visits)
     key <- data.frame(dataset = ds, outcome = outcome, stringsAsFactors = FALSE)
 
     ## ---- LMM: random intercept, all visits including baseline, REML ----
@@ -209,17 +155,6 @@ for (i in seq_len(nrow(index))) {
   }
 }
 
-write_out <- function(rows, name) {
-  out <- do.call(rbind, rows)
-  # 17 significant digits: the Python tests compare against full double precision
-  # (write.csv alone keeps only 15).
-  for (col in names(out)) {
-    if (is.double(out[[col]])) {
-      out[[col]] <- ifelse(is.na(out[[col]]), NA, sprintf("%.17g", out[[col]]))
-    }
-  }
-  write.csv(out, file.path(out_dir, name), row.names = FALSE, na = "", quote = TRUE)
-}
 write_out(lmm_effects, "lmm_effects.csv")
 write_out(lmm_lsmeans, "lmm_lsmeans.csv")
 write_out(lmm_fit, "lmm_fit.csv")

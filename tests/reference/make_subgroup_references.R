@@ -8,6 +8,8 @@
 # arm is a factor with the control (datasets.csv `control`) as first level, visit a factor in
 # visit_index order, character covariates are factors with levels sorted in the C locale (first
 # level the reference, contr.treatment), subjects with a missing covariate are left out.
+# Shared helpers (data preparation, lmer and gls fitting, REML deviance, Newton polishing,
+# Satterthwaite df, CSV writing) come from tests/reference/reference_common.R.
 #
 # ---- Part A: random-intercept LMM with Kenward-Roger (and Satterthwaite) inference ----------
 # Datasets sim_dropout, sim_catcov, weightbearing; every outcome. All visits including the
@@ -50,8 +52,9 @@
 #                       group is not itself a covariate, so continuous age stays in the model
 #   exercise_education  S = sex  (F, M)        other covariates: age
 # The fit is made tight as in make_mmrm_references.R: gls with tight controls, refitted from its
-# optimum, then Newton steps (numDeriv gradient and Hessian) on a REML deviance written out below,
-# and gls refitted with the correlations and variance ratios fixed at the polished values.
+# optimum, then Newton steps (numDeriv gradient and Hessian) on a REML deviance written out from
+# the model definition (make_reml in reference_common.R), and gls refitted with the correlations
+# and variance ratios fixed at the polished values.
 # Let Sigma be the k x k unstructured covariance, theta its k(k+1)/2 lower-triangle elements,
 # Phi(theta) = (X' V(theta)^-1 X)^-1, and W = 2 H^-1 with H the Hessian of the REML deviance
 # (-2 log-likelihood) in theta (numDeriv, Richardson, steps scaled by the size of each element).
@@ -81,13 +84,15 @@
 #   subgroup_effects.csv  dataset, outcome, subgroup, level, visit, estimate, std_error, df,
 #                         ci_lower, ci_upper, p_value, n
 #   subgroup_interaction.csv  dataset, outcome, subgroup, test, num_df, den_df, F, p_value
-#   subgroup_fit.csv      dataset, outcome, subgroup, loglik (REML, polished), loglik_check (the
-#                         deviance below), loglik_gls (free gls fit), max_abs_gradient, n_obs,
+#   subgroup_fit.csv      dataset, outcome, subgroup, loglik (REML, polished), loglik_check (from
+#                         make_reml), loglik_gls (free gls fit), max_abs_gradient, n_obs,
 #                         n_subjects, df_step_check (largest relative change of any df when the
 #                         finite-difference step is 3e-3 instead of 1e-2), df_emmeans_diff
 #                         (largest relative difference to emmeans' Satterthwaite df of the free
 #                         gls fit, which uses nlme's less precise apVar)
 #   R_session_subgroup.txt  R and package versions
+
+source(file.path("tests", "reference", "reference_common.R"))
 
 suppressPackageStartupMessages({
   library(nlme)
@@ -99,52 +104,14 @@ suppressPackageStartupMessages({
 })
 
 start_time <- Sys.time()
-data_dir <- file.path("tests", "reference", "data")
-out_dir <- file.path("tests", "reference", "output")
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
 emm_options(opt.digits = FALSE, lmerTest.limit = 1e7, pbkrtest.limit = 1e7)
 
-index <- read.csv(file.path(data_dir, "datasets.csv"), stringsAsFactors = FALSE,
-                  na.strings = "", colClasses = "character")
+index <- read_index()
 index_row <- function(name) index[index$dataset == name, ]
-split_covs <- function(x) if (is.na(x) || x == "") character(0) else
-  strsplit(x, ";", fixed = TRUE)[[1]]
-c_sorted_factor <- function(x) factor(x, levels = sort(unique(x[!is.na(x)]), method = "radix"))
-
-write_out <- function(rows, name) {
-  out <- do.call(rbind, rows)
-  for (col in names(out)) {
-    if (is.double(out[[col]])) {
-      out[[col]] <- ifelse(is.na(out[[col]]), NA, sprintf("%.17g", out[[col]]))
-    }
-  }
-  write.csv(out, file.path(out_dir, name), row.names = FALSE, na = "", quote = TRUE)
-  cat(sprintf("wrote %s (%d rows)\n", name, nrow(out)))
-}
 
 ########################################################################################
 # Part A
 ########################################################################################
-
-tight_control <- function(rhobeg = NULL) {
-  opt <- list(rhoend = 1e-12, maxfun = 1e6)
-  if (!is.null(rhobeg)) opt$rhobeg <- rhobeg
-  lmerControl(optimizer = "bobyqa", optCtrl = opt)
-}
-
-fit_lmer <- function(f, d) {
-  m <- lmerTest::lmer(f, data = d, REML = TRUE, control = tight_control())
-  for (restart in 1:5) {
-    again <- lmerTest::lmer(f, data = d, REML = TRUE, control = tight_control(1e-4),
-                            start = list(theta = getME(m, "theta")))
-    gain <- as.numeric(logLik(again)) - as.numeric(logLik(m))
-    if (gain > 0) m <- again
-    if (gain < 1e-10) break
-  }
-  m
-}
-
-bq <- function(x) paste0("`", gsub("`", "\\\\`", x), "`")
 
 type3_table <- function(m, ddf, key) {
   a <- anova(m, type = 3, ddf = ddf)
@@ -163,30 +130,16 @@ note_check <- function(name, value) {
 for (ds in c("sim_dropout", "sim_catcov", "weightbearing")) {
   info <- index_row(ds)
   covs <- split_covs(info$covariates)
-  raw <- read.csv(file.path(data_dir, paste0(ds, ".csv")), stringsAsFactors = FALSE,
-                  na.strings = "", check.names = FALSE)
-  raw$subject_id <- as.character(raw$subject_id)
-  visits <- unique(raw[order(raw$visit_index), c("visit", "visit_index")])$visit
+  raw <- read_lmm_dataset(ds)
+  visits <- ordered_visits(raw)
   post_visits <- setdiff(visits, info$baseline_visit)
   stopifnot(visits[1] == info$baseline_visit)
   for (outcome in unique(raw$outcome)) {
     cat(sprintf("LMM  %s / %s\n", ds, outcome))
     d <- raw[raw$outcome == outcome, , drop = FALSE]
-    if (length(covs) > 0) {
-      bad <- unique(d$subject_id[!complete.cases(d[, covs, drop = FALSE])])
-      d <- d[!(d$subject_id %in% bad), , drop = FALSE]
-    }
-    d$arm <- factor(d$arm, levels = c(info$control, info$treatment))
-    d$visit <- factor(d$visit, levels = visits)
-    d$subject_id <- factor(d$subject_id)
-    for (cv in covs) {
-      if (is.character(d[[cv]]) || is.logical(d[[cv]])) {
-        d[[cv]] <- c_sorted_factor(as.character(d[[cv]]))
-      }
-    }
+    d <- prepare_lmm(complete_covariates(d, covs), covs, info$control, info$treatment, visits)
     d <- droplevels(d[!is.na(d$value), , drop = FALSE])
-    rhs <- if (length(covs) == 0) "" else paste0(paste(bq(covs), collapse = " + "), " + ")
-    f <- as.formula(paste0("value ~ ", rhs, "arm * visit + (1 | subject_id)"))
+    f <- as.formula(paste0("value ~ ", rhs_covariates(covs), "arm * visit + (1 | subject_id)"))
     m <- fit_lmer(f, d)
     key <- data.frame(dataset = ds, outcome = outcome, stringsAsFactors = FALSE)
 
@@ -239,122 +192,6 @@ for (ds in c("sim_dropout", "sim_catcov", "weightbearing")) {
 # Part B
 ########################################################################################
 
-tight <- glsControl(
-  maxIter = 500, msMaxIter = 1000, tolerance = 1e-12, msTol = 1e-14, natural = FALSE,
-  returnObject = TRUE
-)
-fd_args <- list(eps = 1e-2, r = 6)
-fd_args_check <- list(eps = 3e-3, r = 6)
-
-fit_gls <- function(fml, dat, cor_value = NULL, var_value = NULL, fixed = FALSE) {
-  form <- ~ visit_k | subject_id
-  cor <- if (is.null(cor_value)) corSymm(form = form) else
-    corSymm(cor_value, form = form, fixed = fixed)
-  wts <- if (fixed) varIdent(form = ~ 1 | visit, fixed = var_value) else
-    if (is.null(var_value)) varIdent(form = ~ 1 | visit) else
-      varIdent(var_value, form = ~ 1 | visit)
-  cl <- bquote(gls(.(fml), data = dat, method = "REML", na.action = na.omit,
-                   control = tight, correlation = .(cor), weights = .(wts)))
-  eval(cl)
-}
-
-# Sigma of a subject observed at every visit, from a gls fit.
-fitted_sigma <- function(fit, k, visit_levels) {
-  delta <- coef(fit$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE)
-  sd <- as.numeric(delta[visit_levels])
-  cs <- Initialize(corSymm(coef(fit$modelStruct$corStruct, unconstrained = FALSE),
-                           form = ~ visit_k | subject_id),
-                   data.frame(visit_k = seq_len(k), subject_id = "s"))
-  corr <- corMatrix(cs)
-  if (is.list(corr)) corr <- corr[[1]]
-  fit$sigma^2 * outer(sd, sd) * corr
-}
-
-# theta = lower triangle of Sigma (by column), its size, and back.
-theta_of <- function(S) S[lower.tri(S, diag = TRUE)]
-scale_of <- function(S) {
-  sd <- sqrt(diag(S))
-  outer(sd, sd)[lower.tri(S, diag = TRUE)]
-}
-sigma_of <- function(th, k) {
-  S <- matrix(0, k, k)
-  S[lower.tri(S, diag = TRUE)] <- th
-  S + t(S) - diag(diag(S))
-}
-
-# -2 REML log-likelihood on nlme's scale: (N - p) log(2 pi) + sum_i log|Sigma_i|
-# + log|X'V^-1 X| + r'V^-1 r, from whitened subject blocks. Inf if Sigma is not PD.
-make_reml <- function(X, y, subject, pos) {
-  groups <- split(seq_along(y), subject)
-  n <- length(y)
-  p <- ncol(X)
-  function(Sigma) {
-    A <- matrix(0, p, p)
-    b <- numeric(p)
-    logdet <- 0
-    white <- vector("list", length(groups))
-    for (i in seq_along(groups)) {
-      g <- groups[[i]]
-      R <- tryCatch(chol(Sigma[pos[g], pos[g], drop = FALSE]), error = function(e) NULL)
-      if (is.null(R)) return(list(dev = Inf))
-      Xw <- backsolve(R, X[g, , drop = FALSE], transpose = TRUE)
-      yw <- backsolve(R, y[g], transpose = TRUE)
-      white[[i]] <- list(X = Xw, y = yw)
-      A <- A + crossprod(Xw)
-      b <- b + as.numeric(crossprod(Xw, yw))
-      logdet <- logdet + 2 * sum(log(diag(R)))
-    }
-    RA <- chol(A)
-    beta <- backsolve(RA, backsolve(RA, b, transpose = TRUE))
-    rss <- sum(vapply(white, function(w) sum((w$y - w$X %*% beta)^2), numeric(1)))
-    list(dev = (n - p) * log(2 * pi) + logdet + 2 * sum(log(diag(RA))) + rss,
-         beta = beta, phi = chol2inv(RA))
-  }
-}
-
-# Deviance as a function of the scaled displacement u: theta + scale * u.
-deviance_u <- function(reml, theta, scale, k) {
-  function(u) reml(sigma_of(theta + scale * u, k))$dev
-}
-
-polish <- function(reml, theta, scale, k) {
-  for (iter in 1:20) {
-    dev <- deviance_u(reml, theta, scale, k)
-    zero <- rep(0, length(theta))
-    g <- numDeriv::grad(dev, zero, method.args = fd_args)
-    H <- numDeriv::hessian(dev, zero, method.args = fd_args)
-    if (min(eigen(H, symmetric = TRUE, only.values = TRUE)$values) <= 0) {
-      stop("REML Hessian not positive definite")
-    }
-    step <- -solve(H, g)
-    if (sum(-g * step) < 1e-12) break
-    f0 <- dev(zero)
-    t <- 1
-    while (t > 1e-6 && !(dev(t * step) < f0)) t <- t / 2
-    if (t <= 1e-6) break
-    theta <- theta + scale * t * step
-  }
-  theta
-}
-
-# Satterthwaite machinery at theta: W (in u) once, then the df of any row l.
-make_satterthwaite <- function(reml, theta, scale, k, args) {
-  zero <- rep(0, length(theta))
-  hess <- numDeriv::hessian(deviance_u(reml, theta, scale, k), zero, method.args = args)
-  if (min(eigen(hess, symmetric = TRUE, only.values = TRUE)$values) <= 0) {
-    stop("REML Hessian not positive definite")
-  }
-  W <- 2 * solve(hess)
-  phi <- reml(sigma_of(theta, k))$phi
-  function(l) {
-    quad <- function(u) {
-      as.numeric(t(l) %*% reml(sigma_of(theta + scale * u, k))$phi %*% l)
-    }
-    g <- numDeriv::grad(quad, zero, method.args = args)
-    2 * as.numeric(t(l) %*% phi %*% l)^2 / as.numeric(t(g) %*% W %*% g)
-  }
-}
-
 # F test of L beta = 0 with the eigen-decomposition (Fai-Cornelius) den df.
 f_test <- function(L, beta, phi, sat_df) {
   M <- L %*% phi %*% t(L)
@@ -397,22 +234,15 @@ for (cs in cases) {
     sub_levels <- sort(unique(raw$.sub[!is.na(raw$.sub)]), method = "radix")
     other <- setdiff(covs, cs$column)
   }
-  safe <- if (length(other) == 0) character(0) else paste0(".cov", seq_along(other))
-  for (i in seq_along(other)) raw[[safe[i]]] <- raw[[other[i]]]
+  sc <- syntactic_copies(raw, other)
+  raw <- sc$raw
+  safe <- sc$safe
 
   for (outcome in unique(raw$outcome)) {
     cat(sprintf("MMRM %s / %s / %s\n", cs$dataset, outcome, cs$subgroup))
-    dat <- raw[raw$outcome == outcome & raw$visit != info$baseline_visit & !is.na(raw$change), ]
-    dat <- dat[complete.cases(dat[, c("baseline", safe, ".sub"), drop = FALSE]), ]
-    visit_levels <- unique(dat$visit[order(dat$visit_index)])
-    dat$visit <- factor(dat$visit, levels = visit_levels)
-    dat$visit_k <- as.integer(dat$visit)
-    dat$arm <- factor(dat$arm, levels = c(info$control, info$treatment))
+    dat <- prepare_post_baseline(raw, info, outcome, safe, needed = c("baseline", safe, ".sub"))
     dat$.sub <- factor(dat$.sub, levels = sub_levels)
-    for (cv in safe) {
-      if (is.character(dat[[cv]]) || is.logical(dat[[cv]])) dat[[cv]] <- c_sorted_factor(dat[[cv]])
-    }
-    dat <- dat[order(dat$subject_id, dat$visit_k), ]
+    visit_levels <- levels(dat$visit)
     k <- length(visit_levels)
     primary <- visit_levels[k]
     cells <- table(dat$arm, dat$.sub, dat$visit)
@@ -426,35 +256,24 @@ for (cs in cases) {
     X <- model.matrix(fml, dat)
     stopifnot(qr(X)$rank == ncol(X))
     reml <- make_reml(X, dat$change, dat$subject_id, dat$visit_k)
+    map <- sigma_map("us", k)
 
     result <- tryCatch({
-      fit <- fit_gls(fml, dat)
-      for (refit in 1:5) {
-        again <- tryCatch(fit_gls(fml, dat,
-                                  coef(fit$modelStruct$corStruct, unconstrained = FALSE),
-                                  coef(fit$modelStruct$varStruct, unconstrained = FALSE)),
-                          error = function(e) NULL)
-        if (is.null(again)) break
-        gain <- as.numeric(logLik(again)) - as.numeric(logLik(fit))
-        if (gain >= 0) fit <- again
-        if (abs(gain) < 1e-10) break
-      }
-      Sigma_gls <- fitted_sigma(fit, k, visit_levels)
+      fit <- fit_gls_tight(fml, dat, "us", k)
+      Sigma_gls <- fitted_sigma(fit, "us", k, visit_levels)
       loglik_gls <- as.numeric(logLik(fit))
       stopifnot(abs(-reml(Sigma_gls)$dev / 2 - loglik_gls) < 1e-8)
-      scale <- scale_of(Sigma_gls)
-      theta <- polish(reml, theta_of(Sigma_gls), scale, k)
-      S_pol <- sigma_of(theta, k)
-      sd <- sqrt(diag(S_pol))
-      corr <- cov2cor(S_pol)
-      fixed_fit <- fit_gls(fml, dat, corr[lower.tri(corr)],
-                           setNames(sd[-1] / sd[1], visit_levels[-1]), fixed = TRUE)
-      Sigma <- fitted_sigma(fixed_fit, k, visit_levels)
+      scale <- map$scale(Sigma_gls)
+      theta <- polish(reml, map, map$theta(Sigma_gls), scale)
+      S_pol <- map$sigma(theta)
+      values <- gls_values(S_pol, "us", k, visit_levels)
+      fixed_fit <- fit_gls(fml, dat, "us", k, values$cor, values$var, fixed = TRUE)
+      Sigma <- fitted_sigma(fixed_fit, "us", k, visit_levels)
       stopifnot(max(abs(Sigma - S_pol)) < 1e-8 * max(abs(Sigma)))
       stopifnot(as.numeric(logLik(fixed_fit)) >= loglik_gls - 1e-9)
-      theta <- theta_of(Sigma)
+      theta <- map$theta(Sigma)
       check <- reml(Sigma)
-      grad_dev <- numDeriv::grad(deviance_u(reml, theta, scale, k), rep(0, length(theta)),
+      grad_dev <- numDeriv::grad(scaled_deviance(reml, map, theta, scale), rep(0, length(theta)),
                                  method.args = fd_args)
       list(fit = fit, fixed_fit = fixed_fit, Sigma = Sigma, theta = theta, scale = scale,
            check = check, grad_dev = grad_dev, loglik_gls = loglik_gls)
@@ -466,8 +285,8 @@ for (cs in cases) {
     }
     beta <- result$check$beta
     phi <- result$check$phi
-    sat <- make_satterthwaite(reml, result$theta, result$scale, k, fd_args)
-    sat_check <- make_satterthwaite(reml, result$theta, result$scale, k, fd_args_check)
+    sat <- make_satterthwaite(reml, map, result$theta, result$scale, fd_args)
+    sat_check <- make_satterthwaite(reml, map, result$theta, result$scale, fd_args_check)
 
     # Effect rows: treatment - control within each (level, visit) cell.
     emm <- emmeans(result$fixed_fit, ~ arm | .sub * visit, data = dat, mode = "df.error")
@@ -562,13 +381,8 @@ write_out(sub_effects, "subgroup_effects.csv")
 write_out(sub_tests, "subgroup_interaction.csv")
 write_out(sub_fit, "subgroup_fit.csv")
 
-writeLines(c(
-  "# Versions used by tests/reference/make_subgroup_references.R",
-  R.version.string,
-  vapply(c("nlme", "emmeans", "numDeriv", "lme4", "lmerTest", "pbkrtest", "Matrix"),
-         function(p) paste(p, as.character(packageVersion(p))), character(1)),
-  "", capture.output(sessionInfo())
-), file.path(out_dir, "R_session_subgroup.txt"))
+write_session("R_session_subgroup.txt", "make_subgroup_references.R",
+              c("nlme", "emmeans", "numDeriv", "lme4", "lmerTest", "pbkrtest", "Matrix"))
 
 cat("\nChecks (largest discrepancy over all cases):\n")
 for (nm in names(checks)) cat(sprintf("  %-80s %.3g\n", nm, checks[[nm]]))
