@@ -78,6 +78,8 @@
 #
 # Outputs (tests/reference/output/), numbers with 17 significant digits:
 #   lmm_kr_effects.csv    dataset, outcome, contrast, visit, estimate, std_error, df
+#   lmm_kr_slope_effects.csv  the same, for the LMM with a correlated random intercept and
+#                         slope on week / 12
 #   lmm_kr_lsmeans.csv    dataset, outcome, visit, arm, estimate, std_error, df
 #   lmm_kr_type3.csv      dataset, outcome, effect, num_df, den_df, F, p_value
 #   lmm_sat_type3.csv     dataset, outcome, effect, num_df, den_df, F, p_value
@@ -122,6 +124,7 @@ type3_table <- function(m, ddf, key) {
 }
 
 kr_effects <- list(); kr_lsmeans <- list(); kr_type3 <- list(); sat_type3 <- list()
+kr_slope <- list()
 checks <- list()  # name -> largest discrepancy, printed at the end
 note_check <- function(name, value) {
   checks[[name]] <<- max(c(checks[[name]], value), na.rm = TRUE)
@@ -175,6 +178,24 @@ for (ds in c("sim_dropout", "sim_catcov", "weightbearing")) {
     kr_lsmeans[[length(kr_lsmeans) + 1]] <- cbind(key, data.frame(
       visit = as.character(em$visit), arm = as.character(em$arm), estimate = em$emmean,
       std_error = em$SE, df = em$df, stringsAsFactors = FALSE))
+
+    # The same effects with a correlated random intercept and slope on week / 12
+    # (make_references.R's slope model): pbkrtest's G-element parameters are linear there too.
+    f_slope <- as.formula(paste0("value ~ ", rhs_covariates(covs),
+                                 "arm * visit + (1 + I(week / 12) | subject_id)"))
+    ms <- fit_lmer(f_slope, d)
+    beta_s <- fixef(ms)
+    V0_s <- vcov(ms)
+    Vadj_s <- pbkrtest::vcovAdj(ms)
+    for (v in post_visits) {
+      l <- setNames(numeric(length(beta_s)), names(beta_s))
+      l[paste0("arm", info$treatment, ":visit", v)] <- 1
+      kr_slope[[length(kr_slope) + 1]] <- cbind(key, data.frame(
+        contrast = paste(info$treatment, "-", info$control), visit = v,
+        estimate = sum(l * beta_s),
+        std_error = sqrt(as.numeric(t(l) %*% as.matrix(Vadj_s) %*% l)),
+        df = pbkrtest::Lb_ddf(matrix(l, nrow = 1), V0_s, Vadj_s), stringsAsFactors = FALSE))
+    }
 
     kr_type3[[length(kr_type3) + 1]] <- type3_table(m, "Kenward-Roger", key)
     sat_type3[[length(sat_type3) + 1]] <- type3_table(m, "Satterthwaite", key)
@@ -374,6 +395,7 @@ for (cs in cases) {
 }
 
 write_out(kr_effects, "lmm_kr_effects.csv")
+write_out(kr_slope, "lmm_kr_slope_effects.csv")
 write_out(kr_lsmeans, "lmm_kr_lsmeans.csv")
 write_out(kr_type3, "lmm_kr_type3.csv")
 write_out(sat_type3, "lmm_sat_type3.csv")
