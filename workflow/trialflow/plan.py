@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from trialflow.config import TrialConfig
+from trialflow.stats.covariance import POSITIONAL
 
 __all__ = [
     "DF_WORDS",
@@ -43,8 +44,6 @@ DF_WORDS: dict[str, str] = {
     "between_within": "between-within degrees of freedom (SAS DDFM=BW)",
     "residual": "residual degrees of freedom (SAS DDFM=RESIDUAL)",
 }
-# Structures whose lags count visit positions, so they assume equally spaced visits.
-POSITIONAL = ("ar1", "ar1h", "toep")
 
 
 def structure_name(code: str | None) -> str:
