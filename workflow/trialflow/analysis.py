@@ -24,6 +24,7 @@ from trialflow.errors import ModelError
 from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
+from trialflow.stats.design import text_labels
 from trialflow.stats.effect_size import hedges_g, holm
 from trialflow.stats.lmm import fit_lmm
 from trialflow.stats.meanmodel import MeanSpec
@@ -316,13 +317,18 @@ def _effect_sizes(plan: OutcomePlan, outcome: Outcome, degenerate: str | None) -
     return g
 
 
+def outcome_plan(data: pd.DataFrame, trial: TrialConfig, spec: MeanSpec) -> OutcomePlan:
+    """One outcome's rows (all visits and post-baseline) with the trial's plan."""
+    post = data.loc[data["visit"].isin([v.label for v in trial.post_baseline_visits])]
+    return OutcomePlan(trial, trial.options, spec, data, post)
+
+
 def analyse_outcome(
-    data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
+    plan: OutcomePlan, outcome: Outcome
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Fit every model of the analysis plan to one outcome."""
-    post = data.loc[data["visit"].isin([v.label for v in trial.post_baseline_visits])]
-    plan = OutcomePlan(trial, options, mean_spec(options), data, post)
-    degenerate = _degenerate(data, post, outcome)
+    trial = plan.trial
+    degenerate = _degenerate(plan.data, plan.post, outcome)
     effects, lsmeans = [], []
     record: dict[str, Any] = {
         "outcome": outcome.name,
@@ -358,8 +364,7 @@ def _subgroup_levels(
         if not numeric:
             return labels, levels, f"{name} is not numeric; cut points apply to numeric covariates"
         return labels, levels, ""
-    labels = values.astype(object).where(values.notna(), None)
-    labels = labels.map(lambda v: None if v is None else str(v))
+    labels = text_labels(values)
     levels = sorted(labels.dropna().unique())
     if numeric and len(levels) > MAX_SUBGROUP_LEVELS:
         why = (
@@ -370,14 +375,10 @@ def _subgroup_levels(
     return labels, levels, ""
 
 
-def subgroup_table(
-    data: pd.DataFrame, trial: TrialConfig, outcome: Outcome, options: Mapping[str, Any]
-) -> pd.DataFrame:
+def subgroup_table(plan: OutcomePlan, outcome: Outcome) -> pd.DataFrame:
     """Exploratory subgroup analyses of the MMRM for one outcome (one row per level)."""
-    spec = mean_spec(options)
-    post_visits = [v.label for v in trial.post_baseline_visits]
-    post = data.loc[data["visit"].isin(post_visits)]
-    covariates = [c.name for c in trial.covariates]
+    trial, options, spec, post = plan.trial, plan.options, plan.spec, plan.post
+    covariates = plan.covariates
     tables = []
     for group in options["subgroups"]:
         name, cuts = group["name"], group.get("cut") or []
@@ -395,11 +396,11 @@ def subgroup_table(
             subject="subject_id",
             visit="visit",
             arm="arm",
-            baseline=None if spec.baseline == "none" else "baseline",
+            baseline=plan.baseline,
             # A categorical subgroup replaces its covariate; a cut numeric one keeps it.
             covariates=covariates if cuts else [c for c in covariates if c != name],
             reference_arm=trial.control,
-            visit_order=post_visits,
+            visit_order=plan.post_visits,
             primary_visit=trial.primary_visit,
             covariance=options["covariance"],
             fallback=options["fallback"],
@@ -470,19 +471,20 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         the MMRM residuals per outcome (see :attr:`ModelResult.residuals`).
     """
     options = trial.options
+    spec = mean_spec(options)
     effects, lsmeans, anovas, sizes = [], [], [], []
     models: dict[str, dict[str, Any]] = {}
     residuals: dict[str, pd.DataFrame] = {}
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
     for outcome in trial.outcomes:
-        data = outcome_data(adeff, adsl, trial, outcome)
-        eff, ls, anova, g, record = analyse_outcome(data, trial, outcome, options)
+        plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, spec)
+        eff, ls, anova, g, record = analyse_outcome(plan, outcome)
         tests = record.pop("_type3", None)
         if tests is not None:
             type3.append(tests.assign(outcome=outcome.name))
         if options["subgroups"]:
-            subgroups.append(subgroup_table(data, trial, outcome, options))
+            subgroups.append(subgroup_table(plan, outcome))
         effects.extend(eff)
         lsmeans.extend(ls)
         anovas.append(anova)

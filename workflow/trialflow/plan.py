@@ -8,12 +8,11 @@ cannot disagree with each other or with the models as run.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from trialflow.config import TrialConfig
-from trialflow.stats.covariance import POSITIONAL
+from trialflow.stats.covariance import POSITIONAL, equally_spaced
 
 __all__ = [
     "DF_WORDS",
@@ -23,7 +22,6 @@ __all__ = [
     "plan_sentences",
     "structure_name",
     "supportive_note",
-    "unequal_spacing",
 ]
 
 STRUCTURE_NAMES: dict[str, str] = {
@@ -72,13 +70,6 @@ def mmrm_formula(trial: TrialConfig) -> str:
     return f"{response} ~ {' + '.join(terms)}"
 
 
-def unequal_spacing(trial: TrialConfig) -> bool:
-    """Whether the post-baseline visits are unequally spaced in weeks."""
-    weeks = [v.week for v in trial.post_baseline_visits]
-    gaps = {round(b - a, 9) for a, b in itertools.pairwise(weeks)}
-    return len(gaps) > 1
-
-
 def plan_sentences(trial: TrialConfig) -> list[str]:
     """One sentence per choice of the analysis plan, for the methods text."""
     opts = trial.options
@@ -110,7 +101,7 @@ def plan_sentences(trial: TrialConfig) -> list[str]:
         f"Inference used {DF_WORDS[opts['df']]}.",
     ]
     used = {opts["covariance"], *opts["fallback"]} & set(POSITIONAL)
-    if used and unequal_spacing(trial):
+    if used and not equally_spaced([v.week for v in trial.post_baseline_visits]):
         names = ", ".join(structure_name(c) for c in sorted(used))
         sentences.append(
             f"The visits are not equally spaced in time, but the {names} structure counts lags "

@@ -303,11 +303,6 @@ def result_sentence(
     )
 
 
-def _structure(code: str | None) -> str:
-    """The covariance structure in words, e.g. 'Toeplitz' for 'toep'."""
-    return structure_name(code)
-
-
 def _article(words: str) -> str:
     return ("an " if words[:1].lower() in "aeiou" else "a ") + words
 
@@ -329,13 +324,13 @@ def _fallback_sentences(trial: TrialConfig, infos: Mapping[str, Mapping[str, Any
     """The pre-specified fallback order and whether any outcome needed it."""
     requested = trial.options["covariance"]
     used = [
-        f"{o.label} ({_structure(infos[o.name].get('covariance_used'))} structure)"
+        f"{o.label} ({structure_name(infos[o.name].get('covariance_used'))} structure)"
         for o in trial.outcomes
         if infos[o.name].get("covariance_used") not in (None, requested)
     ]
     order = [c for c in trial.options["fallback"] if c != requested]
     plan = (
-        f"Had it failed to converge, {_words_list([_structure(c) for c in order])} structures "
+        f"Had it failed to converge, {_words_list([structure_name(c) for c in order])} structures "
         "were to be tried in that order"
         if order
         else "No fallback structure was pre-specified"
@@ -374,7 +369,7 @@ def _primary_paragraph(trial: TrialConfig, infos: Mapping[str, Mapping[str, Any]
         f"The primary analysis of each outcome was a mixed model for repeated measures (MMRM) "
         f"at each post-baseline visit ({post}), {mmrm_formula(trial)}: fixed effects for "
         f"{_adjust_words(trial)}, arm, visit and the arm-by-visit interaction, and "
-        f"{_article(_structure(opts['covariance']))} "
+        f"{_article(structure_name(opts['covariance']))} "
         "covariance matrix for the residuals across visits within participant, estimated by "
         "restricted maximum likelihood (REML). "
         + " ".join(plan_sentences(trial))
@@ -742,7 +737,7 @@ def render_report(
             if rec.get("mmrm", {}).get("fitted")
         }
     )
-    structure = " / ".join(_structure(u) for u in used) or _structure(opts["covariance"])
+    structure = " / ".join(structure_name(u) for u in used) or structure_name(opts["covariance"])
     model_note = (
         f"Model: MMRM of {mmrm_formula(trial)}; {structure} residual "
         "covariance across visits within participant (see the diagnostics for each outcome); "

@@ -27,6 +27,7 @@ __all__ = [
     "POSITIONAL",
     "STRUCTURES",
     "CovarianceStructure",
+    "equally_spaced",
     "make_structure",
     "nearest_positive_definite",
 ]
@@ -573,6 +574,14 @@ STRUCTURES: dict[str, type[CovarianceStructure]] = {
 }
 # Structures whose lag is the visit position: they assume equally spaced visits.
 POSITIONAL: tuple[str, ...] = ("ar1", "ar1h", "toep")
+
+
+def equally_spaced(weeks: Sequence[float] | None) -> bool:
+    """Whether visits are equally spaced in time (True when the weeks are unknown)."""
+    if weeks is None or len(weeks) < 3:
+        return True
+    gaps = np.diff(np.asarray(weeks, dtype=float))
+    return bool(np.allclose(gaps, gaps[0], rtol=1e-9, atol=1e-9))
 
 
 def make_structure(

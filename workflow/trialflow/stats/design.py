@@ -43,6 +43,7 @@ __all__ = [
     "prepare_long",
     "r_name",
     "redundant_columns",
+    "text_labels",
 ]
 
 # Internal column names of the prepared frame; covariates are stored as ``_cov<i>``.
@@ -201,7 +202,7 @@ def is_categorical(series: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
 
 
-def _labels(values: pd.Series) -> pd.Series:
+def text_labels(values: pd.Series) -> pd.Series:
     """Labels as strings (missing stays missing) so that 1 and "1" name the same level."""
     out = values.astype(object).where(values.notna(), None)
     return out.map(lambda v: None if v is None else str(v))
@@ -401,9 +402,9 @@ def _internal_frame(
     """The rows with internal column names: labels as text, numbers as float."""
     frame = pd.DataFrame(
         {
-            SUBJECT: _labels(data[roles["subject"]]).to_numpy(),
-            ARM: _labels(data[roles["arm"]]).to_numpy(),
-            VISIT: _labels(data[roles["visit"]]).to_numpy(),
+            SUBJECT: text_labels(data[roles["subject"]]).to_numpy(),
+            ARM: text_labels(data[roles["arm"]]).to_numpy(),
+            VISIT: text_labels(data[roles["visit"]]).to_numpy(),
             RESPONSE: _numeric(data, roles["response"], "response").to_numpy(),
         }
     )
@@ -415,7 +416,7 @@ def _internal_frame(
     for i, name in enumerate(covariates):
         column = f"_cov{i}"
         if is_categorical(data[name]):
-            frame[column] = _labels(data[name]).to_numpy()
+            frame[column] = text_labels(data[name]).to_numpy()
             specs.append(Covariate(name, column, True))
         else:
             frame[column] = _numeric(data, name, "covariate").to_numpy()
@@ -552,15 +553,11 @@ class CovariateBlock:
     grid
         Reference-grid values for LS means: numeric covariates at their mean over the rows
         used, each factor dummy at 1/levels (levels weighted equally, as emmeans does).
-    single_level
-        Categorical covariates with a single level among the rows (name -> that level); they
-        contribute no column.
     """
 
     matrix: np.ndarray
     labels: list[str]
     grid: np.ndarray
-    single_level: dict[str, str]
 
 
 def covariate_block(
@@ -587,28 +584,23 @@ def covariate_block(
     cols: list[np.ndarray] = []
     labels: list[str] = []
     grid: list[float] = []
-    single: dict[str, str] = {}
     for spec in covariates:
         values = frame[spec.column]
         if spec.categorical:
             levels = sorted(values.unique())
-            if len(levels) == 1:
-                single[spec.name] = str(levels[0])
             codes = values.to_numpy()
             for level in levels[1:]:
                 cols.append((codes == level).astype(float))
                 labels.append(f"{spec.name}{level}")
-                share = float(np.mean(codes == level)) if weights == "proportional" else 0.0
-                grid.append(share if weights == "proportional" else 1.0 / len(levels))
+                proportional = weights == "proportional"
+                grid.append(float(np.mean(codes == level)) if proportional else 1.0 / len(levels))
         else:
             x = values.to_numpy(dtype=float)
             cols.append(x)
             labels.append(spec.name)
             grid.append(float(x.mean()))
     matrix = np.column_stack(cols) if cols else np.empty((len(frame), 0))
-    return CovariateBlock(
-        matrix=matrix, labels=labels, grid=np.asarray(grid, dtype=float), single_level=single
-    )
+    return CovariateBlock(matrix=matrix, labels=labels, grid=np.asarray(grid, dtype=float))
 
 
 def redundant_columns(x: np.ndarray) -> list[int]:

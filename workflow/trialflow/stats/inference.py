@@ -116,13 +116,18 @@ def _gradients(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
     return -np.einsum("ca,iab,cb->ci", v, ing.p, v)
 
 
-def satterthwaite_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
-    """Satterthwaite df of single contrasts: ``2 (l' Phi l)^2 / (g' W g)``."""
+def _single_row_df(ing: Ingredients, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``2 (l' Phi l)^2 / (g' W g)`` for every contrast row l (inf when g' W g is 0)."""
     variance = np.einsum("ca,ab,cb->c", rows, ing.phi, rows)
     g = _gradients(ing, rows)
-    spread = np.einsum("ci,ij,cj->c", g, ing.w_observed, g)
+    spread = np.einsum("ci,ij,cj->c", g, w, g)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(spread > 0, 2.0 * variance**2 / spread, np.inf)
+
+
+def satterthwaite_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
+    """Satterthwaite df of single contrasts, with the observed-information W."""
+    return _single_row_df(ing, rows, ing.w_observed)
 
 
 def _kr_df(ing: Ingredients, contrast: np.ndarray) -> tuple[float, float]:
@@ -154,11 +159,7 @@ def kr_df(ing: Ingredients, rows: np.ndarray) -> np.ndarray:
     l' Phi l, and Kenward & Roger's m reduces to 2 / A2 (with lambda = 1): Satterthwaite's
     formula with Kenward-Roger's W. :func:`_kr_df` computes the general case.
     """
-    variance = np.einsum("ca,ab,cb->c", rows, ing.phi, rows)
-    g = _gradients(ing, rows)
-    spread = np.einsum("ci,ij,cj->c", g, ing.w_kr, g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(spread > 0, 2.0 * variance**2 / spread, np.inf)
+    return _single_row_df(ing, rows, ing.w_kr)
 
 
 def contrast_df(

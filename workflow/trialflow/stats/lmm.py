@@ -43,9 +43,9 @@ from trialflow.stats.design import (
 from trialflow.stats.inference import (
     Ingredients,
     TestResult,
+    contrast_df,
     f_test,
     kr_adjusted,
-    kr_df,
     type3_table,
 )
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, build_mean_model
@@ -484,19 +484,6 @@ def _mixedlm_step(
     }
 
 
-def _satterthwaite(
-    contrasts: np.ndarray, phi: np.ndarray, jac: Sequence[np.ndarray], vcov_psi: np.ndarray
-) -> np.ndarray:
-    """Satterthwaite df of each row of ``contrasts`` (lmerTest's definition)."""
-    out = np.empty(len(contrasts))
-    for i, ell in enumerate(contrasts):
-        var = float(ell @ phi @ ell)
-        g = np.array([float(ell @ jk @ ell) for jk in jac])
-        denom = float(g @ vcov_psi @ g)
-        out[i] = 2.0 * var**2 / denom if denom > 0 else np.inf
-    return out
-
-
 def fit_lmm(
     data: pd.DataFrame,
     *,
@@ -839,9 +826,7 @@ class _LmmInference:
 
     method: str
     covariance: np.ndarray
-    reml: _RemlFit
-    vcov_psi: np.ndarray | None
-    kr: Ingredients | None
+    ingredients: Ingredients
 
     @classmethod
     def build(
@@ -853,15 +838,17 @@ class _LmmInference:
         df_method: str,
         notes: list[str],
     ) -> _LmmInference:
-        method, vcov_psi, kr = df_method, None, None
+        method = df_method
         if df_method == "kenward_roger":
             kr = _kenward_roger(obs.frame, mean.x, reml.y, obs.visits, z_visit, reml.psi)
-            if kr is None:
-                method = "satterthwaite"
-                notes.append(
-                    "Kenward-Roger is unavailable for this LMM (weeks differ within a visit); "
-                    "Satterthwaite degrees of freedom are used instead"
-                )
+            if kr is not None:
+                return cls(method=method, covariance=kr_adjusted(kr, linear=True), ingredients=kr)
+            method = "satterthwaite"
+            notes.append(
+                "Kenward-Roger is unavailable for this LMM (weeks differ within a visit); "
+                "Satterthwaite degrees of freedom are used instead"
+            )
+        vcov_psi = None
         if method == "satterthwaite":
             try:
                 np.linalg.cholesky(reml.hessian)
@@ -872,51 +859,47 @@ class _LmmInference:
                     "Satterthwaite degrees of freedom are unavailable (the REML Hessian is not "
                     "positive definite); residual degrees of freedom n - p are used instead"
                 )
-        phi = kr_adjusted(kr, linear=True) if kr is not None else reml.state.phi
-        return cls(method=method, covariance=phi, reml=reml, vcov_psi=vcov_psi, kr=kr)
+        ingredients = _satterthwaite_ingredients(reml, vcov_psi)
+        return cls(method=method, covariance=reml.state.phi, ingredients=ingredients)
 
     def type3(self, mean: MeanModel) -> pd.DataFrame | None:
         """Type III F tests of every term (None with Wald z tests, which have no F)."""
         if self.method == "asymptotic":
             return None
-        ing = self.kr if self.kr is not None else self._satterthwaite_ingredients()
 
         def test(contrast: np.ndarray, _: str) -> TestResult:
-            return f_test(ing, contrast, self.method, self.covariance)
+            return f_test(self.ingredients, contrast, self.method, self.covariance)
 
         return type3_table(mean.type3(), test)
 
-    def _satterthwaite_ingredients(self) -> Ingredients:
-        """Satterthwaite's ingredients in the variance parameters psi (G elements, sigma^2).
-
-        d Phi / d psi_i = -Phi P_i Phi gives P_i from the Jacobian the LMM already has.
-        """
-        state = self.reml.state
-        inverse = np.linalg.inv(state.phi)
-        big_p = np.array([-inverse @ j @ inverse for j in self.reml.jacobian])
-        r, p = big_p.shape[0], state.phi.shape[0]
-        w = self.vcov_psi if self.vcov_psi is not None else np.full((r, r), np.nan)
-        return Ingredients(
-            beta=state.beta,
-            phi=state.phi,
-            p=big_p,
-            q=np.zeros((r, r, p, p)),
-            r=np.zeros((r, r, p, p)),
-            w_observed=w,
-            w_kr=w,
-            residual_df=float(len(self.reml.y) - p),
-        )
-
     def df(self, contrasts: np.ndarray) -> np.ndarray:
         """Denominator df of each contrast row."""
-        if self.kr is not None:
-            return kr_df(self.kr, contrasts)
         if self.method == "asymptotic":
             return np.full(len(contrasts), np.inf)
-        if self.method == "residual" or self.vcov_psi is None:
-            n, p = len(self.reml.y), self.reml.state.phi.shape[0]
-            return np.full(len(contrasts), float(n - p))
-        return _satterthwaite(contrasts, self.reml.state.phi, self.reml.jacobian, self.vcov_psi)
+        return contrast_df(self.ingredients, contrasts, self.method)
+
+
+def _satterthwaite_ingredients(reml: _RemlFit, vcov_psi: np.ndarray | None) -> Ingredients:
+    """Satterthwaite's ingredients in the variance parameters psi (G elements, sigma^2).
+
+    d Phi / d psi_i = -Phi P_i Phi gives P_i from the Jacobian the LMM already has; W is the
+    inverse observed information (lmerTest's), NaN when it is unavailable.
+    """
+    state = reml.state
+    inverse = np.linalg.inv(state.phi)
+    big_p = np.array([-inverse @ j @ inverse for j in reml.jacobian])
+    r, p = big_p.shape[0], state.phi.shape[0]
+    w = vcov_psi if vcov_psi is not None else np.full((r, r), np.nan)
+    return Ingredients(
+        beta=state.beta,
+        phi=state.phi,
+        p=big_p,
+        q=np.zeros((r, r, p, p)),
+        r=np.zeros((r, r, p, p)),
+        w_observed=w,
+        w_kr=w,
+        residual_df=float(len(reml.y) - p),
+    )
 
 
 def _lmm_tables(

@@ -30,6 +30,7 @@ from trialflow.stats.covariance import (
     POSITIONAL,
     STRUCTURES,
     CovarianceStructure,
+    equally_spaced,
     make_structure,
     nearest_positive_definite,
 )
@@ -56,7 +57,7 @@ from trialflow.stats.inference import (
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, Subgroup, build_mean_model
 from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
 
-__all__ = ["MeanSpec", "fit_mmrm", "prepare_mmrm"]
+__all__ = ["MeanSpec", "fit_mmrm", "fit_prepared", "intervals", "prepare_mmrm"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Convergence: largest |gradient| of -2 REML log-likelihood with respect to the (log-scale /
@@ -262,30 +263,6 @@ class _RemlProblem:
         )
         return big_p, 0.5 * (big_q + big_q.transpose(1, 0, 3, 2)), big_r, expected
 
-    def quadratic_form_gradients(
-        self, evaluation: _Evaluation, contrasts: np.ndarray
-    ) -> np.ndarray:
-        """d (l' Phi l) / d sigma for every contrast row l, shape (n_contrasts, k, k).
-
-        Phi = (X' V^-1 X)^-1; d(l' Phi l) = sum over patterns of <d Sigma_p, W_p S_p W_p> with
-        S_p[a, b] = sum over subjects of (x_a' Phi l)(x_b' Phi l).
-        """
-        p = self.n_coef
-        k = self.n_visits
-        v = evaluation.a_inv @ contrasts.T  # p x n_contrasts
-        n_c = v.shape[1]
-        vv = np.einsum("jc,lc->jlc", v, v)
-        full = np.zeros((self.q, self.q, n_c))
-        full[:p, :p, :] = vv
-        vv_flat = full.reshape(self.q * self.q, n_c)
-        out = np.zeros((n_c, k, k))
-        for pat, w in zip(self.patterns, evaluation.weights, strict=True):
-            m = pat.visits.size
-            s = (pat.cross @ vv_flat).reshape(m, m, n_c)
-            wsw = np.einsum("ab,bcn,cd->nad", w, s, w)
-            out[:, pat.visits[:, None], pat.visits[None, :]] += wsw
-        return out
-
 
 @dataclass
 class _Fit:
@@ -469,7 +446,7 @@ def _check_estimable(obs: ObservedRows, mean: MeanModel, visit: str) -> None:
         )
 
 
-def _intervals(
+def intervals(
     estimate: np.ndarray, se: np.ndarray, df: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tcrit = stats.t.ppf(1.0 - alpha / 2.0, df)
@@ -597,14 +574,6 @@ def _visit_weeks(obs: ObservedRows) -> list[float] | None:
     return None if weeks.isna().any() else [float(w) for w in weeks]
 
 
-def equally_spaced(weeks: Sequence[float] | None) -> bool:
-    """Whether visits are equally spaced in time (True when the weeks are unknown)."""
-    if weeks is None or len(weeks) < 3:
-        return True
-    gaps = np.diff(np.asarray(weeks, dtype=float))
-    return bool(np.allclose(gaps, gaps[0], rtol=1e-9, atol=1e-9))
-
-
 @dataclass
 class CovarianceChoice:
     """The converged covariance fit and how it was reached."""
@@ -614,13 +583,14 @@ class CovarianceChoice:
     tried: list[str]
     fallback_reason: str | None
     notes: list[str]
+    weeks: list[float] | None  # week of each visit, when known
 
 
 def fit_covariance(
     problem: _RemlProblem,
     requested: str,
     fallback: Sequence[str],
-    weeks: Sequence[float] | None,
+    weeks: list[float] | None,
 ) -> CovarianceChoice:
     """REML fit of the requested structure, then of each fallback in turn until one converges.
 
@@ -668,7 +638,16 @@ def fit_covariance(
             f"equally spaced in time (weeks {', '.join(f'{w:g}' for w in weeks or [])}); "
             "sp_pow (spatial power in weeks) is the structure for unequal spacing"
         )
-    return CovarianceChoice(fit, requested, tried, fallback_reason, notes)
+    return CovarianceChoice(fit, requested, tried, fallback_reason, notes, weeks)
+
+
+def fit_prepared(
+    ready: PreparedMmrm, covariance: str, fallback: Sequence[str], df_method: str
+) -> tuple[CovarianceChoice, MmrmInference]:
+    """Fit the covariance (with its fallbacks) of a prepared MMRM and set up its inference."""
+    choice = fit_covariance(ready.problem, covariance, fallback, _visit_weeks(ready.obs))
+    inference = MmrmInference.build(ready.problem, choice.fit, ready.obs, ready.mean, df_method)
+    return choice, inference
 
 
 @dataclass
@@ -842,9 +821,7 @@ def fit_mmrm(
         week=week,
         spec=spec,
     )
-    weeks = _visit_weeks(ready.obs)
-    choice = fit_covariance(ready.problem, requested, fallback, weeks)
-    inference = MmrmInference.build(ready.problem, choice.fit, ready.obs, ready.mean, method)
+    choice, inference = fit_prepared(ready, requested, fallback, method)
     return _result(ready, choice, inference, alpha, {"subject": subject, "visit": visit})
 
 
@@ -853,7 +830,7 @@ def _lsmeans_table(ready: PreparedMmrm, inference: MmrmInference, alpha: float) 
     keys = [(v, a) for v in range(len(obs.visits)) for a in range(len(obs.arms))]
     rows = np.array([mean.grid_row(obs.arms[a], obs.visits[v]) for v, a in keys])
     est, se, df = inference.contrasts(rows)
-    lo, hi, _ = _intervals(est, se, df, alpha)
+    lo, hi, _ = intervals(est, se, df, alpha)
     counts = obs.counts()
     return pd.DataFrame(
         {
@@ -880,7 +857,7 @@ def _effects_table(ready: PreparedMmrm, inference: MmrmInference, alpha: float) 
         ]
     )
     est, se, df = inference.contrasts(rows)
-    lo, hi, pval = _intervals(est, se, df, alpha)
+    lo, hi, pval = intervals(est, se, df, alpha)
     counts = obs.counts()
     return pd.DataFrame(
         {
@@ -952,8 +929,8 @@ def _result(
         "coefficients": dict(zip(mean.names, fit.evaluation.beta.tolist(), strict=True)),
         "reference_grid": mean.reference_grid,
         "visits": list(obs.visits),
-        "visit_weeks": _visit_weeks(obs),
-        "visits_equally_spaced": equally_spaced(_visit_weeks(obs)),
+        "visit_weeks": choice.weeks,
+        "visits_equally_spaced": equally_spaced(choice.weeks),
         "arms": list(obs.arms),
     }
     return ModelResult(

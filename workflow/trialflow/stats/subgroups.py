@@ -17,16 +17,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from trialflow.errors import ModelError
-from trialflow.stats.design import ARM, VISIT
+from trialflow.stats.design import ARM, VISIT, text_labels
 from trialflow.stats.meanmodel import MeanSpec
 from trialflow.stats.mmrm import (
     MmrmInference,
     PreparedMmrm,
-    _visit_weeks,
-    fit_covariance,
+    fit_prepared,
+    intervals,
     prepare_mmrm,
 )
 
@@ -89,7 +88,7 @@ def _rows(
     levels = list(mean.subgroup.levels)
     effects = np.array([mean.effect_row(primary, level) for level in levels])
     est, se, df = inference.contrasts(effects, "arm:subgroup:visit")
-    crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+    lower, upper, p_value = intervals(est, se, df, alpha)
     test = inference.test(effects[1:] - effects[0], "arm:subgroup:visit")
     frame = ready.obs.frame
     at_visit = frame.loc[frame[VISIT].astype(str) == primary]
@@ -102,9 +101,9 @@ def _rows(
             "estimate": est[i],
             "std_error": se[i],
             "df": df[i],
-            "ci_lower": est[i] - crit[i] * se[i],
-            "ci_upper": est[i] + crit[i] * se[i],
-            "p_value": float(2.0 * stats.t.sf(abs(est[i] / se[i]), df[i])),
+            "ci_lower": lower[i],
+            "ci_upper": upper[i],
+            "p_value": p_value[i],
             "interaction_F": test.f_value,
             "interaction_num_df": test.num_df,
             "interaction_den_df": test.den_df,
@@ -162,8 +161,7 @@ def fit_subgroup(
         ``note``.
     """
     spec = mean if mean is not None else MeanSpec(baseline="main" if baseline else "none")
-    labels = data[column].astype(object).where(data[column].notna(), None)
-    frame = data.assign(**{column: labels.map(lambda v: None if v is None else str(v))})
+    frame = data.assign(**{column: text_labels(data[column])})
     post = frame.loc[frame[response].notna() & frame[column].notna()]
     probe = post.rename(columns={arm: ARM}).assign(
         **{VISIT: pd.Categorical(post[visit].astype(str), categories=list(visit_order))}
@@ -194,8 +192,7 @@ def fit_subgroup(
             spec=spec,
             subgroup=(name, column, keep),
         )
-        choice = fit_covariance(ready.problem, covariance, fallback, _visit_weeks(ready.obs))
-        inference = MmrmInference.build(ready.problem, choice.fit, ready.obs, ready.mean, df_method)
+        _, inference = fit_prepared(ready, covariance, fallback, df_method)
         rows = _rows(ready, inference, primary_visit, alpha)
     except ModelError as exc:
         skipped.update({lv: exc.message for lv in keep})
