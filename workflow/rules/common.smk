@@ -46,7 +46,15 @@ def get_raw_inputs(wildcards) -> dict:
 
 def get_final_outputs() -> list:
     analysis = ["clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv"]
-    tables = ["effects.csv", "lsmeans.csv", "anova.csv", "effect_sizes.csv"]
+    tables = [
+        "effects.csv",
+        "lsmeans.csv",
+        "anova.csv",
+        "effect_sizes.csv",
+        "sensitivity.csv",
+        "tipping_point.csv",
+        "responders.csv",
+    ]
     return [
         *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
         *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],

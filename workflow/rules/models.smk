@@ -19,3 +19,23 @@ rule models:
         "../envs/trialflow.yaml"
     script:
         "../scripts/models.py"
+
+
+rule sensitivity:
+    """Missing-data sensitivity analyses: imputation strategies, tipping point, responders."""
+    input:
+        trial=get_trial_config,
+        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
+        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
+        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+    output:
+        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
+        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
+        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
+        summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
+    log:
+        f"{RESULTS}/{{trial}}/logs/sensitivity.log",
+    conda:
+        "../envs/trialflow.yaml"
+    script:
+        "../scripts/sensitivity.py"

@@ -9,6 +9,10 @@ rule figures:
         effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
         lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
         subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
+        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
+        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
+        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
+        sensitivity_summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
         models=f"{RESULTS}/{{trial}}/models",
     output:
         figures=report(
@@ -41,6 +45,10 @@ rule report:
         effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
         type3=f"{RESULTS}/{{trial}}/tables/type3.csv",
         subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
+        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
+        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
+        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
+        sensitivity_summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
         models=f"{RESULTS}/{{trial}}/models",
         figures=f"{RESULTS}/{{trial}}/figures",
     output:

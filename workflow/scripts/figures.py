@@ -31,6 +31,8 @@ def main(smk: Any) -> None:
         subgroups=read_result_csv(
             smk.input.subgroups, dtype={"level": str, "note": str, "subgroup": str}
         ),
+        sensitivity=read_result_csv(smk.input.sensitivity, dtype={"note": str, "visit": str}),
+        tipping=read_result_csv(smk.input.tipping, dtype={"note": str, "visit": str}),
     )
     logger.info("%s: %d figure files", trial.name, len(written))
 

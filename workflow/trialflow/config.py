@@ -93,6 +93,8 @@ class TrialConfig:
     drop_columns: tuple[str, ...] = ()
     description: str = ""
     analysis: Mapping[str, Any] = field(default_factory=dict)
+    sensitivity: Mapping[str, Any] = field(default_factory=dict)
+    estimand: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -329,6 +331,9 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
 
     n_post = len(visits) - 1 - base_index
     _check_analysis(content.get("analysis") or {}, covariates, n_post, labels, fail)
+    post_labels = labels[base_index + 1 :]
+    _check_sensitivity(content.get("sensitivity") or {}, [o.name for o in outcomes], fail)
+    _check_estimand(content.get("estimand") or {}, [o.name for o in outcomes], post_labels, fail)
     data = content["data"]
     return TrialConfig(
         name=name,
@@ -353,6 +358,8 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         outcomes=tuple(outcomes),
         description=content.get("description", ""),
         analysis=dict(content.get("analysis") or {}),
+        sensitivity=dict(content.get("sensitivity") or {}),
+        estimand=dict(content.get("estimand") or {}),
         raw=dict(content),
     )
 
@@ -392,6 +399,56 @@ def _check_analysis(
             f"(visits: {', '.join(labels)})",
             "use baseline: main and no covariates_by_visit with a single follow-up visit",
         )
+
+
+def _check_sensitivity(
+    sensitivity: Mapping[str, Any],
+    outcomes: Sequence[str],
+    fail: Callable[[str, str, str], ConfigError],
+) -> None:
+    """Outcome names under responders and tipping_point.deltas, and one per-protocol rule."""
+    keyed = [
+        ("sensitivity.responders", sensitivity.get("responders") or {}),
+        (
+            "sensitivity.tipping_point.deltas",
+            (sensitivity.get("tipping_point") or {}).get("deltas") or {},
+        ),
+    ]
+    for key, mapping in keyed:
+        for name in mapping:
+            if name not in outcomes:
+                raise fail(
+                    f"{key}.{name}",
+                    f"{name!r} is not an outcome ({did_you_mean(name, outcomes)})",
+                    "use the name: of an outcome",
+                )
+    rule = sensitivity.get("per_protocol")
+    if rule is not None and ("include" in rule) == ("exclude" in rule):
+        raise fail(
+            "sensitivity.per_protocol",
+            "give exactly one of include or exclude",
+            "e.g. {column: Adherent, include: [yes]} or {column: Deviation, exclude: [major]}",
+        )
+
+
+def _check_estimand(
+    estimand: Mapping[str, Any],
+    outcomes: Sequence[str],
+    post_visits: Sequence[str],
+    fail: Callable[[str, str, str], ConfigError],
+) -> None:
+    """The estimand's variable names an outcome and a post-baseline visit."""
+    variable = estimand.get("variable") or {}
+    for key, value, known in (
+        ("outcome", variable.get("outcome"), outcomes),
+        ("visit", variable.get("visit"), post_visits),
+    ):
+        if value is not None and value not in known:
+            raise fail(
+                f"estimand.variable.{key}",
+                f"{value!r} is not one of {', '.join(map(repr, known))}",
+                f"name a{'n' if key == 'outcome' else ' post-baseline'} {key} of the trial",
+            )
 
 
 def _check_subgroup(group: Any, key: str, fail: Callable[[str, str, str], ConfigError]) -> None:

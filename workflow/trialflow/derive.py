@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from trialflow.clean import CleanResult
 from trialflow.config import TrialConfig
-from trialflow.errors import TrialflowError
+from trialflow.errors import DataError, TrialflowError
 
 ADEFF_COLUMNS: tuple[str, ...] = (
     "subject_id",
@@ -79,12 +80,33 @@ def build_adsl(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
     adsl["last_week"] = ids.map(last["week"]).astype("float64").to_numpy()
     adsl["completed"] = np.where(ids.isin(final_ids), "Y", "N")
     adsl["withdrawn"] = np.where(ids.isin(final_ids), "N", "Y")
+    rule = trial.sensitivity.get("per_protocol")
+    if rule:
+        adsl["per_protocol"] = per_protocol_flags(subjects, rule, trial)
     if "withdrawal_reason" in subjects:
         given = subjects["withdrawal_reason"].fillna("").astype(str).to_numpy()
         adsl["withdrawal_reason"] = np.where(
             adsl["withdrawn"] == "Y", np.where(given == "", NO_REASON, given), ""
         )
     return adsl.reset_index(drop=True)
+
+
+def per_protocol_flags(subjects: pd.DataFrame, rule: dict[str, Any], trial: TrialConfig) -> Any:
+    """Y/N per subject: in the per-protocol population by the trial's rule (a missing value: N)."""
+    column = rule["column"]
+    if column not in subjects:
+        raise DataError(
+            f"the per-protocol column {column!r} is not in the subjects file",
+            file=trial.subjects_path,
+            column=column,
+            fix="correct sensitivity.per_protocol.column in the trial description",
+        )
+    # Compared as text, case-insensitively: YAML true and a CSV's TRUE or yes are all text here.
+    values = subjects[column].astype("string").str.strip().str.lower()
+    listed = {str(v).strip().lower() for v in rule.get("include", rule.get("exclude", []))}
+    chosen = values.isin(listed).fillna(False).to_numpy(dtype=bool)
+    keep = chosen if "include" in rule else ~chosen & values.notna().to_numpy()
+    return np.where(keep, "Y", "N")
 
 
 def build_adeff(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:

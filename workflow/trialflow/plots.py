@@ -26,6 +26,9 @@ def figure_stems(trial: TrialConfig) -> list[str]:
     stems = ["consort", "forest", "forest_all_analyses", "missingness"]
     if trial.options["subgroups"]:
         stems += [f"{o.name}_subgroups" for o in trial.primary_outcomes]
+    if trial.sensitivity.get("methods"):
+        for o in trial.primary_outcomes:
+            stems += [f"{o.name}_sensitivity", f"{o.name}_tipping"]
     for o in trial.outcomes:
         stems += [f"{o.name}_{kind}" for kind in ("trajectory", "spaghetti", "change")]
         stems.append(f"{o.name}_diagnostics")
@@ -42,12 +45,15 @@ def write_trial_figures(
     residuals: Mapping[str, pd.DataFrame],
     folder: Path,
     subgroups: pd.DataFrame | None = None,
+    sensitivity: pd.DataFrame | None = None,
+    tipping: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw and save every figure of a trial as PNG (150 dpi) and SVG under ``folder``.
 
     An outcome without MMRM residuals (model not fitted) gets a diagnostics figure that says so.
     """
     from trialflow import figures as fg
+    from trialflow import sensitivity_figures as sf
 
     folder.mkdir(parents=True, exist_ok=True)
     empty = pd.DataFrame(
@@ -71,6 +77,12 @@ def write_trial_figures(
             drawings[f"{o.name}_subgroups"] = partial(
                 fg.subgroup_forest_figure, subgroups, trial, o.name
             )
+    for o in trial.primary_outcomes:
+        if sensitivity is not None and tipping is not None:
+            drawings[f"{o.name}_sensitivity"] = partial(
+                sf.sensitivity_forest_figure, effects, sensitivity, trial, o.name
+            )
+            drawings[f"{o.name}_tipping"] = partial(sf.tipping_figure, tipping, trial, o.name)
     for o in trial.outcomes:
         name = o.name
         drawings[f"{name}_trajectory"] = partial(fg.trajectory_figure, lsmeans, adeff, trial, name)

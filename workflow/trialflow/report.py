@@ -121,6 +121,10 @@ class ReportInputs:
     residuals: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     type3: pd.DataFrame = field(default_factory=pd.DataFrame)
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tipping: pd.DataFrame = field(default_factory=pd.DataFrame)
+    responders: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sensitivity_summary: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sha256(path: Path) -> str:
@@ -759,6 +763,7 @@ def render_report(
         ("secondary", "Secondary outcomes"),
         ("figures", "Figures"),
         ("supportive", "Supportive analyses"),
+        ("sensitivity", "Estimand and sensitivity analyses"),
         ("quality", "Data quality"),
         ("diagnostics", "Model diagnostics"),
         ("methods", "Methods and results text"),
@@ -805,6 +810,7 @@ def render_report(
         "visit (the number per outcome is in the table); type III sums of squares; the "
         "Greenhouse-Geisser p corrects the within-participant terms for non-sphericity.",
         effect_sizes=_effect_sizes(inputs),
+        **_sensitivity_context(inputs),
         queries_total=len(queries),
         query_counts=query_counts,
         queries=queries,
@@ -813,6 +819,36 @@ def render_report(
         methods=methods_paragraphs(inputs, prov),
         provenance=prov,
     )
+
+
+def _sensitivity_context(inputs: ReportInputs) -> dict[str, Any]:
+    """What the "Estimand and sensitivity analyses" section shows."""
+    from trialflow import sensitivity_report as sr
+
+    trial = inputs.trial
+    run = not inputs.sensitivity.empty
+    return {
+        "estimand_table": sr.estimand_table(trial),
+        "sensitivity_run": run,
+        "sensitivity_table": sr.sensitivity_table(trial, inputs.effects, inputs.sensitivity)
+        if run
+        else None,
+        "sensitivity_sentences": sr.sensitivity_sentences(
+            trial, inputs.effects, inputs.sensitivity, inputs.tipping
+        )
+        if run
+        else [],
+        "sensitivity_methods": sr.sensitivity_methods(trial, inputs.sensitivity_summary),
+        "responder_table": sr.responder_table(trial, inputs.responders),
+    }
+
+
+def _optional_csv(path: Path) -> pd.DataFrame:
+    from trialflow.io import read_result_csv
+
+    if not path.is_file():
+        return pd.DataFrame()
+    return read_result_csv(path, dtype={"note": str, "visit": str, "responder": str})
 
 
 def load_report_inputs(
@@ -859,6 +895,12 @@ def load_report_inputs(
             p.name.removesuffix(".residuals.csv"): read_result_csv(p, dtype={"subject_id": str})
             for p in sorted(models_dir.glob("*.residuals.csv"))
         },
+        sensitivity=_optional_csv(tables_dir / "sensitivity.csv"),
+        tipping=_optional_csv(tables_dir / "tipping_point.csv"),
+        responders=_optional_csv(tables_dir / "responders.csv"),
+        sensitivity_summary=json.loads(summary.read_text(encoding="utf-8"))
+        if (summary := tables_dir.parent / "sensitivity" / "summary.json").is_file()
+        else {},
     )
 
 

@@ -139,6 +139,7 @@ class _Factor:
 
     key: str
     name: str
+    column: str  # internal column of the prepared rows it codes
     matrix: np.ndarray  # treatment coding (numeric: the value)
     sum_matrix: np.ndarray  # sum-to-zero coding (numeric: the value)
     labels: list[str]
@@ -154,6 +155,12 @@ class _Factor:
         if where > 0:
             out[where - 1] = 1.0
         return out
+
+    def code(self, values: np.ndarray) -> np.ndarray:
+        """Treatment coding of new rows; a level the model never saw codes as all zeros."""
+        if self.levels is None:
+            return values.astype(float)[:, None]
+        return (values[:, None] == np.asarray(self.levels[1:], dtype=object)[None, :]).astype(float)
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,25 @@ class MeanModel:
                 row = (coded[:, None] * row[None, :]).ravel()
             parts.append(row)
         return np.concatenate(parts)
+
+    def design(self, frame: pd.DataFrame, arm: str | None = None) -> np.ndarray:
+        """Design rows, coded as ``x``, for other prepared rows (e.g. unobserved visits).
+
+        ``arm`` puts every row in that arm (the reference arm's mean of a subject, for
+        reference-based imputation). A factor level the model did not see codes as zeros, so
+        its coefficient counts as 0 (not estimable from the rows used).
+        """
+        n = len(frame)
+        coded: dict[str, np.ndarray] = {}
+        for key, f in self.factors.items():
+            if key == "arm" and arm is not None:
+                values = np.full(n, arm, dtype=object)
+            elif f.levels is None:
+                values = frame[f.column].to_numpy(dtype=float)
+            else:
+                values = frame[f.column].astype(str).to_numpy().astype(object)
+            coded[key] = f.code(values)
+        return np.column_stack([_product([coded[k] for k in t.factors], n) for t in self.terms])
 
     def effect_row(self, visit: str, level: str | None = None) -> np.ndarray:
         """Contrast row of treatment minus control at ``visit`` (and subgroup ``level``)."""
@@ -296,7 +322,7 @@ class MeanModel:
 
 
 def _categorical(
-    key: str, name: str, values: np.ndarray, levels: Sequence[str], weights: Weights
+    key: str, name: str, column: str, values: np.ndarray, levels: Sequence[str], weights: Weights
 ) -> _Factor:
     levels = list(levels)
     k = len(levels)
@@ -311,6 +337,7 @@ def _categorical(
     return _Factor(
         key=key,
         name=name,
+        column=column,
         matrix=dummies,
         sum_matrix=sum_cols,
         labels=[f"{name}{lev}" for lev in levels[1:]],
@@ -319,11 +346,12 @@ def _categorical(
     )
 
 
-def _numeric(key: str, name: str, values: np.ndarray) -> _Factor:
+def _numeric(key: str, name: str, column: str, values: np.ndarray) -> _Factor:
     x = values.astype(float)[:, None]
     return _Factor(
         key=key,
         name=name,
+        column=column,
         matrix=x,
         sum_matrix=x,
         labels=[name],
@@ -335,7 +363,7 @@ def _numeric(key: str, name: str, values: np.ndarray) -> _Factor:
 def _covariate_factor(spec: Covariate, key: str, frame: pd.DataFrame, weights: Weights) -> _Factor:
     values = frame[spec.column].to_numpy()
     if not spec.categorical:
-        return _numeric(key, spec.name, values)
+        return _numeric(key, spec.name, spec.column, values)
     levels = sorted(set(values.tolist()))
     if len(levels) < 2:
         raise ModelError(
@@ -343,7 +371,7 @@ def _covariate_factor(spec: Covariate, key: str, frame: pd.DataFrame, weights: W
             column=spec.name,
             fix="drop the covariate from the model",
         )
-    return _categorical(key, spec.name, values.astype(object), levels, weights)
+    return _categorical(key, spec.name, spec.column, values.astype(object), levels, weights)
 
 
 def _factors(
@@ -358,18 +386,18 @@ def _factors(
     out: dict[str, _Factor] = {}
     if spec.baseline != "none":
         out["baseline"] = _numeric(
-            "baseline", names.get("baseline", "baseline"), frame[BASELINE].to_numpy()
+            "baseline", names.get("baseline", "baseline"), BASELINE, frame[BASELINE].to_numpy()
         )
     for i, cov in enumerate(covariates):
         out[f"cov{i}"] = _covariate_factor(cov, f"cov{i}", frame, weights)
     arm_values = frame[ARM].to_numpy().astype(object)
-    out["arm"] = _categorical("arm", names["arm"], arm_values, list(obs.arms), "equal")
+    out["arm"] = _categorical("arm", names["arm"], ARM, arm_values, list(obs.arms), "equal")
     visit_values = frame[VISIT].astype(str).to_numpy().astype(object)
-    out["visit"] = _categorical("visit", names["visit"], visit_values, obs.visits, "equal")
+    out["visit"] = _categorical("visit", names["visit"], VISIT, visit_values, obs.visits, "equal")
     if subgroup is not None:
         values = frame[subgroup.column].to_numpy().astype(object)
         out["subgroup"] = _categorical(
-            "subgroup", subgroup.name, values, list(subgroup.levels), weights
+            "subgroup", subgroup.name, subgroup.column, values, list(subgroup.levels), weights
         )
     return out
 
@@ -396,6 +424,14 @@ def _term_list(
     if has_subgroup:
         terms.append(("arm:subgroup:visit", ("arm", "subgroup", "visit")))
     return terms
+
+
+def _product(matrices: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Columns of an interaction term: row-wise products, the first factor varying fastest."""
+    block = np.ones((n, 1))
+    for m in matrices:
+        block = (m[:, :, None] * block[:, None, :]).reshape(n, -1)
+    return block
 
 
 def _formula(response: str, terms: Sequence[Term], factors: dict[str, _Factor]) -> str:
@@ -438,12 +474,10 @@ def build_mean_model(
     start = 0
     n = obs.n_observations
     for name, keys in _term_list(spec, covariates, subgroup is not None):
-        block = np.ones((n, 1))
+        block = _product([factors[k].matrix for k in keys], n)
         term_labels = ["(Intercept)"] if not keys else [""]
         for key in keys:
-            f = factors[key]
-            block = (f.matrix[:, :, None] * block[:, None, :]).reshape(n, -1)
-            cols = [r_name(label) for label in f.labels]
+            cols = [r_name(label) for label in factors[key].labels]
             term_labels = [c if not t else f"{t}:{c}" for c in cols for t in term_labels]
         blocks.append(block)
         labels += term_labels

@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, stats
+from scipy import optimize, stats
 
 from trialflow.errors import ModelError
 from trialflow.stats.covariance import (
@@ -72,9 +72,80 @@ class _Pattern:
 
     visits: np.ndarray  # positions of the observed visits
     index: tuple[np.ndarray, ...]  # np.ix_(visits, visits)
-    n_subjects: int
+    n_subjects: float  # a count, or a total weight for a resampled problem
     # cross[a * m + b, j * q + l] = sum over subjects of z[a, j] * z[b, l], z = [X, y].
     cross: np.ndarray
+    subjects: np.ndarray  # subject codes, in the order of the rows of ``block``
+    block: np.ndarray  # one row per subject: its z, visit by visit (m * q values)
+
+
+# Largest padded cross-product array (patterns x visits^2 x (coefficients + 1)^2 values) kept
+# for one-batch evaluation; beyond it patterns are batched by size without padding.
+_PADDED_LIMIT = 4_000_000
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Patterns stacked for batched linear algebra, each as an m x m block of the visits.
+
+    ``sigma[rows, cols] * mask + fill`` is each pattern's covariance block: for a padded batch
+    (m = all visits) the unobserved visits are masked out and get an identity block.
+    """
+
+    patterns: np.ndarray  # positions in _RemlProblem.patterns
+    seen: list[np.ndarray]  # per pattern, positions of its observed visits within the block
+    rows: np.ndarray  # (g, m, 1) visit positions
+    cols: np.ndarray  # (g, 1, m)
+    mask: np.ndarray  # (g, m, m) 1 where both visits are observed
+    fill: np.ndarray  # (g, m, m) identity on unobserved visits
+    cross: np.ndarray  # (g, m * m, q * q)
+    n_subjects: np.ndarray  # (g,)
+    padded: bool
+
+
+def _size_batch(patterns: list[_Pattern], where: np.ndarray) -> _Batch:
+    visits = np.stack([patterns[j].visits for j in where])
+    g, m = visits.shape
+    return _Batch(
+        patterns=where,
+        seen=[np.arange(m)] * g,
+        rows=visits[:, :, None],
+        cols=visits[:, None, :],
+        mask=np.ones((g, m, m)),
+        fill=np.zeros((g, m, m)),
+        cross=np.stack([patterns[j].cross for j in where]),
+        n_subjects=np.array([patterns[j].n_subjects for j in where]),
+        padded=False,
+    )
+
+
+def _padded_batch(patterns: list[_Pattern], where: np.ndarray, k: int, q: int) -> _Batch:
+    g = where.size
+    observed = np.zeros((g, k))
+    cross = np.zeros((g, k * k, q * q))
+    for j, pos in enumerate(where):
+        idx = patterns[pos].visits
+        observed[j, idx] = 1.0
+        cross[j, (idx[:, None] * k + idx[None, :]).ravel()] = patterns[pos].cross
+    mask = observed[:, :, None] * observed[:, None, :]
+    visits = np.arange(k)
+    return _Batch(
+        patterns=where,
+        seen=[patterns[pos].visits for pos in where],
+        rows=np.broadcast_to(visits[None, :, None], (g, k, 1)),
+        cols=np.broadcast_to(visits[None, None, :], (g, 1, k)),
+        mask=mask,
+        fill=np.eye(k)[None] * (1.0 - observed)[:, None, :],
+        cross=cross,
+        n_subjects=np.array([patterns[pos].n_subjects for pos in where]),
+        padded=True,
+    )
+
+
+def _gram(block: np.ndarray, m: int, q: int) -> np.ndarray:
+    """Summed cross-products of a pattern's rows, laid out as ``_Pattern.cross``."""
+    gram = (block.T @ block).reshape(m, q, m, q).transpose(0, 2, 1, 3)
+    return gram.reshape(m * m, q * q)
 
 
 @dataclass
@@ -84,8 +155,20 @@ class _Evaluation:
     deviance: float
     beta: np.ndarray
     a_inv: np.ndarray
-    weights: list[np.ndarray]
+    stacked: list[np.ndarray]  # Sigma_p^-1 of the patterns, batch by batch (padded)
+    batches: list[_Batch]
     sigma_gradient: np.ndarray | None = None
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Sigma_p^-1 of every pattern (its observed visits only), in pattern order."""
+        n = sum(b.patterns.size for b in self.batches)
+        out: list[np.ndarray] = [np.empty(0)] * n
+        for batch, w in zip(self.batches, self.stacked, strict=True):
+            for j, where in enumerate(batch.patterns):
+                seen = batch.seen[j]
+                out[where] = w[j][np.ix_(seen, seen)]
+        return out
 
 
 class _RemlProblem:
@@ -111,22 +194,58 @@ class _RemlProblem:
         q = z.shape[1]
         self.q = q
         per_pattern = np.bincount(pattern_of_subject, minlength=len(patterns))
+        self.n_subjects = n_subjects
         self.patterns: list[_Pattern] = []
         start = 0
-        for mask, n_p in zip(patterns, per_pattern, strict=True):
+        for k, (mask, n_p) in enumerate(zip(patterns, per_pattern, strict=True)):
             idx = np.flatnonzero(mask)
             m = idx.size
             block = z[start : start + n_p * m].reshape(n_p, m * q)
             start += n_p * m
-            gram = (block.T @ block).reshape(m, q, m, q).transpose(0, 2, 1, 3)
             self.patterns.append(
                 _Pattern(
                     visits=idx,
                     index=np.ix_(idx, idx),
-                    n_subjects=int(n_p),
-                    cross=gram.reshape(m * m, q * q),
+                    n_subjects=float(n_p),
+                    cross=_gram(block, m, q),
+                    subjects=np.flatnonzero(pattern_of_subject == k),
+                    block=block,
                 )
             )
+
+    def reweighted(self, weights: np.ndarray) -> tuple[_RemlProblem, np.ndarray]:
+        """The same REML problem with subject ``s`` counted ``weights[s]`` times.
+
+        A bootstrap sample is integer weights, a leave-one-out sample a zero weight. Columns of
+        the design left without any nonzero value are dropped (their coefficient is not
+        estimable from the sample and counts as 0); the kept column positions are returned.
+        """
+        q = self.q
+        patterns: list[tuple[_Pattern, np.ndarray, float]] = []
+        diag = np.zeros(q)
+        for pat in self.patterns:
+            w = weights[pat.subjects]
+            total = float(w.sum())
+            if total <= 0:
+                continue
+            m = pat.visits.size
+            cross = _gram(pat.block * np.sqrt(w)[:, None], m, q)
+            diag += cross[:: m + 1].sum(axis=0)[:: q + 1]
+            patterns.append((pat, cross, total))
+        keep = np.flatnonzero(diag[:-1] > 0)
+        cols = np.append(keep, q - 1)
+        new = object.__new__(_RemlProblem)
+        new.n_visits, new.n_coef, new.q = self.n_visits, keep.size, cols.size
+        new.n_subjects = self.n_subjects
+        new.patterns = []
+        n_obs = 0.0
+        for pat, cross, total in patterns:
+            m = pat.visits.size
+            cross = cross.reshape(m * m, q, q)[:, cols[:, None], cols[None, :]]
+            new.patterns.append(replace(pat, n_subjects=total, cross=cross.reshape(m * m, -1)))
+            n_obs += total * m
+        new.n_obs = round(n_obs)
+        return new, keep
 
     def _weighted_cross(self, weights: list[np.ndarray]) -> np.ndarray:
         total = np.zeros(self.q * self.q)
@@ -171,36 +290,38 @@ class _RemlProblem:
         """
         p = self.n_coef
         logdet = 0.0
-        weights: list[np.ndarray] = []
         total = np.zeros(self.q * self.q)
-        for pat in self.patterns:
-            sub = sigma[pat.index]
+        stacked: list[np.ndarray] = []
+        batches = self._batches()
+        for batch in batches:
+            # Patterns are factored together; padded visits carry an identity block, which
+            # leaves the log-determinant and the observed block of the inverse unchanged.
             try:
-                chol = np.linalg.cholesky(sub)
+                chol = np.linalg.cholesky(sigma[batch.rows, batch.cols] * batch.mask + batch.fill)
             except np.linalg.LinAlgError:
                 return None
-            diag = np.diag(chol)
+            diag = np.diagonal(chol, axis1=1, axis2=2)
             if not np.all(diag > 0):
                 return None
             chol_inv = np.linalg.inv(chol)
-            w = chol_inv.T @ chol_inv
-            weights.append(w)
-            logdet += pat.n_subjects * 2.0 * float(np.sum(np.log(diag)))
-            total += w.ravel() @ pat.cross
+            w = (np.swapaxes(chol_inv, 1, 2) @ chol_inv) * batch.mask
+            stacked.append(w)
+            logdet += 2.0 * float(batch.n_subjects @ np.log(diag).sum(axis=1))
+            total += np.einsum("gi,gij->j", w.reshape(w.shape[0], -1), batch.cross)
         cross = total.reshape(self.q, self.q)
-        a = cross[:p, :p]
         try:
-            a_chol = linalg.cho_factor(a, lower=True, check_finite=False)
-        except linalg.LinAlgError:
+            a_chol = np.linalg.cholesky(cross[:p, :p])
+        except np.linalg.LinAlgError:
             return None
-        a_diag = np.diag(a_chol[0])
+        a_diag = np.diag(a_chol)
         if not np.all(a_diag > 0):
             return None
-        beta = linalg.cho_solve(a_chol, cross[:p, p], check_finite=False)
-        a_inv = linalg.cho_solve(a_chol, np.eye(p), check_finite=False)
+        a_chol_inv = np.linalg.inv(a_chol)
+        a_inv = a_chol_inv.T @ a_chol_inv
+        beta = a_inv @ cross[:p, p]
         rss = float(cross[p, p] - cross[:p, p] @ beta)
         deviance = (self.n_obs - p) * _LOG_2PI + logdet + 2.0 * float(np.sum(np.log(a_diag))) + rss
-        out = _Evaluation(deviance=deviance, beta=beta, a_inv=a_inv, weights=weights)
+        out = _Evaluation(deviance, beta, a_inv, stacked, batches)
         if gradient:
             # d/dW_p of log|A| + r'Wr is sum over subjects of x A^-1 x' + r r'; then the chain
             # rule through W = Sigma^-1 gives n W - W (G + R) W per pattern.
@@ -210,12 +331,35 @@ class _RemlProblem:
             k_mat += np.outer(u, u)
             k_flat = k_mat.ravel()
             h = np.zeros((self.n_visits, self.n_visits))
-            for pat, w in zip(self.patterns, weights, strict=True):
-                m = pat.visits.size
-                gr = (pat.cross @ k_flat).reshape(m, m)
-                h[pat.index] += pat.n_subjects * w - w @ gr @ w
+            for batch, w in zip(batches, stacked, strict=True):
+                gr = (batch.cross @ k_flat).reshape(w.shape)
+                contrib = batch.n_subjects[:, None, None] * w - w @ gr @ w
+                if batch.padded:
+                    h += contrib.sum(axis=0)
+                else:
+                    np.add.at(h, (batch.rows, batch.cols), contrib)
             out.sigma_gradient = h
         return out
+
+    def _batches(self) -> list[_Batch]:
+        """The patterns in batches for batched linear algebra (built once, on first use).
+
+        One batch with every pattern padded to all visits when that is small enough (one set
+        of array operations per evaluation, whatever the number of patterns); otherwise one
+        batch per number of observed visits.
+        """
+        batches: list[_Batch] | None = getattr(self, "_batch_list", None)
+        if batches is None:
+            k, q = self.n_visits, self.q
+            if len(self.patterns) * k * k * q * q <= _PADDED_LIMIT:
+                batches = [_padded_batch(self.patterns, np.arange(len(self.patterns)), k, q)]
+            else:
+                sizes = np.array([pat.visits.size for pat in self.patterns])
+                batches = [
+                    _size_batch(self.patterns, np.flatnonzero(sizes == m)) for m in np.unique(sizes)
+                ]
+            self._batch_list = batches
+        return batches
 
     def information_derivatives(
         self,
@@ -320,10 +464,18 @@ def _hessian(
     return 0.5 * (hess + hess.T)
 
 
-def _fit_structure(problem: _RemlProblem, structure: CovarianceStructure) -> _Fit:
-    """REML fit of one covariance structure: L-BFGS-B, then Newton steps to polish."""
-    start_cov = problem.moment_covariance(problem.ols())
-    theta = structure.start(start_cov)
+def _fit_structure(
+    problem: _RemlProblem, structure: CovarianceStructure, start: np.ndarray | None = None
+) -> _Fit:
+    """REML fit of one covariance structure: L-BFGS-B, then Newton steps to polish.
+
+    ``start`` is a starting point on the optimizer's scale (default: the moment estimate of the
+    covariance of the OLS residuals).
+    """
+    if start is None:
+        theta = structure.start(problem.moment_covariance(problem.ols()))
+    else:
+        theta = np.array(start, dtype=float)
     scale = float(problem.n_obs)
     result = optimize.minimize(
         _objective,
@@ -410,7 +562,7 @@ def _fit_structure(problem: _RemlProblem, structure: CovarianceStructure) -> _Fi
 
 def _failed(structure: CovarianceStructure, theta: np.ndarray, iterations: int, why: str) -> _Fit:
     n = theta.size
-    empty = _Evaluation(deviance=math.inf, beta=np.empty(0), a_inv=np.empty((0, 0)), weights=[])
+    empty = _Evaluation(math.inf, np.empty(0), np.empty((0, 0)), [], [])
     return _Fit(
         structure=structure,
         theta=theta,

@@ -1,0 +1,188 @@
+"""Figures of the sensitivity analyses: a forest plot of every assumption, and the tipping point.
+
+Pure functions returning matplotlib Figures, drawn in the style of :mod:`trialflow.figures`
+(same palette, fonts and "favours" shading); :mod:`trialflow.plots` saves them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from trialflow.config import TrialConfig
+from trialflow.figures import (
+    CONTROL_COLOR,
+    TEXT_GREY,
+    TREATMENT_COLOR,
+    _draw_estimates,
+    _effect_limits,
+    _estimate_text,
+    _new_figure,
+    _num,
+    _outcome,
+    _plain,
+    _shade_favoured,
+    _styled,
+    _wrap,
+)
+from trialflow.sensitivity import METHOD_WORDS, STRATEGY_WORDS
+from trialflow.tables import ci_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["sensitivity_forest_figure", "tipping_figure"]
+
+Line = tuple[str, dict[str, float], str]
+_KEYS = ("estimate", "ci_lower", "ci_upper", "n")
+
+
+def _values(row: Any) -> dict[str, float]:
+    return {k: _num(row.get(k)) for k in _KEYS}
+
+
+def _line(label: str, row: Any, decimals: int) -> Line:
+    v = _values(row)
+    if math.isfinite(v["estimate"]):
+        text = _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
+    else:
+        text = _wrap(_plain(row.get("note") or "not estimable"), 42)
+    return label, v, text
+
+
+def forest_lines(
+    effects: pd.DataFrame, sensitivity: pd.DataFrame, trial: TrialConfig, outcome: str
+) -> list[Line]:
+    """Headings (empty values) and estimate lines of the sensitivity forest plot."""
+    decimals = _outcome(trial, outcome).decimals
+    visit = trial.primary_visit
+    lines: list[Line] = [("Primary analysis", {}, "")]
+    primary = effects.loc[
+        (effects["outcome"] == outcome)
+        & (effects["analysis"] == "mmrm")
+        & (effects["visit"] == visit)
+    ]
+    if len(primary):
+        lines.append(_line("   MMRM, missing at random", primary.iloc[0], decimals))
+    rows = sensitivity.loc[(sensitivity["outcome"] == outcome) & (sensitivity["visit"] == visit)]
+    for method, group in rows.groupby("method", sort=False):
+        reps = group["imputations"].dropna()
+        label = METHOD_WORDS.get(str(method), str(method))
+        if method == "multiple_imputation" and len(reps):
+            label += f" ({int(reps.iloc[0])} imputations)"
+        elif method == "conditional_mean":
+            label += " (jackknife)"
+        populations = set(group["strategy"]) & {"completers", "per_protocol"}
+        if populations:
+            label = f"{label} of other populations"
+        lines.append((label[0].upper() + label[1:], {}, ""))
+        for r in group.to_dict("records"):
+            words = STRATEGY_WORDS.get(str(r["strategy"]), str(r["strategy"]))
+            lines.append(_line(f"   {words}", r, decimals))
+    return lines
+
+
+@_styled
+def sensitivity_forest_figure(
+    effects: pd.DataFrame, sensitivity: pd.DataFrame, trial: TrialConfig, outcome: str
+) -> Figure:
+    """The treatment effect at the primary visit under every assumption about dropouts.
+
+    One line per analysis: the primary MMRM, then each inference method under each imputation
+    strategy, then the completers and per-protocol refits, with "estimate (CI), n" on the right
+    and the side favouring the treatment shaded.
+    """
+    o = _outcome(trial, outcome)
+    lines = forest_lines(effects, sensitivity, trial, outcome)
+    height = 1.9 + 0.28 * max(len(lines), 1)
+    fig = _new_figure(10.5, height, constrained=False)
+    ax = fig.add_axes((0.36, 0.85 / height, 0.32, 1 - 1.95 / height))
+    ci = ci_label(trial.options["alpha"])
+    fig.text(0.015, 1 - 0.25 / height, f"{_plain(o.label)}: sensitivity to missing data",
+             ha="left", va="center", fontsize=11, weight="bold")  # fmt: skip
+    fig.text(
+        0.015,
+        1 - 0.52 / height,
+        f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
+        f"\u2212 {_plain(trial.control)}, {ci}; {o.better} {_plain(o.label)} is better",
+        ha="left", va="center", fontsize=9, color=TEXT_GREY,
+    )  # fmt: skip
+    fig.text(0.70, 1 - 0.85 / height, f"Difference ({ci}), n", ha="left", va="center",
+             weight="bold")  # fmt: skip
+    values = [v for _, v, _ in lines if v]
+    lower, upper = _effect_limits([v[c] for v in values for c in ("ci_lower", "ci_upper")])
+    ax.set_xlim(lower, upper)
+    ax.set_ylim(-len(lines) + 0.4, 0.6)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.axvline(0, color="black", lw=0.9, zorder=2)
+    _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
+    ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8.5)
+    from matplotlib.transforms import blended_transform_factory
+
+    tf = blended_transform_factory(fig.transFigure, ax.transData)
+    for i, (label, v, text) in enumerate(lines):
+        y = -float(i)
+        ax.text(0.015, y, label, transform=tf, ha="left", va="center", fontsize=9,
+                weight="normal" if v else "bold")  # fmt: skip
+        if not v:
+            continue
+        primary = i == 1
+        if math.isfinite(v["estimate"]):
+            style = ("D", CONTROL_COLOR) if primary else ("s", "black")
+            _draw_estimates(ax, [v], [style], [y])
+        ax.text(0.70, y, text, transform=tf, ha="left", va="center", fontsize=9,
+                color="black" if math.isfinite(v["estimate"]) else TEXT_GREY)  # fmt: skip
+    return fig
+
+
+@_styled
+def tipping_figure(tipping: pd.DataFrame, trial: TrialConfig, outcome: str) -> Figure:
+    """Estimate and CI at the primary visit against delta, with the tipping delta marked.
+
+    Delta is added, in the direction of harm, to the treatment arm's values imputed after
+    dropout; one line (and CI band) per inference method.
+    """
+    o = _outcome(trial, outcome)
+    rows = tipping.loc[tipping["outcome"] == outcome]
+    fig = _new_figure(7.2, 4.4)
+    ax = fig.add_subplot()
+    ci = ci_label(trial.options["alpha"])
+    styles = {
+        "multiple_imputation": (TREATMENT_COLOR, "-"),
+        "conditional_mean": (CONTROL_COLOR, "--"),
+    }
+    if rows.empty:
+        ax.text(0.5, 0.5, "no tipping-point analysis", ha="center", va="center",
+                transform=ax.transAxes, color=TEXT_GREY)  # fmt: skip
+    notes: list[str] = []
+    for method, group in rows.groupby("method", sort=False):
+        color, dash = styles.get(str(method), ("black", "-"))
+        d = group["delta"].to_numpy(dtype=float)
+        name = METHOD_WORDS.get(str(method), str(method))
+        ax.fill_between(d, group["ci_lower"], group["ci_upper"], color=color, alpha=0.15, lw=0)
+        ax.plot(d, group["estimate"], color=color, ls=dash, lw=1.8, label=f"{name} ({ci})")
+        tip = _num(group["tipping_delta"].iloc[0])
+        why = group["note"].iloc[0]
+        if isinstance(why, str) and why:
+            notes.append(f"{name}: no tipping point ({why})")
+        if math.isfinite(tip) and tip > 0:
+            ax.axvline(tip, color=color, ls=":", lw=1.2)
+            ax.annotate(f"tipping point {tip:.{max(o.decimals, 1)}f}", xy=(tip, 1.0),
+                        xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color=color)  # fmt: skip
+    ax.axhline(0, color="black", lw=0.9)
+    way = "higher" if o.better == "lower" else "lower"
+    ax.set_xlabel(f"Delta: {_plain(o.unit)} added to {_plain(trial.treatment)} values imputed "
+                  f"after dropout ({way} = worse)")  # fmt: skip
+    ax.set_ylabel(f"Difference at {_plain(trial.primary_visit)} ({_plain(o.unit)})")
+    ax.set_title(f"{_plain(o.label)}: tipping-point analysis", loc="left", fontsize=11,
+                 weight="bold")  # fmt: skip
+    if not rows.empty:
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    if notes:
+        ax.text(0.99, 0.02, "\n".join(_wrap(n, 70) for n in notes), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7.5, color=TEXT_GREY)  # fmt: skip
+    return fig
