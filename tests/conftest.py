@@ -10,10 +10,14 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from threadpoolctl import threadpool_limits
 
 from trialflow.config import TrialConfig, load_trial
 
 ROOT = Path(__file__).resolve().parent.parent
+# One BLAS thread, as the workflow's single-thread jobs run: the models make many small matrix
+# calls, on which idle BLAS threads spin.
+threadpool_limits(limits=1)
 
 BASE_TRIAL: dict[str, Any] = {
     "title": "Tiny test trial",

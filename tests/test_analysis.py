@@ -183,7 +183,10 @@ def test_a_failing_outcome_does_not_stop_the_others() -> None:
 def test_default_options_keep_the_bundled_numbers(bundled, table: str) -> None:
     # tests/reference/output/bundled_default_<table>.csv: written by
     # tests/reference/make_bundled_regression.py at commit c6aa0da (before the analysis-plan
-    # options). Same data and default options must give the same numbers.
+    # options). Same data and default options must give the same numbers, to the precision of
+    # the REML optimum: the fit stops at a Newton decrement of 1e-12 (mmrm.py), which leaves
+    # the covariance parameters ~1e-7 from the exact optimum, so a change of arithmetic order
+    # (batched pattern evaluation) moves MMRM estimates by up to ~2e-8 relative.
     trial, _, result = bundled
     pinned = pd.read_csv(REFERENCE / f"bundled_default_{table}.csv")
     pinned = pinned.loc[pinned["trial"] == trial.name].drop(columns="trial")
@@ -191,8 +194,8 @@ def test_default_options_keep_the_bundled_numbers(bundled, table: str) -> None:
     ours = getattr(result, table).merge(pinned, on=keys, suffixes=("", "_pinned"))
     assert len(ours) == len(pinned) == len(getattr(result, table))
     for column in ("estimate", "std_error"):
-        assert_allclose(ours[column], ours[f"{column}_pinned"], rtol=1e-10, equal_nan=True)
-    assert_allclose(ours["df"], ours["df_pinned"], rtol=1e-8, equal_nan=True)
+        assert_allclose(ours[column], ours[f"{column}_pinned"], rtol=1e-7, equal_nan=True)
+    assert_allclose(ours["df"], ours["df_pinned"], rtol=1e-6, equal_nan=True)
     assert (ours["n"].fillna(-1) == ours["n_pinned"].fillna(-1)).all()
 
 

@@ -222,3 +222,53 @@ def test_unknown_option_values_are_refused_by_the_schema(
 def test_a_malformed_subgroup_shows_both_forms(tiny: TinyTrial, group: dict) -> None:
     tiny.config["analysis"] = {"subgroups": [group]}
     _expect_error(tiny, "analysis.subgroups[0]", "{name: age, cut: [65]}")
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "fix"),
+    [
+        ({"sensitivity": {"responders": {"pian": [{"change": 2}]}}},
+         "sensitivity.responders.pian", "outcome"),
+        ({"sensitivity": {"tipping_point": {"deltas": {"walking": [1, 2]}}}},
+         "sensitivity.tipping_point.deltas.walking", "outcome"),
+        ({"sensitivity": {"per_protocol": {"column": "adherent"}}},
+         "sensitivity.per_protocol", "include"),
+        ({"sensitivity": {"per_protocol": {"column": "a", "include": [1], "exclude": [0]}}},
+         "sensitivity.per_protocol", "exclude"),
+        ({"estimand": {"variable": {"visit": "baseline"}}}, "estimand.variable.visit",
+         "post-baseline"),
+        ({"estimand": {"variable": {"outcome": "walking"}}}, "estimand.variable.outcome",
+         "outcome"),
+    ],
+)  # fmt: skip
+def test_sensitivity_and_estimand_keys_are_checked(
+    tiny: TinyTrial, block: dict, key: str, fix: str
+) -> None:
+    tiny.config.update(block)
+    _expect_error(tiny, key, fix)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"strategies": ["mar", "jump_to_refernce"]},
+        {"methods": ["bootstrap"]},
+        {"imputations": 1},
+        {"responders": {"pain": [{"percent": 30, "change": 2}]}},
+        {"responders": {"pain": [{"ratio": 2}]}},
+    ],
+)
+def test_sensitivity_values_are_validated_by_the_schema(tiny: TinyTrial, block: dict) -> None:
+    tiny.config["sensitivity"] = block
+    with pytest.raises(ConfigError, match="sensitivity"):
+        tiny.load()
+
+
+def test_sensitivity_defaults() -> None:
+    trial = load_trial(ROOT / "config" / "trials" / "exercise_education.yaml")
+    s = trial.sensitivity
+    assert s["strategies"] == ["mar", "jump_to_reference", "copy_reference",
+                               "copy_increments_from_reference"]  # fmt: skip
+    assert s["methods"] == ["multiple_imputation", "conditional_mean"]
+    assert s["imputations"] == 500 and s["seed"] == 20261201
+    assert s["tipping_point"] == {"strategy": "mar", "points": 21}

@@ -148,16 +148,18 @@ def test_report_numbers_come_from_the_effects_table(bundled_run: Path, trial: st
 def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
     sources = re.findall(r'src="([^"]*)"', html)
-    # consort, forest, missingness + 4 per outcome + a subgroup forest per primary outcome
-    primary = {"exercise_education": 0, "weightbearing": 2}[trial]  # weightbearing: subgroups
-    assert len(sources) == 3 + 4 * 4 + primary
+    # consort, forest, missingness + 4 per outcome + per primary outcome a subgroup forest
+    # (weightbearing has subgroups) and the sensitivity forest and tipping-point figures
+    subgroups = {"exercise_education": 0, "weightbearing": 2}[trial]
+    sensitivity = 2 * {"exercise_education": 1, "weightbearing": 2}[trial]
+    assert len(sources) == 3 + 4 * 4 + subgroups + sensitivity
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(href|src)="(https?:)?//', html)
     assert "is not available" not in html
     sections = re.findall(r'<section id="([a-z0-9]+)">', html)
     assert sections == [
         "summary", "consort", "table1", "primary", "secondary", "figures",
-        "supportive", "quality", "diagnostics", "methods", "reproducibility",
+        "supportive", "sensitivity", "quality", "diagnostics", "methods", "reproducibility",
     ]  # fmt: skip
     assert "Generated: 2025-11-26 00:00:00 UTC" in html  # SOURCE_DATE_EPOCH honoured
 
@@ -281,3 +283,65 @@ def test_unknown_trial_name(tmp_path: Path) -> None:
     run = _snakemake(work, "--config", "trials=nope")
     assert run.returncode != 0
     assert "config/trials/nope.yaml" in run.stdout + run.stderr
+
+
+SENSITIVITY_STRATEGIES = ("mar", "jump_to_reference", "copy_reference",
+                          "copy_increments_from_reference")  # fmt: skip
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_sensitivity_tables_cover_every_strategy_method_and_visit(
+    bundled_run: Path, trial: str
+) -> None:
+    from trialflow.config import load_trial
+    from trialflow.sensitivity import RESPONDER_COLUMNS, SENSITIVITY_COLUMNS, TIPPING_COLUMNS
+
+    config = load_trial(bundled_run / "config" / "trials" / f"{trial}.yaml")
+    tables = bundled_run / "results" / trial / "tables"
+    sens = pd.read_csv(tables / "sensitivity.csv")
+    assert tuple(sens.columns) == SENSITIVITY_COLUMNS
+    visits = [v.label for v in config.post_baseline_visits]
+    imputed = sens.loc[sens["method"].isin(["multiple_imputation", "conditional_mean"])]
+    expected = {
+        (o.name, s, m, v)
+        for o in config.outcomes
+        for s in SENSITIVITY_STRATEGIES
+        for m in ("multiple_imputation", "conditional_mean")
+        for v in visits
+    }
+    keys = set(zip(imputed["outcome"], imputed["strategy"], imputed["method"], imputed["visit"],
+                   strict=True))  # fmt: skip
+    assert keys == expected and len(imputed) == len(expected)
+    assert imputed["estimate"].notna().all() and (imputed["std_error"] > 0).all()
+    assert (imputed.loc[imputed["method"] == "multiple_imputation", "imputations"] == 500).all()
+    assert (imputed["ci_lower"] < imputed["estimate"]).all()
+    completers = sens.loc[sens["strategy"] == "completers"]
+    assert set(completers["method"]) == {"mmrm", "ancova"}
+    assert len(completers) == 2 * len(visits) * len(config.outcomes)
+    tipping = pd.read_csv(tables / "tipping_point.csv")
+    assert tuple(tipping.columns) == TIPPING_COLUMNS
+    assert set(zip(tipping["outcome"], tipping["method"], strict=True)) == {
+        (o.name, m) for o in config.outcomes for m in ("multiple_imputation", "conditional_mean")
+    }
+    responders = pd.read_csv(tables / "responders.csv")
+    assert tuple(responders.columns) == RESPONDER_COLUMNS
+    configured = config.sensitivity["responders"]
+    assert len(responders) == 2 * sum(len(rules) for rules in configured.values())
+    html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
+    assert "Estimand and sensitivity analyses" in html and "Tipping point for" in html
+
+
+def test_sensitivity_tables_are_identical_with_one_core(bundled_run: Path) -> None:
+    # Every random stream is derived from the seed, the outcome and the imputation number, so
+    # a rerun on one core (other job order, other scheduling) writes the same bytes.
+    names = ("sensitivity.csv", "tipping_point.csv", "responders.csv")
+    tables = bundled_run / "results" / "exercise_education" / "tables"
+    before = {n: (tables / n).read_bytes() for n in names}
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/exercise_education/tables/sensitivity.csv",
+         "--cores", "1", "--config", "trials=exercise_education", "--forcerun", "sensitivity"],
+        cwd=bundled_run, capture_output=True, text=True, check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1764115200", "MPLBACKEND": "Agg"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert {n: (tables / n).read_bytes() for n in names} == before

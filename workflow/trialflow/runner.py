@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from trialflow.errors import TrialflowError
 
 logger = logging.getLogger("trialflow")
@@ -41,7 +43,10 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
     debug = bool(smk.config.get("debug", False))
     rule = getattr(smk, "rule", "?")
     try:
-        main(smk)
+        # BLAS threads never exceed the job's threads: parallel jobs would otherwise
+        # oversubscribe the cores, and small matrix calls spin on idle threads.
+        with threadpool_limits(limits=max(int(getattr(smk, "threads", 1) or 1), 1)):
+            main(smk)
     except TrialflowError as exc:
         logger.error("%s", exc)
         if debug:

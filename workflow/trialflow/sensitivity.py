@@ -535,6 +535,28 @@ def _pool_binary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class _ResponderData:
+    """Randomized subjects with a baseline value: arm, baseline, change at the primary visit."""
+
+    treated: np.ndarray
+    baseline: np.ndarray
+    change: np.ndarray  # NaN where missing at the visit
+
+    @classmethod
+    def of(cls, plan: OutcomePlan, visit: str) -> _ResponderData:
+        # Every visit's rows: a subject without any post-baseline row still counts.
+        rows = plan.data
+        subjects = rows.groupby("subject_id", sort=True)[["arm", "baseline"]].first()
+        subjects = subjects.loc[subjects["baseline"].notna()]
+        at = rows.loc[rows["visit"] == visit].set_index("subject_id")["change"]
+        return cls(
+            treated=(subjects["arm"].astype(str) == plan.trial.treatment).to_numpy(),
+            baseline=subjects["baseline"].to_numpy(dtype=float),
+            change=at.reindex(subjects.index).to_numpy(dtype=float),
+        )
+
+
 def _responder_tables(
     plan: OutcomePlan,
     outcome: Outcome,
@@ -543,17 +565,21 @@ def _responder_tables(
     alpha: float,
     rules: Sequence[Mapping[str, float]],
 ) -> pd.DataFrame:
+    """Non-responder imputation on every randomized subject with a baseline value; MAR multiple
+    imputation on the MMRM's analysis set (baseline and covariates complete)."""
     data, visit = fitted.data, fitted.data.visits[fitted.primary]
+    everyone = _ResponderData.of(plan, visit)
     base = plan.post.groupby("subject_id")["baseline"].first().reindex(list(data.subjects))
     baseline = base.to_numpy(dtype=float)
-    observed = data.y[:, fitted.primary] - data.offset
     lower = outcome.better == "lower"
     rows = []
     for rule in rules:
         kind, label, threshold = _responder_label(rule, outcome)
         head = {"outcome": outcome.name, "visit": visit, "responder": label}
-        flags = np.nan_to_num(responder(observed, baseline, kind, threshold, lower), nan=0.0)
-        summary = _binary_summary(flags, data.treated, baseline)
+        flags = responder(everyone.change, everyone.baseline, kind, threshold, lower)
+        summary = _binary_summary(
+            np.nan_to_num(flags, nan=0.0), everyone.treated, everyone.baseline
+        )
         note = "missing at the visit counted as non-response"
         if not np.isfinite(summary["log_or"]):
             note += "; logistic regression did not converge (separation)"
@@ -607,8 +633,7 @@ def outcome_sensitivity(
             responders = _responder_tables(plan, outcome, fitted, results, settings.alpha, rules)
         record.update(_record(fitted, results, found))
     tables += _populations(plan, outcome.name, settings, adsl)
-    table = pd.concat(tables, ignore_index=True).reindex(columns=list(SENSITIVITY_COLUMNS))
-    return table, tipping, responders, record
+    return _stack(tables, SENSITIVITY_COLUMNS), tipping, responders, record
 
 
 def _record(fitted: _Primary, results: _MethodResults, found: dict[str, float]) -> dict[str, Any]:

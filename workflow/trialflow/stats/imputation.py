@@ -131,12 +131,11 @@ def imputation_set(ready: PreparedMmrm) -> ImputationSet:
     subjects, visits = _subject_frame(ready)
     n, k = len(subjects), len(visits)
     frame = ready.prepared.frame
-    wide = (
-        frame.assign(_v=frame[VISIT].astype(str))
-        .pivot_table(index=SUBJECT, columns="_v", values=RESPONSE, aggfunc="first")
-        .reindex(index=subjects.index, columns=visits)
-    )
-    y = wide.to_numpy(dtype=float)
+    row = subjects.index.get_indexer(frame[SUBJECT])
+    col = pd.Categorical(frame[VISIT].astype(str), categories=visits).codes
+    keep = col >= 0
+    y = np.full((n, k), np.nan)
+    y[row[keep], col[keep]] = frame[RESPONSE].to_numpy(dtype=float)[keep]
     observed = ~np.isnan(y)
     positions = np.where(observed, np.arange(k)[None, :], -1)
     last = positions.max(axis=1)
