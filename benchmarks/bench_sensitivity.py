@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def _post(n: int, folder: Path) -> tuple[pd.DataFrame, Any]:
     trial = load_trial(scaled_trial(n, folder))
     d = derive(read_and_clean(trial, root=ROOT), trial)
     outcome = trial.primary_outcomes[0]
-    plan = outcome_plan(outcome_data(d.adeff, d.adsl, trial, outcome), trial, mean_spec(trial.options))
+    rows = outcome_data(d.adeff, d.adsl, trial, outcome)
+    plan = outcome_plan(rows, trial, mean_spec(trial.options))
     return plan.post, trial
 
 
@@ -81,37 +83,55 @@ def _r_jackknife(post: pd.DataFrame, folder: Path) -> float | None:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _small(n: int, folder: Path, use_r: bool) -> list[tuple[str, float, float]]:
+    post, trial = _post(n, folder)
+    base = _time(partial(_fit, post, trial), repeat=3)
+    ready, choice = _fit(post, trial)
+    data = imputation_set(ready)
+    rows = [(f"primary MMRM fit, {n} subjects (baseline)", base, base)]
+    cmi = _time(
+        lambda: conditional_mean(data, Refitter(ready.problem, choice.fit), ["jump_to_reference"])
+    )
+    rows.append((f"conditional mean J2R + jackknife, {n} subjects", cmi, base))
+    for strategies, label in ((["jump_to_reference"], "J2R"), (DEFAULT, "4 strategies")):
+        mi = _time(
+            partial(
+                multiple_imputation, data, Refitter(ready.problem, choice.fit), strategies,
+                imputations=500, seed=1, key=1,
+            )
+        )  # fmt: skip
+        rows.append((f"MI {label}, 500 imputations, {n} subjects", mi, base))
+    r_time = _r_jackknife(post, folder) if use_r else None
+    if r_time is not None:
+        rows.append((f"R: gls conditional mean J2R + jackknife, {n} subjects", r_time, base))
+    return rows
+
+
+def _large(n: int, folder: Path) -> list[tuple[str, float, float]]:
+    post, trial = _post(n, folder)
+    base = _time(partial(_fit, post, trial), repeat=3)
+    ready, choice = _fit(post, trial)
+    data = imputation_set(ready)
+    mi = _time(
+        partial(
+            multiple_imputation, data, Refitter(ready.problem, choice.fit),
+            ["jump_to_reference"], imputations=100, seed=1, key=1,
+        )
+    )  # fmt: skip
+    return [
+        (f"primary MMRM fit, {n} subjects (baseline)", base, base),
+        (f"MI J2R, 100 imputations, {n} subjects", mi, base),
+    ]
+
+
 def main(argv: list[str]) -> None:
     use_r = "--no-r" not in argv
     sizes = [int(a) for a in argv if not a.startswith("--")]
     n_small, n_large = (sizes + [200, 10_000][len(sizes) :])[:2]
-    rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n, jobs in ((n_small, "small"), (n_large, "large")):
-            post, trial = _post(n, Path(tmp) / jobs)
-            base = _time(lambda: _fit(post, trial), repeat=3)
-            rows.append((f"primary MMRM fit, {n} subjects (baseline)", base, base))
-            ready, choice = _fit(post, trial)
-            data = imputation_set(ready)
-
-            def refitter() -> Refitter:
-                return Refitter(ready.problem, choice.fit)
-
-            if jobs == "small":
-                cmi = _time(lambda: conditional_mean(data, refitter(), ["jump_to_reference"]))
-                rows.append((f"conditional mean J2R + jackknife, {n} subjects", cmi, base))
-                for strategies, label in ((["jump_to_reference"], "J2R"), (DEFAULT, "4 strategies")):
-                    mi = _time(lambda s=strategies: multiple_imputation(
-                        data, refitter(), s, imputations=500, seed=1, key=1))  # fmt: skip
-                    rows.append((f"MI {label}, 500 imputations, {n} subjects", mi, base))
-                if use_r:
-                    r_time = _r_jackknife(post, Path(tmp))
-                    if r_time is not None:
-                        rows.append((f"R: gls conditional mean J2R + jackknife, {n}", r_time, base))
-            else:
-                mi = _time(lambda: multiple_imputation(
-                    data, refitter(), ["jump_to_reference"], imputations=100, seed=1, key=1))  # fmt: skip
-                rows.append((f"MI J2R, 100 imputations, {n} subjects", mi, base))
+        (Path(tmp) / "small").mkdir()
+        (Path(tmp) / "large").mkdir()
+        rows = _small(n_small, Path(tmp) / "small", use_r) + _large(n_large, Path(tmp) / "large")
     width = max(len(r[0]) for r in rows)
     print(f"{'computation':<{width}}  {'seconds':>9}  {'x MMRM fit':>10}")
     for label, seconds, base in rows:
