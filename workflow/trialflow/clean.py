@@ -393,13 +393,17 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     for table in (subjects, visits):
         log.rows.extend(table.notes)
     sid_col, arm_col, visit_col = trial.subject_id_column, trial.arm_column, trial.visit_column
-    check_personal_data(subjects, trial, [sid_col, arm_col, *[c.name for c in trial.covariates]])
+    protected = [sid_col, arm_col, *[c.name for c in trial.covariates]]
+    check_personal_data(subjects, trial, protected)
     check_personal_data(visits, trial, [sid_col, visit_col, *[o.column for o in trial.outcomes]])
     _require_columns(subjects, [sid_col], "subject identifier", trial)
     _require_columns(subjects, [arm_col], "arm", trial)
     _require_columns(subjects, [c.name for c in trial.covariates], "covariate", trial)
     if trial.withdrawal_reason_column:
         _require_columns(subjects, [trial.withdrawal_reason_column], "withdrawal reason", trial)
+    per_protocol = (trial.sensitivity.get("per_protocol") or {}).get("column")
+    if per_protocol:
+        _require_columns(subjects, [per_protocol], "per-protocol", trial)
     _require_columns(visits, [sid_col], "subject identifier", trial)
     _require_columns(visits, [visit_col], "visit", trial)
     _require_columns(visits, [o.column for o in trial.outcomes], "outcome", trial)
@@ -444,6 +448,9 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     if trial.withdrawal_reason_column:
         reasons = subjects.frame[trial.withdrawal_reason_column].loc[kept].str.strip()
         subjects_out["withdrawal_reason"] = reasons.map(lambda x: " ".join(x.split())).to_numpy()
+    if per_protocol and per_protocol not in subjects_out:
+        # Carried as read; derive turns it into the per_protocol flag of ADSL.
+        subjects_out[per_protocol] = subjects.frame[per_protocol].loc[kept].str.strip().to_numpy()
     covariate_types: dict[str, str] = {}
     for cov in trial.covariates:
         kind = _covariate_type(cov.type, subjects.frame[cov.name].loc[kept], trial.missing_values)

@@ -144,6 +144,11 @@ def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
         column = scenario.get("columns", {}).get("withdrawal_reason", "withdrawal_reason")
         picks = rng.choice(len(reasons), size=n)
         subjects[column] = [reasons[picks[i]] if last[i] < k - 1 else "" for i in range(n)]
+    deviation = scenario.get("protocol_deviation")
+    if deviation:
+        # Drawn after everything else, so that adding it leaves every other value unchanged.
+        picks = rng.choice(len(deviation["levels"]), size=n, p=deviation["probs"])
+        subjects[deviation["column"]] = [deviation["levels"][i] for i in picks]
     return _inject(
         SimulatedTrial(subjects=subjects, visits=visits_df), scenario.get("anomalies", {})
     )
