@@ -131,7 +131,7 @@ def imputation_set(ready: PreparedMmrm) -> ImputationSet:
     subjects, visits = _subject_frame(ready)
     n, k = len(subjects), len(visits)
     frame = ready.prepared.frame
-    row = subjects.index.get_indexer(frame[SUBJECT])
+    row = subjects.index.get_indexer(pd.Index(frame[SUBJECT]))
     col = pd.Categorical(frame[VISIT].astype(str), categories=visits).codes
     keep = col >= 0
     y = np.full((n, k), np.nan)
