@@ -147,7 +147,7 @@ def tipping_figure(tipping: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
     """
     o = _outcome(trial, outcome)
     rows = tipping.loc[tipping["outcome"] == outcome]
-    fig = _new_figure(7.2, 4.4)
+    fig = _new_figure(7.2, 5.0)
     ax = fig.add_subplot()
     ci = ci_label(trial.options["alpha"])
     styles = {
@@ -162,17 +162,16 @@ def tipping_figure(tipping: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
         color, dash = styles.get(str(method), ("black", "-"))
         d = group["delta"].to_numpy(dtype=float)
         name = METHOD_WORDS.get(str(method), str(method))
-        ax.fill_between(d, group["ci_lower"], group["ci_upper"], color=color, alpha=0.15, lw=0)
-        ax.plot(d, group["estimate"], color=color, ls=dash, lw=1.8, label=f"{name} ({ci})")
         tip = _num(group["tipping_delta"].iloc[0])
         why = group["note"].iloc[0]
         if isinstance(why, str) and why:
             notes.append(f"{name}: no tipping point ({why})")
+        label = f"{name} ({ci})"
         if math.isfinite(tip) and tip > 0:
             ax.axvline(tip, color=color, ls=":", lw=1.2)
-            ax.annotate(f"tipping point {tip:.{max(o.decimals, 1)}f}", xy=(tip, 1.0),
-                        xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color=color)  # fmt: skip
+            label += f"; tipping point {tip:.{o.decimals}f} {_plain(o.unit)}"
+        ax.fill_between(d, group["ci_lower"], group["ci_upper"], color=color, alpha=0.15, lw=0)
+        ax.plot(d, group["estimate"], color=color, ls=dash, lw=1.8, label=label)
     ax.axhline(0, color="black", lw=0.9)
     way = "higher" if o.better == "lower" else "lower"
     ax.set_xlabel(f"Delta: {_plain(o.unit)} added to {_plain(trial.treatment)} values imputed "
@@ -181,7 +180,8 @@ def tipping_figure(tipping: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
     ax.set_title(f"{_plain(o.label)}: tipping-point analysis", loc="left", fontsize=11,
                  weight="bold")  # fmt: skip
     if not rows.empty:
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, fontsize=8,
+                  frameon=False)  # fmt: skip
     if notes:
         ax.text(0.99, 0.02, "\n".join(_wrap(n, 70) for n in notes), transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=7.5, color=TEXT_GREY)  # fmt: skip
