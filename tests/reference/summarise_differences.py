@@ -22,6 +22,9 @@ from tests.stats import (  # noqa: E402 (the test modules hold the fitting recip
     test_mean_model as plan,
 )
 from tests.stats import (  # noqa: E402
+    test_refbased_reference as sensitivity,
+)
+from tests.stats import (  # noqa: E402
     test_sas_parity as sas,
 )
 from tests.stats import (  # noqa: E402
@@ -148,9 +151,23 @@ def _r_rows() -> list[Row]:
     return out
 
 
+def _sensitivity_rows() -> list[Row]:
+    """Conditional-mean imputation with jackknife SEs against make_sensitivity_references.R."""
+    parts = [
+        sensitivity.cmi_table(*case).assign(where="/".join(case)) for case in sensitivity.CASES
+    ]
+    both = pd.concat(parts, ignore_index=True).dropna(subset=["estimate_ours"])
+    where = both["where"] + "/" + both["strategy"] + "/" + both["visit"]
+    name = "R first-principles conditional mean + jackknife"
+    return [
+        _largest(name, "estimate", both["estimate_ours"], both["estimate"], where),
+        _largest(name, "std_error", both["std_error_ours"], both["std_error"], where),
+    ]
+
+
 def main() -> None:
     """Print the table."""
-    rows = _sas_rows() + _r_rows()
+    rows = _sas_rows() + _r_rows() + _sensitivity_rows()
     print(f"{'reference':<48} {'quantity':<10} {'max rel diff':>12}  where")
     for reference, quantity, diff, where in rows:
         print(f"{reference:<48} {quantity:<10} {diff:>12.2e}  {where}")
