@@ -147,3 +147,23 @@ def test_responder_definitions_and_nnt_interval() -> None:
     assert number.upper == pytest.approx(-20)
     assert number.text == "NNTB 10.0 (NNTB 4.0 to infinity to NNTH 20.0)"
     assert nnt(0.2, 0.05, 0.35).text == "NNTB 5.0 (NNTB 2.9 to NNTB 20.0)"
+
+
+def test_a_reference_arm_without_data_at_a_visit_is_reported_not_fatal(bundled) -> None:
+    trial, adeff, adsl = bundled
+    gone = (adeff["outcome"] == "pain_vas") & (adeff["arm"] == trial.control)
+    gone &= adeff["visit"] == "week18"
+    broken = adeff.copy()
+    broken.loc[gone, ["value", "change", "pct_change"]] = np.nan
+    quick = replace(_quick(trial), outcomes=trial.outcomes[:2])
+    result = analyse_sensitivity(broken, adsl, quick)
+    table = result.table
+    pain = table.loc[
+        (table["outcome"] == "pain_vas")
+        & table["method"].isin(["multiple_imputation", "conditional_mean"])
+    ]
+    assert pain["estimate"].isna().all()
+    assert pain["note"].str.contains("not run: primary MMRM: arm 'education' has no observed").all()
+    other = table.loc[table["outcome"] == "knee_strength", "estimate"]
+    assert other.notna().all()
+    assert result.records["pain_vas"]["reason"].startswith("arm 'education'")
