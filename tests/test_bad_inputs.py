@@ -76,6 +76,10 @@ def test_bad_input(case: str) -> None:
     assert set(expected["rules"]) <= rules, clean.queries
     if not expected["rules"]:
         assert rules == set(), clean.queries
+    for rule, rows in expected.get("rows", {}).items():
+        # Spreadsheet rows (the header is row 1), whatever the file's line breaks.
+        got = clean.queries.loc[clean.queries["rule"] == rule, "row"].astype(int).tolist()
+        assert sorted(got) == rows, clean.queries
     folder = CORPUS / case
     # Every randomized subject is accounted for.
     subjects = read_table(folder / trial.subjects_path, sheet=trial.subjects_sheet).frame

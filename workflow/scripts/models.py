@@ -6,7 +6,7 @@ from typing import Any
 from trialflow.analysis import analyse_trial
 from trialflow.config import load_trial
 from trialflow.derive import read_analysis_datasets
-from trialflow.io import write_csv, write_json
+from trialflow.io import write_csv, write_json, write_table
 from trialflow.runner import logger, run_script
 
 
@@ -16,12 +16,12 @@ def main(smk: Any) -> None:
         adsl=smk.input.adsl, adeff=smk.input.adeff, meta=smk.input.meta
     )
     result = analyse_trial(adeff, adsl, trial)
-    write_csv(result.effects, smk.output.effects)
-    write_csv(result.lsmeans, smk.output.lsmeans)
-    write_csv(result.anova, smk.output.anova)
-    write_csv(result.effect_sizes, smk.output.effect_sizes)
-    write_csv(result.type3, smk.output.type3)
-    write_csv(result.subgroups, smk.output.subgroups)
+    write_table(result.effects, smk.output.effects)
+    write_table(result.lsmeans, smk.output.lsmeans)
+    write_table(result.anova, smk.output.anova)
+    write_table(result.effect_sizes, smk.output.effect_sizes)
+    write_table(result.type3, smk.output.type3)
+    write_table(result.subgroups, smk.output.subgroups)
     folder = Path(smk.output.models)
     folder.mkdir(parents=True, exist_ok=True)
     for outcome, record in result.models.items():

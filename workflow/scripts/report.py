@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from trialflow.config import load_trial
-from trialflow.io import write_csv, write_text
+from trialflow.io import write_table, write_text
 from trialflow.report import load_report_inputs, render_report, write_report_tables
 from trialflow.runner import logger, run_script
 
@@ -20,11 +20,11 @@ def main(smk: Any) -> None:
         input_files=[Path(smk.input.trial), Path(smk.input.subjects), Path(smk.input.visits)],
     )
     tables = write_report_tables(inputs)
-    write_csv(tables["table1"], smk.output.table1)
+    write_table(tables["table1"], smk.output.table1)
     write_text(tables["table1_html"], smk.output.table1_html)
-    write_csv(tables["primary"], smk.output.primary)
-    write_csv(tables["secondary"], smk.output.secondary)
-    write_csv(tables["completion"], smk.output.completion)
+    write_table(tables["primary"], smk.output.primary)
+    write_table(tables["secondary"], smk.output.secondary)
+    write_table(tables["completion"], smk.output.completion)
     html = render_report(inputs, tables=tables)
     write_text(html, smk.output.report)
     logger.info("%s: report written to %s", trial.name, smk.output.report)

@@ -4,7 +4,7 @@ from typing import Any
 
 from trialflow.config import load_trial
 from trialflow.derive import read_analysis_datasets
-from trialflow.io import write_csv, write_json
+from trialflow.io import write_json, write_table
 from trialflow.runner import logger, run_script
 from trialflow.sensitivity import analyse_sensitivity
 
@@ -15,9 +15,9 @@ def main(smk: Any) -> None:
         adsl=smk.input.adsl, adeff=smk.input.adeff, meta=smk.input.meta
     )
     result = analyse_sensitivity(adeff, adsl, trial)
-    write_csv(result.table, smk.output.sensitivity)
-    write_csv(result.tipping, smk.output.tipping)
-    write_csv(result.responders, smk.output.responders)
+    write_table(result.table, smk.output.sensitivity)
+    write_table(result.tipping, smk.output.tipping)
+    write_table(result.responders, smk.output.responders)
     write_json(result.records, smk.output.summary)
     for outcome, record in result.records.items():
         for what, why in record.get("reasons", {}).items():

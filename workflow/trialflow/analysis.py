@@ -494,8 +494,13 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         if resid is not None:
             residuals[outcome.name] = resid
         models[outcome.name] = record
+    # Rows of models that were not fitted have no estimate or p-value columns of their own.
+    stacked = pd.concat(effects, ignore_index=True)
+    stacked = stacked.reindex(
+        columns=[*dict.fromkeys([*EFFECT_TABLE_COLUMNS[:-4], *stacked.columns])]
+    )
     eff_table = add_multiplicity(
-        pd.concat(effects, ignore_index=True),
+        stacked,
         trial,
         primary_adjustment=options["primary_adjustment"],
     )

@@ -23,7 +23,7 @@ import pandas as pd
 
 from trialflow.config import TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, DataError
-from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json
+from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json, write_table
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
@@ -304,6 +304,11 @@ def parse_numbers(
             rule, action = "not_a_number", "set missing"
         log.add(table, [pos], column, [value], rule, action, [ids.loc[pos]])
     values = pd.to_numeric(text.where(is_number & ~empty), errors="coerce").astype("float64")
+    # A number written with a huge exponent (1e999) overflows to infinity: not a usable value.
+    huge = values.index[np.isinf(values.to_numpy())]
+    log.add(table, huge, column, text.loc[huge], "not_finite",
+            "set missing (too large to be a number)", ids.loc[huge])  # fmt: skip
+    values.loc[huge] = np.nan
     if value_range is not None:
         lo, hi = value_range
         out = values.index[(values < lo) | (values > hi)]
@@ -323,21 +328,20 @@ def parse_numbers(
 def _drop_exact_duplicates(
     table: RawTable, frame: pd.DataFrame, key_column: str, log: _Log, ids: pd.Series
 ) -> pd.DataFrame:
+    """Drop rows identical to an earlier row, each with a query naming the row it repeats.
+
+    Linear in the number of rows: rows are grouped by their content once.
+    """
     dup = frame.duplicated(keep="first")
     if dup.any():
-        first = frame.loc[~dup]
+        group = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup()
+        first = (
+            pd.Series(frame.index, index=frame.index).groupby(group.to_numpy()).transform("first")
+        )
         for pos in frame.index[dup]:
-            same = (first == frame.loc[pos]).all(axis=1)
-            kept = table.row_number(int(first.index[int(np.argmax(same.to_numpy()))]))
-            log.add(
-                table,
-                [pos],
-                key_column,
-                [ids.loc[pos]],
-                "exact_duplicate",
-                f"row dropped (identical to row {kept})",
-                [ids.loc[pos]],
-            )
+            kept = table.row_number(int(first.loc[pos]))
+            log.add(table, [pos], key_column, [ids.loc[pos]], "exact_duplicate",
+                    f"row dropped (identical to row {kept})", [ids.loc[pos]])  # fmt: skip
     return frame.loc[~dup]
 
 
@@ -354,6 +358,35 @@ def _raise_conflicts(table: RawTable, frame: pd.DataFrame, keys: list[str], what
             column=keys[0],
             fix="keep one row per " + what + " (correct or remove the others)",
         )
+
+
+# A number followed by a unit: "62 yrs", "1.75 m", "80kg", "12 %".
+_NUMBER_WITH_UNIT = re.compile(
+    r"[-+]?(\d+(\.\d*)?|\.\d+)\s*[A-Za-z%\u00b5\u00b0/][A-Za-z%/.\u00b2]*"
+)
+
+
+def _refuse_units(table: RawTable, column: str, text: pd.Series, declared: str | None) -> None:
+    """Stop when most cells of a covariate are numbers written with a unit.
+
+    Read as text they would make one factor level per distinct number; read as numbers every
+    cell would be a query. Either way the analysis would be wrong without a word.
+    """
+    values = text.str.strip()
+    values = values[values != ""]
+    with_unit = values.str.fullmatch(_NUMBER_WITH_UNIT.pattern)
+    if declared == "categorical" or not len(values) or with_unit.mean() < 0.5:
+        return
+    first = values.index[with_unit.to_numpy()][0]
+    raise DataError(
+        f"covariate {column!r} holds numbers with a unit (e.g. {values.loc[first]!r} in "
+        f"{int(with_unit.sum())} of {len(values)} cells)",
+        file=table.path,
+        row=table.row_number(int(first)),
+        column=column,
+        fix="write the numbers alone (put the unit in the column name, e.g. 'Age (years)'), "
+        f"or declare {{name: {column}, type: categorical}} if the text is a category",
+    )
 
 
 def _covariate_type(declared: str | None, text: pd.Series, missing: Sequence[str]) -> str:
@@ -453,6 +486,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
         subjects_out[per_protocol] = subjects.frame[per_protocol].loc[kept].str.strip().to_numpy()
     covariate_types: dict[str, str] = {}
     for cov in trial.covariates:
+        _refuse_units(subjects, cov.name, subjects.frame[cov.name].loc[kept], cov.type)
         kind = _covariate_type(cov.type, subjects.frame[cov.name].loc[kept], trial.missing_values)
         covariate_types[cov.name] = kind
         if kind == "numeric":
@@ -780,7 +814,7 @@ def write_clean(
     """Write the cleaning outputs (see :func:`load_clean` for the reverse)."""
     write_csv(result.visits, visits)
     write_csv(result.subjects, subjects)
-    write_csv(result.queries, queries)
+    write_table(result.queries, queries)
     write_json({"covariate_types": result.covariate_types}, meta)
 
 

@@ -26,7 +26,8 @@ RESERVED_NAMES: frozenset[str] = frozenset(
     {
         "subject_id", "arm", "visit", "visit_index", "week", "source_row", "outcome", "value",
         "baseline", "change", "pct_change", "ablfl", "anl01fl", "itt", "has_baseline",
-        "n_visits", "last_visit", "last_week", "completed", "withdrawn",
+        "n_visits", "last_visit", "last_week", "completed", "withdrawn", "withdrawal_reason",
+        "per_protocol",
     }
 )  # fmt: skip
 TRIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -168,8 +169,65 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
     return "known: " + ", ".join(repr(c) for c in choices)
 
 
+# Deeper nesting than any trial description needs is refused before it can exhaust the stack.
+MAX_YAML_DEPTH = 32
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML for trial descriptions: no aliases, no duplicated keys, bounded nesting.
+
+    Aliases are refused because a few lines of them can expand to gigabytes ("billion laughs");
+    a duplicated key would otherwise silently keep its last value.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _YamlProblem(
+                "uses a YAML alias (*name); aliases are not allowed in trial descriptions",
+                event.start_mark.line + 1,
+                "write the value out in full where the alias is",
+            )
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            raise _YamlProblem(
+                f"is nested more than {MAX_YAML_DEPTH} levels deep",
+                mark.line + 1,
+                "a trial description needs only a few levels; check the indentation",
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _YamlProblem(
+                    f"has the key {key!r} twice (lines {seen[key]} and {line})",
+                    line,
+                    "keep one of them",
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _YamlProblem(Exception):
+    def __init__(self, message: str, line: int, fix: str) -> None:
+        super().__init__(message)
+        self.message, self.line, self.fix = message, line, fix
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning syntax errors into a ConfigError naming the line."""
+    """Read a YAML mapping strictly; every problem is a ConfigError naming the line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
@@ -177,8 +235,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             file=str(p),
             fix="create it (see config/README.md) or correct the name in config/config.yaml",
         )
+    raw = p.read_bytes()
     try:
-        content = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"is not UTF-8 text (byte {raw[exc.start]:#04x})",
+            file=str(p),
+            row=raw[: exc.start].count(b"\n") + 1,
+            fix="save the trial description as UTF-8",
+        ) from None
+    try:
+        content = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except _YamlProblem as exc:
+        raise ConfigError(exc.message, file=str(p), row=exc.line, fix=exc.fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         row = mark.line + 1 if mark is not None else None
@@ -321,6 +391,13 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         cov = Covariate(name=c) if isinstance(c, str) else Covariate(c["name"], c.get("type"))
         if cov.name in {x.name for x in covariates}:
             raise fail("covariates", f"{cov.name!r} is listed twice", "list each covariate once")
+        if cov.name.lower() in RESERVED_NAMES:
+            raise fail(
+                "covariates",
+                f"{cov.name!r} is the name of a column of the analysis datasets (ADSL, ADEFF)",
+                f"rename the column in the subjects file (e.g. {cov.name}_at_entry) and list "
+                "that name",
+            )
         if cov.name in (columns["subject_id"], columns["arm"]):
             raise fail(
                 "covariates",

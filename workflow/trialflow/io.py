@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +57,30 @@ class RawTable:
         return position + FIRST_DATA_ROW
 
 
+def _utf16(raw: bytes) -> str | None:
+    """The codec of a UTF-16 file (Excel's "Unicode Text" export), or None."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    head = raw[:4000]
+    # Without a byte-order mark: ASCII text in UTF-16 has a NUL in every other byte.
+    if len(head) >= 4 and head[1::2].count(0) > 0.4 * len(head) / 2:
+        return "utf-16-le"
+    if len(head) >= 4 and head[0::2].count(0) > 0.4 * len(head) / 2:
+        return "utf-16-be"
+    return None
+
+
 def _decode(raw: bytes, path: str, notes: list[dict[str, Any]]) -> str:
+    codec = _utf16(raw)
+    if codec is not None:
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            raise DataError(
+                f"the file looks like UTF-16 ({codec}) but cannot be decoded as such",
+                file=path,
+                fix="save it again as CSV UTF-8 (comma-delimited)",
+            ) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -125,12 +149,12 @@ def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
         text = _decode(raw, name, notes)
         delimiter = DELIMITERS[suffix]
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        rows, lines, previous = [], [], 0
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
+        rows, lines = [], []
+        # A record is one spreadsheet row, even when a quoted cell spans several lines.
+        for number, record in enumerate(reader, start=1):
             if any(cell.strip() for cell in record):
                 rows.append(record)
-                lines.append(start)
+                lines.append(number)
         header = rows[0] if rows else []
         if len(header) == 1:
             for other, label in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "bar")):
@@ -191,6 +215,9 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, li
             fix="correct data.subjects_sheet / data.visits_sheet",
         )
     frame = pd.read_excel(book, sheet_name=sheet, dtype=object, header=None)
+    for (row, col), text in _unreadable_cells(p, sheet).items():
+        if row in frame.index and col in frame.columns:
+            frame.loc[row, col] = text
     frame = frame.dropna(how="all")  # the index keeps each row's place in the sheet
     if frame.empty:
         raise DataError(f"sheet {sheet!r} is empty", file=name, fix="export the data again")
@@ -209,6 +236,45 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, li
     return body, [int(i) + 1 for i in frame.index[1:]]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _unreadable_cells(path: Path, sheet: str) -> dict[tuple[int, int], str]:
+    """Cells a spreadsheet shows but a reader gets as empty: error values (``#DIV/0!``) and
+    formulas saved without their result. Each is returned as its text, (0-based row, column),
+    so that cleaning queries it as it would the same text in a CSV file."""
+    from openpyxl import load_workbook
+
+    found: dict[tuple[int, int], str] = {}
+    formulas: list[tuple[int, int]] = []
+    book = load_workbook(path, read_only=True)
+    try:
+        for r, row in enumerate(book[sheet].iter_rows()):
+            for c, cell in enumerate(row):
+                kind = getattr(cell, "data_type", None)
+                if kind == "e":
+                    found[(r, c)] = str(cell.value)
+                elif kind == "f":
+                    found[(r, c)] = str(cell.value)
+                    formulas.append((r, c))
+    finally:
+        book.close()
+    if formulas:
+        cached = load_workbook(path, read_only=True, data_only=True)
+        try:
+            rows = list(cached[sheet].iter_rows(values_only=True))
+        finally:
+            cached.close()
+        for r, c in formulas:
+            value = rows[r][c] if r < len(rows) and c < len(rows[r]) else None
+            if value is not None:
+                del found[(r, c)]  # the saved result is what the reader already has
+    return found
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary sibling of ``path`` that replaces it only when the block succeeds.
@@ -221,6 +287,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates the file readable by its owner only; give it the mode any new file
+        # gets (the umask), so that colleagues sharing the results can read them.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -238,6 +307,38 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     round-trip floats."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+# A spreadsheet evaluates a cell that starts with one of these as a formula (OWASP "CSV
+# injection"); a tab or carriage return can hide the start.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula, prefixed with an apostrophe.
+
+    Numbers are never changed (``-1.5`` stays a number), nor is text that is a plain number;
+    only text such as ``=HYPERLINK(...)``, ``+cmd|...`` or ``@SUM(...)`` gets the apostrophe,
+    which makes a spreadsheet show it as text.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        text = values.astype("string")
+        risky = text.str.startswith(FORMULA_STARTS).fillna(False)
+        risky &= ~text.str.fullmatch(_PLAIN_NUMBER.pattern).fillna(False)
+        if risky.any():
+            out[column] = values.astype(object).where(~risky, "'" + text.astype(object))
+    return out
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a table meant to be opened in a spreadsheet (queries, publication tables):
+    as :func:`write_csv`, with formula-like text neutralised (:func:`neutralise_formulas`)."""
+    write_csv(neutralise_formulas(frame), path)
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:

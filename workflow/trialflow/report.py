@@ -63,6 +63,8 @@ PACKAGES = (
     "jinja2",
 )
 ARM_COLORS = ("#0072B2", "#E69F00")
+# Queries of one rule listed in the report; the rest are counted and left to queries.csv.
+QUERIES_PER_RULE = 20
 
 CSS = """
 :root { --ink: #1b1f24; --muted: #5b6570; --rule: #d8dde3; --band: #f4f6f8; --accent: #0072B2; }
@@ -731,6 +733,10 @@ def render_report(
         if len(queries)
         else pd.DataFrame()
     )
+    # A huge query log stays in queries.csv; the report shows the first rows of each rule.
+    shown_queries = (
+        queries.groupby("rule", sort=False).head(QUERIES_PER_RULE) if len(queries) else queries
+    )
     diagnostics, model_warnings = _diagnostics(inputs)
     opts = trial.options
     ci = ci_label(opts["alpha"])
@@ -813,7 +819,9 @@ def render_report(
         **_sensitivity_context(inputs),
         queries_total=len(queries),
         query_counts=query_counts,
-        queries=queries,
+        queries=shown_queries,
+        queries_shown=len(shown_queries),
+        queries_per_rule=QUERIES_PER_RULE,
         diagnostics=diagnostics,
         model_warnings=model_warnings,
         methods=methods_paragraphs(inputs, prov),

@@ -9,7 +9,9 @@ file and a one-line pointer to standard error. ``--config debug=true`` shows tra
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,6 +38,27 @@ def setup_logging(log_path: str | None) -> None:
     logging.captureWarnings(True)
 
 
+# Errors of the storage, not of trialflow: what happened and what to do.
+_STORAGE = {
+    errno.ENOSPC: ("the disk is full", "free space on that disk (or set results_dir to another "
+                   "disk) and rerun"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space within your quota and rerun"),
+    errno.EROFS: ("the file system is read-only", "set results_dir to a writable folder"),
+    errno.EACCES: ("permission denied", "make the results folder writable for you, or set "
+                   "results_dir to a folder you can write"),
+}  # fmt: skip
+
+
+def storage_problem(exc: BaseException) -> TrialflowError | None:
+    """A clear error for a full, read-only or forbidden disk; None for anything else."""
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE:
+        return None
+    what, fix = _STORAGE[exc.errno]
+    where = exc.filename or "an output file"
+    folder = os.path.dirname(os.path.abspath(where)) if exc.filename else "the results folder"
+    return TrialflowError(f"{what}: could not write {where} (in {folder})", fix=fix)
+
+
 def run_script(smk: Any, main: Callable[[Any], None]) -> None:
     """Run ``main(smk)`` for a Snakemake script job with logging and friendly errors."""
     log_path = str(smk.log[0]) if len(smk.log) else None
@@ -53,7 +76,12 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
             raise
         sys.stderr.write(f"\ntrialflow error in step {rule!r}:\n{exc}\n\n")
         sys.exit(1)
-    except Exception:
+    except Exception as exc:
+        storage = storage_problem(exc)
+        if storage is not None and not debug:
+            logger.error("%s", storage)
+            sys.stderr.write(f"\ntrialflow error in step {rule!r}:\n{storage}\n\n")
+            sys.exit(1)
         logger.error("unexpected error\n%s", traceback.format_exc())
         if debug:
             raise

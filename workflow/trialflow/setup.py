@@ -8,6 +8,7 @@ here, as one message, before Snakemake builds its graph of jobs.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,7 +86,22 @@ def prepare_workflow(
                 )
             data_file(trial, key, project)
         trials[name] = trial
+    check_writable(project / results, names)
     return WorkflowSetup(names=names, trials=trials, results=results, trials_dir=trials_dir)
+
+
+def check_writable(results: Path, names: list[str]) -> None:
+    """Stop before any job if an existing results folder of the run cannot be written."""
+    folders = [results, *(results / name for name in names)]
+    for folder in folders:
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise TrialflowError(
+                f"the results folder {folder} is read-only for you, so its outputs cannot be "
+                "written",
+                file="config/config.yaml",
+                fix=f"make it writable (chmod -R u+w {folder}), or set results_dir to another "
+                "folder: snakemake --cores 2 --config results_dir=<folder>",
+            )
 
 
 def stop(exc: TrialflowError, *, debug: bool) -> NoReturn:

@@ -442,6 +442,122 @@ def _(c: Case) -> None:
     error(c, "covariates[0]", file="trial.yaml")
 
 
+# --- models that cannot be fitted; numbers that are not numbers ----------------------------
+@case("covariate_collinear_with_arm")
+def _(c: Case) -> None:
+    # A covariate that is the arm under another name: no model can separate the two.
+    c.subjects["group"] = c.subjects["arm"].map({"control": "A", "exercise": "B"})
+    c.config["covariates"] = ["age", "group"]
+    query(c)
+
+
+@case("one_arm_without_follow_up")
+def _(c: Case) -> None:
+    treated = c.subjects.loc[c.subjects["arm"] == "exercise", "subject_id"]
+    c.visits = c.visits.loc[
+        ~(c.visits["subject_id"].isin(treated) & (c.visits["visit"] != "baseline"))
+    ]
+    query(c)
+
+
+@case("covariate_overflow")
+def _(c: Case) -> None:
+    c.subjects.loc[3, "age"] = "1e999"
+    query(c, "not_finite", "missing_covariate")
+
+
+@case("covariate_with_units")
+def _(c: Case) -> None:
+    c.subjects["age"] = c.subjects["age"] + " yrs"
+    error(c, "covariate 'age' holds numbers with a unit", file="subjects.csv", row=2,
+          column="age")  # fmt: skip
+
+
+@case("config_covariate_reserved_name")
+def _(c: Case) -> None:
+    c.subjects["baseline"] = c.subjects["age"]
+    c.config["covariates"] = ["baseline", "sex"]
+    error(c, "'baseline' is the name of a column of the analysis datasets", file="trial.yaml")
+
+
+@case("excel_error_and_formula_cells")
+def _(c: Case) -> None:
+    c.config["data"]["subjects"] = "subjects.xlsx"
+    c.files["subjects.xlsx"] = b"formula-cells"  # written by write_case
+    query(c, "not_a_number")
+    c.expected["rows"] = {"not_a_number": [3, 5]}
+
+
+@case("utf16_tab_text")
+def _(c: Case) -> None:
+    # Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated.
+    c.config["data"]["visits"] = "visits.txt"
+    c.files["visits.txt"] = _csv(c.visits, sep="\t").decode("utf-8").encode("utf-16")
+    query(c)
+
+
+@case("multiline_quoted_cells")
+def _(c: Case) -> None:
+    # A quoted note spanning three lines in row 2: queries name spreadsheet rows (records),
+    # not lines of the file.
+    c.visits["note"] = ""
+    c.visits.loc[0, "note"] = "first line\nsecond line\nthird line"
+    c.visits.loc[6, "pain"] = "12.5"
+    query(c, "out_of_range")
+    c.expected["rows"] = {"out_of_range": [8]}
+
+
+@case("many_exact_duplicates")
+def _(c: Case) -> None:
+    # Thousands of identical rows, as a repeated export produces: dropped in linear time.
+    c.visits = pd.concat([c.visits, *[c.visits.iloc[[4]]] * 3000], ignore_index=True)
+    query(c, "exact_duplicate")
+
+
+@case("formula_text_in_cells")
+def _(c: Case) -> None:
+    c.visits.loc[4, "pain"] = '=HYPERLINK("http://example.org","x")'
+    c.visits.loc[5, "6MWD"] = "@SUM(1+1)"
+    query(c, "not_a_number")
+
+
+def _yaml_case(name: str, text: bytes, message: str, row: int) -> None:
+    @case(name)
+    def _(c: Case) -> None:
+        c.files["trial.yaml"] = text
+        error(c, message, file="trial.yaml", row=row)
+
+
+_TRIAL_TEXT = yaml.safe_dump(BASE_TRIAL, sort_keys=False)
+_yaml_case(
+    "config_yaml_alias_bomb",
+    (
+        "lol: &a [x, x, x, x, x, x, x, x, x]\nlol2: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "lol3: [*b, *b, *b, *b, *b, *b, *b, *b]\n" + _TRIAL_TEXT
+    ).encode(),
+    "aliases are not allowed",
+    2,
+)
+_yaml_case(
+    "config_yaml_deep_nesting",
+    ("x: " + "[" * 5000 + "]" * 5000 + "\n" + _TRIAL_TEXT).encode(),
+    "nested more than",
+    1,
+)
+_yaml_case(
+    "config_yaml_not_utf8",
+    _TRIAL_TEXT.replace("Corpus trial", "Essai caf\u00e9").encode("latin-1"),
+    "is not UTF-8 text",
+    1,
+)
+_yaml_case(
+    "config_yaml_duplicate_key",
+    (_TRIAL_TEXT + "title: Another title\n").encode(),
+    "has the key 'title' twice",
+    len(_TRIAL_TEXT.splitlines()) + 1,
+)
+
+
 def write_case(name: str, folder: Path) -> None:
     """Build one case and write its files and expected.yaml to ``folder``."""
     c = Case()
@@ -460,8 +576,14 @@ def write_case(name: str, folder: Path) -> None:
         if content == b"two-sheets":
             _write_workbook(folder / file_name, c.subjects)
             continue
+        if content == b"formula-cells":
+            _write_formula_workbook(folder / file_name, c.subjects)
+            continue
         (folder / file_name).write_bytes(content)
-    (folder / "trial.yaml").write_text(yaml.safe_dump(c.config, sort_keys=False), encoding="utf-8")
+    if "trial.yaml" not in c.files:
+        (folder / "trial.yaml").write_text(
+            yaml.safe_dump(c.config, sort_keys=False), encoding="utf-8"
+        )
     (folder / "expected.yaml").write_text(
         yaml.safe_dump({"case": name, **c.expected}, sort_keys=False), encoding="utf-8"
     )
@@ -482,6 +604,28 @@ def _write_workbook(path: Path, subjects: pd.DataFrame) -> None:
     # Fixed document properties so the workbook is the same bytes every time.
     import datetime as dt
 
+    stamp = dt.datetime(2026, 1, 1)
+    book.properties.created = stamp
+    book.properties.modified = stamp
+    book.save(path)
+
+
+def _write_formula_workbook(path: Path, subjects: pd.DataFrame) -> None:
+    """One sheet; subject 2's age is an error value (#DIV/0!), subject 4's a formula saved
+    without its result (as some exporters write them)."""
+    import datetime as dt
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(list(subjects.columns))
+    for row in subjects.itertuples(index=False):
+        sheet.append(list(row))
+    sheet["C3"] = "#DIV/0!"
+    sheet["C3"].data_type = "e"
+    sheet["C5"] = "=C2*2"
     stamp = dt.datetime(2026, 1, 1)
     book.properties.created = stamp
     book.properties.modified = stamp
