@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pandas as pd
 import pytest
 
 from trialflow.errors import DataError
-from trialflow.io import read_table, write_csv, write_json
+from trialflow.io import neutralise_formulas, read_table, write_csv, write_json, write_table
 
 
 def test_csv_cells_are_text(write_text) -> None:
@@ -93,3 +96,49 @@ def test_write_json_sorted_and_nan_refused(tmp_path) -> None:
     assert (tmp_path / "x.json").read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
     with pytest.raises(ValueError):
         write_json({"a": float("nan")}, tmp_path / "y.json")
+
+
+def test_spreadsheet_tables_neutralise_formula_text_and_keep_numbers(tmp_path) -> None:
+    frame = pd.DataFrame(
+        {
+            "value": ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)",
+                      "-1.5", "\tx", "plain", None],
+            "estimate": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        }
+    )  # fmt: skip
+    out = neutralise_formulas(frame)
+    assert out["value"].tolist()[:7] == [
+        "'=HYPERLINK(\"http://x\")", "'+cmd|' /C calc'!A0", "'-2+3", "'@SUM(1)", "-1.5", "'\tx",
+        "plain",
+    ]  # fmt: skip
+    assert pd.isna(out["value"].iloc[7])
+    assert out["estimate"].equals(frame["estimate"])  # numbers are never touched
+    write_table(frame, tmp_path / "t.csv")
+    text = (tmp_path / "t.csv").read_text()
+    assert "\n\"'=HYPERLINK" in text and "\n-1.5,5.0" in text
+
+
+def test_written_files_honour_the_umask(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_csv(pd.DataFrame({"a": [1]}), tmp_path / "shared.csv")
+        os.umask(0o077)
+        write_csv(pd.DataFrame({"a": [1]}), tmp_path / "private.csv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+
+
+def test_utf16_text_is_read(write_text) -> None:
+    content = "subject_id\tarm\nS1\tcontrol\nS2\texercise\n"
+    for codec in ("utf-16", "utf-16-le"):
+        path = write_text(f"subjects_{codec}.txt", content.encode(codec))
+        table = read_table(path)
+        assert table.frame["arm"].tolist() == ["control", "exercise"]
+
+
+def test_row_numbers_are_spreadsheet_rows_with_multiline_cells(write_text) -> None:
+    path = write_text("notes.csv", 'id,note\nA,"one\ntwo\nthree"\nB,x\n')
+    table = read_table(path)
+    assert [table.row_number(i) for i in range(2)] == [2, 3]
