@@ -120,3 +120,22 @@ def test_methods_text_states_the_plan_and_unequal_spacing() -> None:
     spaced = " ".join(plan_sentences(default))
     assert "not equally spaced" in spaced and "sp_pow" in spaced
     assert "one common slope" in spaced and "Satterthwaite" in spaced
+
+
+def test_verdict_follows_the_holm_adjusted_p(walk_trial) -> None:
+    # HbA1c is secondary: CI excluding zero but Holm-adjusted p = 0.084 must not "favour".
+    effects, lsmeans = _tables(29.0, 2.0, 56.0, 0.03, adjusted=0.084)
+    hba1c = walk_trial.outcome("hba1c")
+    text = result_sentence(hba1c, walk_trial, effects, lsmeans)
+    assert "Holm-adjusted p = 0.084" in text
+    assert "favouring" not in text
+    assert "not statistically significant after the Holm adjustment" in text
+    effects, lsmeans = _tables(29.0, 2.0, 56.0, 0.003, adjusted=0.006)
+    assert "favouring" in result_sentence(hba1c, walk_trial, effects, lsmeans)
+
+
+def test_n_in_sentences_is_the_number_in_the_model(walk_trial) -> None:
+    effects, lsmeans = _tables(29.0, 2.0, 56.0, 0.03)
+    effects["n_analysed"] = [29, 29]
+    text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
+    assert "n = 29 analysed, 27 observed at week12" in text

@@ -48,6 +48,7 @@ EFFECT_TABLE_COLUMNS: tuple[str, ...] = (
     "df_method",
     "converged",
     "note",
+    "n_analysed",
 )
 LSMEAN_TABLE_COLUMNS: tuple[str, ...] = (
     "outcome",
@@ -248,6 +249,9 @@ def _add_result(
     eff["df_method"] = df_method
     eff["converged"] = result.converged
     eff["note"] = "; ".join(result.warnings)
+    # The subjects in the model: every subject of the MMRM and LMM (n counts those observed
+    # at the visit); the ANCOVA at each visit uses exactly those observed there.
+    eff["n_analysed"] = eff["n"] if name == "ancova" else int(result.info["n_subjects"])
     ls = result.lsmeans.copy()
     ls.insert(0, "analysis", name)
     ls.insert(0, "outcome", outcome.name)
@@ -497,7 +501,7 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
     # Rows of models that were not fitted have no estimate or p-value columns of their own.
     stacked = pd.concat(effects, ignore_index=True)
     stacked = stacked.reindex(
-        columns=[*dict.fromkeys([*EFFECT_TABLE_COLUMNS[:-4], *stacked.columns])]
+        columns=[*dict.fromkeys([*EFFECT_TABLE_COLUMNS[:-5], *stacked.columns])]
     )
     eff_table = add_multiplicity(
         stacked,

@@ -189,6 +189,11 @@ def _estimate_text(est: float, lo: float, hi: float, n: float, decimals: int) ->
     return f"{_fmt(est, decimals)} ({_fmt(lo, decimals)} to {_fmt(hi, decimals)}), n = {n_text}"
 
 
+def difference_unit(outcome: Outcome) -> str:
+    """Unit of a difference: percentage points for an outcome in %, else the outcome's unit."""
+    return "percentage points" if outcome.unit.strip() == "%" else _plain(outcome.unit)
+
+
 def _outcome(trial: TrialConfig, name: str) -> Outcome:
     try:
         return trial.outcome(name)
@@ -1009,7 +1014,12 @@ def _effect_row(effects: pd.DataFrame, outcome: str, analysis: str, visit: str) 
     if rows.empty:
         return dict.fromkeys(keys, math.nan)
     first = rows.iloc[0]
-    return {k: _num(first.get(k)) for k in keys}
+    out = {k: _num(first.get(k)) for k in keys}
+    # "n =" next to an estimate is the number in the model, not the number seen at the visit.
+    analysed = _num(first.get("n_analysed"))
+    if math.isfinite(analysed):
+        out["n"] = analysed
+    return out
 
 
 def _effect_limits(values: Sequence[float]) -> tuple[float, float]:
@@ -1139,7 +1149,7 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
     ax.spines["left"].set_visible(False)
     ax.axvline(0, color="black", lw=0.9, zorder=2)
     _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
-    ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8.5)
+    ax.set_xlabel(f"Difference ({difference_unit(o)})", fontsize=8.5)
     from matplotlib.transforms import blended_transform_factory
 
     tf = blended_transform_factory(fig.transFigure, ax.transData)
@@ -1293,7 +1303,7 @@ def forest_figure(
             ax.axvline(0, color="black", lw=0.9, zorder=2)
             _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
             ax.xaxis.set_major_locator(_max_n_locator())
-            ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8, labelpad=2)
+            ax.set_xlabel(f"Difference ({difference_unit(o)})", fontsize=8, labelpad=2)
             if estimable:
                 _draw_estimates(ax, values, styles, ys)
             else:

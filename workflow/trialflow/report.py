@@ -284,15 +284,22 @@ def result_sentence(
     ].set_index("arm")["estimate"]
     est, lo, hi = float(r["estimate"]), float(r["ci_lower"]), float(r["ci_upper"])
     ci = ci_label(trial.options["alpha"])
-    if lo > 0 or hi < 0:
+    holm = str(r.get("multiplicity", "")).startswith("Holm") and np.isfinite(r["p_adjusted"])
+    # The verdict follows the test the table reports: the Holm-adjusted p where there is one.
+    if holm and float(r["p_adjusted"]) >= trial.options["alpha"]:
+        verdict = "not statistically significant after the Holm adjustment (no difference claimed)"
+    elif lo > 0 or hi < 0:
         good = (est > 0) == (outcome.better == "higher")
         verdict = f"favouring the {trial.treatment if good else trial.control} arm"
     else:
         verdict = f"the {ci} includes zero (no clear difference)"
     p_text = f"p = {fmt_p(float(r['p_value']))}".replace("p = <", "p < ")
-    if str(r.get("multiplicity", "")).startswith("Holm") and np.isfinite(r["p_adjusted"]):
+    if holm:
         adj = fmt_p(float(r["p_adjusted"]))
         p_text += f"; Holm-adjusted p {'< ' + adj[1:] if adj.startswith('<') else '= ' + adj}"
+    n_text = f"n = {int(r['n'])}"
+    if "n_analysed" in r and np.isfinite(r["n_analysed"]):
+        n_text = f"n = {int(r['n_analysed'])} analysed, {int(r['n'])} observed at {visit.label}"
     what = (
         "mean change from baseline in"
         if trial.options["response"] == "change"
@@ -304,7 +311,7 @@ def result_sentence(
         f"{trial.control} arm and {_amount(ls.get(trial.treatment, np.nan), outcome)} in the "
         f"{trial.treatment} arm; the difference ({trial.treatment} minus {trial.control}) was "
         f"{_amount(est, outcome, difference=True)} ({ci} {fmt_number(lo, outcome.decimals)} to "
-        f"{fmt_number(hi, outcome.decimals)}; {p_text}; n = {int(r['n'])}), {verdict} "
+        f"{fmt_number(hi, outcome.decimals)}; {p_text}; {n_text}), {verdict} "
         f"({outcome.better} is better)."
     )
 

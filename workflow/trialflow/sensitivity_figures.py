@@ -26,6 +26,7 @@ from trialflow.figures import (
     _shade_favoured,
     _styled,
     _wrap,
+    difference_unit,
 )
 from trialflow.sensitivity import METHOD_WORDS, STRATEGY_WORDS
 from trialflow.tables import ci_label
@@ -65,7 +66,9 @@ def forest_lines(
         & (effects["visit"] == visit)
     ]
     if len(primary):
-        lines.append(_line("   MMRM, missing at random", primary.iloc[0], decimals))
+        row = primary.iloc[0].to_dict()
+        row["n"] = row.get("n_analysed", row["n"])  # the number in the model
+        lines.append(_line("   MMRM, missing at random", row, decimals))
     rows = sensitivity.loc[(sensitivity["outcome"] == outcome) & (sensitivity["visit"] == visit)]
     for method, group in rows.groupby("method", sort=False):
         reps = group["imputations"].dropna()
@@ -119,7 +122,7 @@ def sensitivity_forest_figure(
     ax.spines["left"].set_visible(False)
     ax.axvline(0, color="black", lw=0.9, zorder=2)
     _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
-    ax.set_xlabel(f"Difference ({_plain(o.unit)})", fontsize=8.5)
+    ax.set_xlabel(f"Difference ({difference_unit(o)})", fontsize=8.5)
     from matplotlib.transforms import blended_transform_factory
 
     tf = blended_transform_factory(fig.transFigure, ax.transData)
@@ -169,14 +172,14 @@ def tipping_figure(tipping: pd.DataFrame, trial: TrialConfig, outcome: str) -> F
         label = f"{name} ({ci})"
         if math.isfinite(tip) and tip > 0:
             ax.axvline(tip, color=color, ls=":", lw=1.2)
-            label += f"; tipping point {tip:.{o.decimals}f} {_plain(o.unit)}"
+            label += f"; tipping point {tip:.{o.decimals}f} {difference_unit(o)}"
         ax.fill_between(d, group["ci_lower"], group["ci_upper"], color=color, alpha=0.15, lw=0)
         ax.plot(d, group["estimate"], color=color, ls=dash, lw=1.8, label=label)
     ax.axhline(0, color="black", lw=0.9)
     way = "higher" if o.better == "lower" else "lower"
-    ax.set_xlabel(f"Delta: {_plain(o.unit)} added to {_plain(trial.treatment)} values imputed "
+    ax.set_xlabel(f"Delta: {difference_unit(o)} added to {_plain(trial.treatment)} values imputed "
                   f"after dropout ({way} = worse)")  # fmt: skip
-    ax.set_ylabel(f"Difference at {_plain(trial.primary_visit)} ({_plain(o.unit)})")
+    ax.set_ylabel(f"Difference at {_plain(trial.primary_visit)} ({difference_unit(o)})")
     ax.set_title(f"{_plain(o.label)}: tipping-point analysis", loc="left", fontsize=11,
                  weight="bold")  # fmt: skip
     if not rows.empty:
