@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -211,7 +212,16 @@ def test_report_renders_in_headless_chromium(bundled_run: Path, tmp_path: Path, 
 def test_snakemake_report_archive(bundled_run: Path) -> None:
     run = _snakemake(bundled_run, "--report", "report.zip")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (bundled_run / "report.zip").stat().st_size > 100_000
+    archive = bundled_run / "report.zip"
+    assert archive.stat().st_size > 100_000
+    with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+        page = z.read(next(n for n in names if n.endswith("report/report.html"))).decode()
+    # The introduction names the trials in words (no Python list), and every caption renders.
+    assert "analysed the trial(s) exercise_education, weightbearing:" in page
+    assert "[&#39;" not in page and "['" not in page.split("analysed the trial(s)")[1][:200]
+    assert any(n.endswith("sensitivity.csv") for n in names)
+    assert "{{" not in page.split("analysed the trial(s)")[1][:2000]
 
 
 def _new_trial(work: Path, name: str) -> None:

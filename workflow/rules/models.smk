@@ -29,7 +29,12 @@ rule sensitivity:
         adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
     output:
-        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
+        sensitivity=report(
+            f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
+            caption="../report/sensitivity.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
         tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
         responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
         summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
