@@ -355,3 +355,39 @@ def test_sensitivity_tables_are_identical_with_one_core(bundled_run: Path) -> No
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert {n: (tables / n).read_bytes() for n in names} == before
+
+
+def test_index_lists_every_trial_and_runs_of_different_trials_do_not_block(
+    bundled_run: Path,
+) -> None:
+    # Two runs of one trial each, at the same time: their outputs never overlap (the index
+    # stamp is per run), and the page they rewrite under a lock lists both trials.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1764115200", "MPLBACKEND": "Agg"}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--cores",
+                "1",
+                "--config",
+                f"trials={t}",
+                "--forcerun",
+                "index",
+            ],
+            cwd=bundled_run,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for t in ("exercise_education", "weightbearing")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        assert "LockException" not in err
+    html = (bundled_run / "results" / "index.html").read_text(encoding="utf-8")
+    for trial in ("exercise_education", "weightbearing"):
+        assert f'href="{trial}/report.html"' in html

@@ -25,6 +25,8 @@ RESULTS = SETUP.results
 TRIALS_DIR = SETUP.trials_dir
 TRIALS = SETUP.names
 TRIAL_CONFIGS = SETUP.trials
+# Names this run's index stamp: runs of different trials never claim the same output.
+RUN_KEY = SETUP.run_key
 
 
 wildcard_constraints:
@@ -59,5 +61,5 @@ def get_final_outputs() -> list:
         *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
         *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],
         *[f"{RESULTS}/{t}/report.html" for t in TRIALS],
-        f"{RESULTS}/index.html",
+        f"{RESULTS}/logs/index.{RUN_KEY}.done",
     ]

@@ -87,25 +87,21 @@ rule report:
 
 
 rule index:
-    """Link every trial's report; forest plots of outcomes shared by several trials."""
+    """Link every trial with results, and plot outcomes that several trials share.
+
+    The page lists every trial under the results folder, not only this run's; it is rewritten
+    under a file lock, so runs of different trials can go on at the same time.
+    """
     input:
-        trials=[f"{TRIALS_DIR}/{t}.yaml" for t in TRIALS],
         reports=expand(f"{RESULTS}/{{trial}}/report.html", trial=TRIALS),
-        effects=expand(f"{RESULTS}/{{trial}}/tables/effects.csv", trial=TRIALS),
-        lsmeans=expand(f"{RESULTS}/{{trial}}/tables/lsmeans.csv", trial=TRIALS),
-        flows=expand(f"{RESULTS}/{{trial}}/analysis/flow.csv", trial=TRIALS),
     output:
-        index=report(
-            f"{RESULTS}/index.html",
-            caption="../report/index.rst",
-            category="All trials",
-        ),
-        figures=directory(f"{RESULTS}/cross_trial"),
+        stamp=f"{RESULTS}/logs/index.{RUN_KEY}.done",
     log:
-        f"{RESULTS}/logs/index.log",
+        f"{RESULTS}/logs/index.{RUN_KEY}.log",
     conda:
         "../envs/trialflow.yaml"
     params:
-        trials=TRIALS,
+        results=RESULTS,
+        trials_dir=TRIALS_DIR,
     script:
         "../scripts/index.py"

@@ -33,6 +33,16 @@ class WorkflowSetup:
     results: str
     trials_dir: str
 
+    @property
+    def run_key(self) -> str:
+        """A file-name-safe key of this run's set of trials."""
+        key = "+".join(sorted(self.names))
+        if len(key) <= 80:
+            return key
+        import hashlib
+
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
 
 def normalise_config(config: dict[str, Any]) -> None:
     """Command-line values arrive as text (``--config debug=true``): read yes/no as booleans."""
