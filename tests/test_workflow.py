@@ -381,7 +381,7 @@ def test_index_lists_every_trial_and_runs_of_different_trials_do_not_block(
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for t in ("exercise_education", "weightbearing")
     ]
     for run in runs:
