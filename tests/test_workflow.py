@@ -391,3 +391,30 @@ def test_index_lists_every_trial_and_runs_of_different_trials_do_not_block(
     html = (bundled_run / "results" / "index.html").read_text(encoding="utf-8")
     for trial in ("exercise_education", "weightbearing"):
         assert f'href="{trial}/report.html"' in html
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_pdf_report_pages_render_and_nothing_is_cut(
+    bundled_run: Path, trial: str, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    pdf = bundled_run / "results" / trial / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert shutil.which("pdftoppm") and shutil.which("pdftotext"), "poppler-utils is needed"
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")],
+                   check=True)  # fmt: skip
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 12
+    for page in pages:
+        image = Image.open(page).convert("L")
+        width, height = image.size
+        assert image.getextrema()[0] < 128, f"{page.name} is blank"
+        # The right margin (last 4% of the width) stays white: no table or figure runs off.
+        margin = image.crop((int(0.96 * width), 0, width, height))
+        assert margin.getextrema()[0] > 200, f"{page.name}: something runs into the margin"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+    for heading in ("Trial summary", "Participant flow", "Estimand and sensitivity analyses",
+                    "Data quality", "Reproducibility"):  # fmt: skip
+        assert heading in text

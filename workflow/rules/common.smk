@@ -61,5 +61,6 @@ def get_final_outputs() -> list:
         *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
         *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],
         *[f"{RESULTS}/{t}/report.html" for t in TRIALS],
+        *[f"{RESULTS}/{t}/report.pdf" for t in TRIALS],
         f"{RESULTS}/logs/index.{RUN_KEY}.done",
     ]

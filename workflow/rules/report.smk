@@ -86,6 +86,25 @@ rule report:
         "../scripts/report.py"
 
 
+rule report_pdf:
+    """The report as a PDF (print stylesheet; rendered offline), in a job of its own."""
+    input:
+        html=f"{RESULTS}/{{trial}}/report.html",
+    output:
+        pdf=report(
+            f"{RESULTS}/{{trial}}/report.pdf",
+            caption="../report/trial_report.rst",
+            category="{trial}",
+            subcategory="Report",
+        ),
+    log:
+        f"{RESULTS}/{{trial}}/logs/report_pdf.log",
+    conda:
+        "../envs/trialflow.yaml"
+    script:
+        "../scripts/report_pdf.py"
+
+
 rule index:
     """Link every trial with results, and plot outcomes that several trials share.
 

@@ -100,6 +100,28 @@ figure { margin: 1em 0; } figure img { max-width: 100%; height: auto;
 pre { background: var(--band); padding: 0.8em; overflow-x: auto; font-size: 12.5px; }
 code.hash { font-size: 12px; word-break: break-all; }
 details summary { cursor: pointer; color: var(--accent); }
+@page { size: A4; margin: 14mm 12mm 16mm; }
+@page { @bottom-center { content: counter(page) " / " counter(pages); font-size: 9px;
+                         color: #5b6570; } }
+@media print {
+  body { display: block; font-size: 10.5px; }
+  nav.toc { display: none; }
+  main { max-width: none; padding: 0; }
+  h2 { break-before: page; margin-top: 0; } section:first-of-type h2 { break-before: auto; }
+  h2, h3 { break-after: avoid; }
+  .scroll, pre { overflow: visible; }
+  pre { white-space: pre-wrap; word-break: break-all; }
+  table.data { font-size: 8.5px; width: 100%; table-layout: fixed; }
+  table.data th, table.data td { padding: 0.15em 0.35em; word-break: break-word; }
+  table.data td.num { white-space: normal; }
+  table.data thead { display: table-header-group; }
+  tr, figure, p.result { break-inside: avoid; }
+  p.model, p.result, figcaption { font-size: 9.5px; }
+  .grid2 { display: block; }
+  figure img { width: 100%; max-width: 100%; }
+  details > * { display: block; }
+  details summary { color: var(--ink); font-weight: bold; }
+}
 """
 
 
