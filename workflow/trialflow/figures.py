@@ -414,7 +414,22 @@ def _withdrawal_reasons(flow: pd.DataFrame, arm: str) -> list[tuple[str, int]]:
 
 
 @_styled
-def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str, int]) -> Figure:
+def _reason_lines(reasons: Sequence[tuple[str, int]]) -> list[str]:
+    """One line per reason; beyond the box's room, the rest summed on one line by name."""
+    if len(reasons) <= MAX_REASON_LINES:
+        return [f"{_plain(r)} (n = {k})" for r, k in reasons]
+    shown, rest = reasons[: MAX_REASON_LINES - 1], reasons[MAX_REASON_LINES - 1 :]
+    lines = [f"{_plain(r)} (n = {k})" for r, k in shown]
+    lines.append(f"{len(rest)} further reasons (n = {sum(k for _, k in rest)})")
+    return lines
+
+
+def consort_figure(
+    flow: pd.DataFrame,
+    trial: TrialConfig,
+    analysed: Mapping[str, int],
+    excluded: Mapping[str, Sequence[tuple[str, int]]] | None = None,
+) -> Figure:
     """CONSORT flow diagram from the flow counts.
 
     Parameters
@@ -441,11 +456,14 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
     n_main = 3 + len(post)
     pitch, box_h, side_h = 1.0, 0.56, 0.42
     width = 10.5
+    # Room below for the lines of exclusion reasons the analysed boxes may carry.
+    reason_lines = max((sum(1 for _, k in r if k) for r in (excluded or {}).values()), default=0)
+    below = 0.16 * (reason_lines + 1) if reason_lines else 0.0
     height = 1.0 + 1.35 + pitch * (n_main - 1) + 0.9
-    fig = _new_figure(width, height, constrained=False)
+    fig = _new_figure(width, height + below, constrained=False)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
+    ax.set_ylim(-below, height)
     ax.axis("off")
 
     ax.text(
@@ -506,10 +524,17 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
                     f"(n = {_flow_count(flow, 'attended', arm, v.label)})"
                 )
             boxes.append((text, v.label))
+        not_in = [(why, k) for why, k in (excluded or {}).get(arm, []) if k]
         boxes.append(
             (
                 f"Analysed in the primary analysis\n"
-                f"(n = {int(analysed.get(arm, 0))} of {randomized} randomized)",
+                f"(n = {int(analysed.get(arm, 0))} of {randomized} randomized)"
+                + (
+                    f"\nExcluded from analysis (n = {sum(k for _, k in not_in)}):\n"
+                    + "\n".join(f"{why} (n = {k})" for why, k in not_in)
+                    if not_in
+                    else ""
+                ),
                 None,
             )
         )
@@ -517,12 +542,14 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
         for i, (text, visit) in enumerate(boxes):
             y = first_y - i * pitch
             last = i == len(boxes) - 1
+            # The analysed box grows downwards with its lines of exclusion reasons.
+            extra = 0.16 * max(text.count("\n") - 1, 0) if last else 0.0
             _box(
                 ax,
                 cx,
-                y,
+                y - extra / 2,
                 main_w,
-                box_h,
+                box_h + extra,
                 text,
                 edge=colors[arm],
                 face=_tint(colors[arm]),
@@ -558,9 +585,7 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
             )
         reasons = _withdrawal_reasons(flow, arm)
         if reasons:
-            lines = [f"{_plain(r)} (n = {k})" for r, k in reasons[:MAX_REASON_LINES]]
-            if len(reasons) > MAX_REASON_LINES:
-                lines.append(f"{len(reasons) - MAX_REASON_LINES} other reasons")
+            lines = _reason_lines(reasons)
             y = first_y - (len(boxes) - 1) * pitch
             _box(
                 ax,
@@ -575,7 +600,7 @@ def consort_figure(flow: pd.DataFrame, trial: TrialConfig, analysed: Mapping[str
             )
     ax.text(
         0.15,
-        0.35,
+        0.35 - below,
         "Withdrew after a visit: that visit was the last one attended. Attended counts include "
         "subjects who returned after a missed visit.",
         ha="left",

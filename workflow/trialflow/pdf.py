@@ -7,6 +7,7 @@ URL is refused by the fetcher. Collapsed sections (``<details>``) are printed op
 from __future__ import annotations
 
 from pathlib import Path
+
 from trialflow.io import atomic_path
 
 __all__ = ["write_pdf"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from trialflow.config import TrialConfig
-from trialflow.tables import mmrm_included
+from trialflow.tables import exclusion_reasons, mmrm_included
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,7 +65,15 @@ def write_trial_figures(
     included = mmrm_included(residuals.get(primary), arm_of, trial.arms)
     # Drawn one at a time and saved at once, so that only one figure is in memory.
     drawings: dict[str, Callable[[], Figure]] = {
-        "consort": partial(fg.consort_figure, flow, trial, included),
+        "consort": partial(
+            fg.consort_figure,
+            flow,
+            trial,
+            included,
+            exclusion_reasons(
+                adeff, primary, residuals.get(primary), trial.arms, trial.baseline_visit
+            ),
+        ),
         "forest": partial(fg.forest_figure, effects, trial),
         "forest_all_analyses": partial(
             fg.forest_figure, effects, trial, analyses=("mmrm", "lmm", "ancova")

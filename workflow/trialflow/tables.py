@@ -55,6 +55,37 @@ def mmrm_included(
     return {arm: int((included == arm).sum()) for arm in arms}
 
 
+def exclusion_reasons(
+    adeff: pd.DataFrame,
+    outcome: str,
+    residuals: pd.DataFrame | None,
+    arms: tuple[str, ...],
+    baseline_visit: str,
+) -> dict[str, list[tuple[str, int]]]:
+    """Why randomized participants are not in the primary MMRM, per arm (CONSORT).
+
+    In this order: no baseline value, no post-baseline value; anyone else left out was left
+    out for a missing covariate (the model's own exclusion rule).
+    """
+    rows = adeff.loc[adeff["outcome"] == outcome]
+    seen = rows.loc[pd.to_numeric(rows["value"], errors="coerce").notna()]
+    base = set(seen.loc[seen["visit"] == baseline_visit, "subject_id"])
+    post = set(seen.loc[seen["visit"] != baseline_visit, "subject_id"])
+    fitted = set() if residuals is None else set(residuals["subject_id"].astype(str))
+    out: dict[str, list[tuple[str, int]]] = {}
+    for arm in arms:
+        ids = set(rows.loc[rows["arm"] == arm, "subject_id"]) - fitted
+        no_base = ids - base
+        no_post = (ids - no_base) - post
+        other = ids - no_base - no_post
+        out[arm] = [
+            ("no baseline value", len(no_base)),
+            ("no post-baseline value", len(no_post)),
+            ("missing covariate value", len(other)),
+        ]
+    return out
+
+
 def ci_label(alpha: float = 0.05) -> str:
     """'95% CI' for alpha = 0.05, '90% CI' for 0.10, ..."""
     return f"{100 * (1 - alpha):g}% CI"
