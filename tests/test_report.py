@@ -139,3 +139,18 @@ def test_n_in_sentences_is_the_number_in_the_model(walk_trial) -> None:
     effects["n_analysed"] = [29, 29]
     text = result_sentence(walk_trial.outcome("six_minute_walk"), walk_trial, effects, lsmeans)
     assert "n = 29 analysed, 27 observed at week12" in text
+
+
+def test_consort_checklist_marks_what_the_data_cannot_supply(walk_trial) -> None:
+    from trialflow.consort import checklist
+
+    table = checklist(walk_trial).set_index("item")["where in this report"]
+    assert table["Trial registration (registry and number)"].startswith(
+        "given in the trial description: ClinicalTrials.gov NCT00763087"
+    )
+    assert table["Where the protocol can be accessed"] == (
+        "missing: add protocol: to the trial description"
+    )
+    assert table["Participant flow (diagram) with numbers randomised, receiving treatment and "
+                 "analysed"].startswith("2. Participant flow")  # fmt: skip
+    assert table["Randomisation: sequence, concealment, implementation"].startswith("not supplied")

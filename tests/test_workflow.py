@@ -160,7 +160,8 @@ def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     sections = re.findall(r'<section id="([a-z0-9]+)">', html)
     assert sections == [
         "summary", "consort", "table1", "primary", "secondary", "figures",
-        "supportive", "sensitivity", "quality", "diagnostics", "methods", "reproducibility",
+        "supportive", "sensitivity", "quality", "diagnostics", "methods", "checklist",
+        "reproducibility",
     ]  # fmt: skip
     assert "Generated: 2025-11-26 00:00:00 UTC" in html  # SOURCE_DATE_EPOCH honoured
 

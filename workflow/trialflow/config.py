@@ -391,18 +391,18 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         cov = Covariate(name=c) if isinstance(c, str) else Covariate(c["name"], c.get("type"))
         if cov.name in {x.name for x in covariates}:
             raise fail("covariates", f"{cov.name!r} is listed twice", "list each covariate once")
+        if cov.name in (columns["subject_id"], columns["arm"]):
+            raise fail(
+                "covariates",
+                f"{cov.name!r} is the subject or arm column",
+                "the arm is always in the model; list only baseline characteristics",
+            )
         if cov.name.lower() in RESERVED_NAMES:
             raise fail(
                 "covariates",
                 f"{cov.name!r} is the name of a column of the analysis datasets (ADSL, ADEFF)",
                 f"rename the column in the subjects file (e.g. {cov.name}_at_entry) and list "
                 "that name",
-            )
-        if cov.name in (columns["subject_id"], columns["arm"]):
-            raise fail(
-                "covariates",
-                f"{cov.name!r} is the subject or arm column",
-                "the arm is always in the model; list only baseline characteristics",
             )
         covariates.append(cov)
 

@@ -31,6 +31,7 @@ from markupsafe import Markup
 
 from trialflow import __version__
 from trialflow.config import Outcome, TrialConfig
+from trialflow.consort import checklist
 from trialflow.plan import (
     DF_WORDS,
     lmm_df_method,
@@ -802,6 +803,7 @@ def render_report(
         ("quality", "Data quality"),
         ("diagnostics", "Model diagnostics"),
         ("methods", "Methods and results text"),
+        ("checklist", "CONSORT 2025 checklist"),
         ("reproducibility", "Reproducibility"),
     ]
     env = Environment(
@@ -846,6 +848,7 @@ def render_report(
         "Greenhouse-Geisser p corrects the within-participant terms for non-sphericity.",
         effect_sizes=_effect_sizes(inputs),
         **_sensitivity_context(inputs),
+        consort_checklist=checklist(trial),
         queries_total=len(queries),
         query_counts=query_counts,
         queries=shown_queries,
