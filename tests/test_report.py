@@ -152,5 +152,28 @@ def test_consort_checklist_marks_what_the_data_cannot_supply(walk_trial) -> None
         "missing: add protocol: to the trial description"
     )
     assert table["Participant flow (diagram) with numbers randomised, receiving treatment and "
-                 "analysed"].startswith("2. Participant flow")  # fmt: skip
+                 "analysed"].startswith("Section 2. Participant flow")  # fmt: skip
     assert table["Randomisation: sequence, concealment, implementation"].startswith("not supplied")
+
+
+def test_adverse_event_table_counts_participants_and_events(walk_trial) -> None:
+    from trialflow.harms import adverse_event_table
+
+    adsl = pd.DataFrame({"subject_id": list("abcd"), "arm": ["nonweightbearing"] * 2
+                         + ["weightbearing"] * 2})  # fmt: skip
+    events = pd.DataFrame(
+        {
+            "subject_id": ["a", "c", "c", "d"],
+            "arm": ["nonweightbearing", "weightbearing", "weightbearing", "weightbearing"],
+            "term": ["Fall", "Fall", "Fall", "Foot ulcer"],
+            "serious": pd.array([False, True, False, pd.NA], dtype="boolean"),
+            "related": pd.array([True, False, False, False], dtype="boolean"),
+        }
+    )
+    table = adverse_event_table(events, adsl, walk_trial).set_index("event")
+    assert table.at["Any adverse event", "weightbearing: participants"] == "2 (100%)"
+    assert table.at["Any adverse event", "weightbearing: events"] == 3
+    assert table.at["Serious adverse event", "weightbearing: participants"] == "1 (50%)"
+    assert table.at["Related adverse event", "nonweightbearing: participants"] == "1 (50%)"
+    assert table.at["Fall", "total: participants"] == 2 and table.at["Fall", "total: events"] == 3
+    assert list(table.index[3:]) == ["Fall", "Foot ulcer"]  # commonest term first

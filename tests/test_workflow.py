@@ -159,7 +159,7 @@ def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     assert "is not available" not in html
     sections = re.findall(r'<section id="([a-z0-9]+)">', html)
     assert sections == [
-        "summary", "consort", "table1", "primary", "secondary", "figures",
+        "summary", "consort", "table1", "primary", "secondary", "harms", "figures",
         "supportive", "sensitivity", "quality", "diagnostics", "methods", "checklist",
         "reproducibility",
     ]  # fmt: skip

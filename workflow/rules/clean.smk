@@ -7,6 +7,7 @@ rule clean:
         subjects=f"{RESULTS}/{{trial}}/analysis/clean_subjects.csv",
         queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+        adverse_events=f"{RESULTS}/{{trial}}/analysis/adverse_events.csv",
     log:
         f"{RESULTS}/{{trial}}/logs/clean.log",
     conda:

@@ -39,11 +39,14 @@ def get_trial_config(wildcards) -> str:
 
 def get_raw_inputs(wildcards) -> dict:
     trial = TRIAL_CONFIGS[wildcards.trial]
-    return {
+    inputs = {
         "trial": get_trial_config(wildcards),
         "subjects": trial.subjects_path,
         "visits": trial.visits_path,
     }
+    if trial.adverse_events_path:
+        inputs["adverse_events"] = trial.adverse_events_path
+    return inputs
 
 
 def get_final_outputs() -> list:

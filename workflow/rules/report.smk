@@ -38,6 +38,7 @@ rule report:
         adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
         flow=f"{RESULTS}/{{trial}}/analysis/flow.csv",
         queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
+        adverse_events_data=f"{RESULTS}/{{trial}}/analysis/adverse_events.csv",
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
         effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
         lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
@@ -78,6 +79,7 @@ rule report:
             subcategory="Tables",
         ),
         completion=f"{RESULTS}/{{trial}}/tables/visit_completion.csv",
+        adverse_events=f"{RESULTS}/{{trial}}/tables/adverse_events.csv",
     log:
         f"{RESULTS}/{{trial}}/logs/report.log",
     conda:
@@ -120,7 +122,6 @@ rule index:
     conda:
         "../envs/trialflow.yaml"
     params:
-        results=RESULTS,
         trials_dir=TRIALS_DIR,
     script:
         "../scripts/index.py"

@@ -23,6 +23,7 @@ def main(smk: Any) -> None:
         subjects=smk.output.subjects,
         queries=smk.output.queries,
         meta=smk.output.meta,
+        adverse_events=smk.output.adverse_events,
     )
 
 

@@ -9,7 +9,9 @@ from trialflow.runner import logger, run_script
 
 
 def main(smk: Any) -> None:
-    listed = update_index(results=Path(smk.params.results), trials_dir=Path(smk.params.trials_dir))
+    # The stamp is <results>/logs/index.<run>.done: the results folder is two levels up.
+    results = Path(smk.output.stamp).parent.parent
+    listed = update_index(results=results, trials_dir=Path(smk.params.trials_dir))
     logger.info("index lists %d trial(s): %s", len(listed), ", ".join(listed))
     write_text("\n".join(listed) + "\n", smk.output.stamp)
 

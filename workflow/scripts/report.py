@@ -25,6 +25,7 @@ def main(smk: Any) -> None:
     write_table(tables["primary"], smk.output.primary)
     write_table(tables["secondary"], smk.output.secondary)
     write_table(tables["completion"], smk.output.completion)
+    write_table(tables["adverse_events"], smk.output.adverse_events)
     html = render_report(inputs, tables=tables)
     write_text(html, smk.output.report)
     logger.info("%s: report written to %s", trial.name, smk.output.report)

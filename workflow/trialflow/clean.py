@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pandas as pd
 
 from trialflow.config import TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, DataError
+from trialflow.harms import AE_COLUMNS
 from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json, write_table
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
@@ -70,6 +71,7 @@ class CleanResult:
     subjects: pd.DataFrame
     queries: pd.DataFrame
     covariate_types: dict[str, str]
+    adverse_events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AE_COLUMNS))
 
 
 class _Log:
@@ -781,7 +783,11 @@ def _check_visit_arms(
 
 def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
     """The raw file under ``data.<key>`` (relative to ``root``); a ConfigError if missing."""
-    configured = trial.subjects_path if key == "subjects" else trial.visits_path
+    configured = {
+        "subjects": trial.subjects_path,
+        "visits": trial.visits_path,
+        "adverse_events": trial.adverse_events_path or "",
+    }[key]
     path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
     if not path.is_file():
         raise ConfigError(
@@ -805,13 +811,39 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         for note in table.notes:
             note["file"] = configured
         tables[key] = table
-    return clean_trial(trial, tables["subjects"], tables["visits"])
+    result = clean_trial(trial, tables["subjects"], tables["visits"])
+    if trial.adverse_events_path:
+        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
+    return result
+
+
+def _with_adverse_events(result: CleanResult, trial: TrialConfig, path: Path) -> CleanResult:
+    """The cleaning result with the adverse-events file cleaned and its queries added."""
+    from trialflow.harms import clean_adverse_events
+
+    table = read_table(path)
+    table.path = str(trial.adverse_events_path)
+    log = _Log()
+    for note in table.notes:
+        log.rows.append({**note, "file": table.path, "subject_id": ""})
+    arm_of = result.subjects.set_index("subject_id")["arm"]
+    events = clean_adverse_events(trial, table, arm_of, log.add)
+    queries = pd.concat([result.queries, log.frame()], ignore_index=True)
+    return replace(result, queries=queries, adverse_events=events)
 
 
 def write_clean(
-    result: CleanResult, *, visits: str, subjects: str, queries: str, meta: str
+    result: CleanResult,
+    *,
+    visits: str,
+    subjects: str,
+    queries: str,
+    meta: str,
+    adverse_events: str | None = None,
 ) -> None:
     """Write the cleaning outputs (see :func:`load_clean` for the reverse)."""
+    if adverse_events is not None:
+        write_csv(result.adverse_events, adverse_events)
     write_csv(result.visits, visits)
     write_csv(result.subjects, subjects)
     write_table(result.queries, queries)

@@ -89,6 +89,7 @@ class TrialConfig:
     outcomes: tuple[Outcome, ...]
     subjects_sheet: str | None = None
     visits_sheet: str | None = None
+    adverse_events_path: str | None = None
     withdrawal_reason_column: str | None = None
     missing_values: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
@@ -420,6 +421,7 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         visits_path=data["visits"],
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
+        adverse_events_path=data.get("adverse_events"),
         missing_values=tuple(str(x) for x in data.get("missing_values", [])),
         withdrawal_reason_column=columns.get("withdrawal_reason"),
         subject_id_column=columns["subject_id"],

@@ -38,9 +38,9 @@ _ITEMS: tuple[tuple[str, str, str | None], ...] = (
     ("Methods", "Randomisation: sequence, concealment, implementation", MANUSCRIPT),
     ("Methods", "Blinding", MANUSCRIPT),
     ("Methods", "Statistical methods for the outcomes",
-     "11. Methods and results text; 4-5 (model under each table)"),
+     "12. Methods and results text; 4-5 (model under each table)"),
     ("Methods", "Handling of missing data; additional analyses",
-     "8. Estimand and sensitivity analyses; 7. Supportive analyses"),
+     "9. Estimand and sensitivity analyses; 8. Supportive analyses"),
     ("Results", "Participant flow (diagram) with numbers randomised, receiving treatment and "
      "analysed", "2. Participant flow (CONSORT diagram, numbers analysed)"),
     ("Results", "Losses and exclusions after randomisation, with reasons",
@@ -53,7 +53,7 @@ _ITEMS: tuple[tuple[str, str, str | None], ...] = (
      "4. Primary outcome; 5. Secondary outcomes (difference, 95% CI, p)"),
     ("Results", "Harms: all important harms in each arm", MANUSCRIPT),
     ("Results", "Ancillary analyses (subgroups, sensitivity)",
-     "7. Supportive analyses; 8. Estimand and sensitivity analyses"),
+     "8. Supportive analyses; 9. Estimand and sensitivity analyses"),
     ("Discussion", "Interpretation, limitations, generalisability", MANUSCRIPT),
 )  # fmt: skip
 KEYS = ("registration", "protocol", "sap", "data_sharing", "code", "funding")
@@ -71,8 +71,10 @@ def checklist(trial: TrialConfig, *, harms: bool = False) -> pd.DataFrame:
                 else f"missing: add {where}: to the trial description"
             )
         elif harms and item.startswith("Harms: all"):
-            text = "Adverse events section (tables/adverse_events.csv)"
+            text = "6. Harms (tables/adverse_events.csv)"
         else:
             text = str(where)
+        if text[:1].isdigit():
+            text = f"Section {text}"
         rows.append({"section": section, "item": item, "where in this report": text})
     return pd.DataFrame(rows)

@@ -32,6 +32,7 @@ from markupsafe import Markup
 from trialflow import __version__
 from trialflow.config import Outcome, TrialConfig
 from trialflow.consort import checklist
+from trialflow.harms import adverse_event_table
 from trialflow.plan import (
     DF_WORDS,
     lmm_df_method,
@@ -150,6 +151,7 @@ class ReportInputs:
     tipping: pd.DataFrame = field(default_factory=pd.DataFrame)
     responders: pd.DataFrame = field(default_factory=pd.DataFrame)
     sensitivity_summary: Mapping[str, Any] = field(default_factory=dict)
+    adverse_events: pd.DataFrame | None = None  # None: the trial names no adverse-events file
 
 
 def sha256(path: Path) -> str:
@@ -723,6 +725,9 @@ def report_tables(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
         "primary": primary,
         "secondary": as_table(secondary),
         "completion": visit_completion(inputs.flow, trial),
+        "adverse_events": adverse_event_table(inputs.adverse_events, inputs.adsl, trial)
+        if inputs.adverse_events is not None
+        else pd.DataFrame(columns=["category", "event"]),
     }
 
 
@@ -797,6 +802,7 @@ def render_report(
         ("table1", "Baseline characteristics"),
         ("primary", "Primary outcome"),
         ("secondary", "Secondary outcomes"),
+        ("harms", "Harms"),
         ("figures", "Figures"),
         ("supportive", "Supportive analyses"),
         ("sensitivity", "Estimand and sensitivity analyses"),
@@ -848,7 +854,9 @@ def render_report(
         "Greenhouse-Geisser p corrects the within-participant terms for non-sphericity.",
         effect_sizes=_effect_sizes(inputs),
         **_sensitivity_context(inputs),
-        consort_checklist=checklist(trial),
+        consort_checklist=checklist(trial, harms=inputs.adverse_events is not None),
+        harms_named=inputs.adverse_events is not None,
+        harms_table=tables["adverse_events"],
         queries_total=len(queries),
         query_counts=query_counts,
         queries=shown_queries,
@@ -938,6 +946,12 @@ def load_report_inputs(
         sensitivity=_optional_csv(tables_dir / "sensitivity.csv"),
         tipping=_optional_csv(tables_dir / "tipping_point.csv"),
         responders=_optional_csv(tables_dir / "responders.csv"),
+        adverse_events=read_result_csv(
+            analysis_dir / "adverse_events.csv",
+            dtype={"subject_id": str, "arm": str, "term": str, "severity": str},
+        ).astype({"serious": "boolean", "related": "boolean"})
+        if trial.adverse_events_path and (analysis_dir / "adverse_events.csv").is_file()
+        else None,
         sensitivity_summary=json.loads(summary.read_text(encoding="utf-8"))
         if (summary := tables_dir.parent / "sensitivity" / "summary.json").is_file()
         else {},

@@ -30,6 +30,7 @@ class SimulatedTrial:
 
     subjects: pd.DataFrame
     visits: pd.DataFrame
+    adverse_events: pd.DataFrame | None = None
 
 
 def _correlation(spec: dict[str, Any], weeks: np.ndarray) -> np.ndarray:
@@ -149,9 +150,48 @@ def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
         # Drawn after everything else, so that adding it leaves every other value unchanged.
         picks = rng.choice(len(deviation["levels"]), size=n, p=deviation["probs"])
         subjects[deviation["column"]] = [deviation["levels"][i] for i in picks]
-    return _inject(
-        SimulatedTrial(subjects=subjects, visits=visits_df), scenario.get("anomalies", {})
+    harms = scenario.get("adverse_events")
+    events = (
+        _adverse_events(harms, rng, ids, arm_of, weeks[last], cols["subject_id"]) if harms else None
     )
+    return _inject(
+        SimulatedTrial(subjects=subjects, visits=visits_df, adverse_events=events),
+        scenario.get("anomalies", {}),
+    )
+
+
+def _adverse_events(
+    spec: dict[str, Any],
+    rng: np.random.Generator,
+    ids: list[str],
+    arm_of: np.ndarray,
+    follow_up: np.ndarray,
+    id_column: str,
+) -> pd.DataFrame:
+    """Events per participant and term (Poisson, rate per arm), onset during follow-up.
+
+    Drawn after everything else, so that adding them leaves every other value unchanged.
+    """
+    severity = spec.get("severity", {"levels": ["mild"], "probs": [1.0]})
+    rows = []
+    for term, rates in spec["terms"].items():
+        counts = rng.poisson([float(rates[a]) for a in arm_of])
+        for i in np.flatnonzero(counts):
+            for _ in range(int(counts[i])):
+                rows.append(
+                    {
+                        id_column: ids[i],
+                        "term": term,
+                        "severity": str(rng.choice(severity["levels"], p=severity["probs"])),
+                        "serious": "yes" if rng.random() < float(spec["serious"]) else "no",
+                        "related": "yes" if rng.random() < float(spec["related"]) else "no",
+                        "week": int(rng.integers(0, int(follow_up[i]) + 1)),
+                    }
+                )
+    frame = pd.DataFrame(
+        rows, columns=[id_column, "term", "severity", "serious", "related", "week"]
+    )
+    return frame.sort_values([id_column, "week", "term"], kind="stable").reset_index(drop=True)
 
 
 def _inject(trial: SimulatedTrial, spec: dict[str, Any]) -> SimulatedTrial:
@@ -176,7 +216,7 @@ def _inject(trial: SimulatedTrial, spec: dict[str, Any]) -> SimulatedTrial:
             subjects.loc[row, column] = f" {subjects.loc[row, column]} "
         elif kind == "upper_label":
             subjects.loc[row, column] = str(subjects.loc[row, column]).upper()
-    return SimulatedTrial(subjects=subjects, visits=visits)
+    return SimulatedTrial(subjects=subjects, visits=visits, adverse_events=trial.adverse_events)
 
 
 def write_trial(trial: SimulatedTrial, folder: str | Path) -> list[Path]:
@@ -186,6 +226,9 @@ def write_trial(trial: SimulatedTrial, folder: str | Path) -> list[Path]:
     paths = [out / "subjects.csv", out / "visits.csv"]
     trial.subjects.to_csv(paths[0], index=False, lineterminator="\n")
     trial.visits.to_csv(paths[1], index=False, lineterminator="\n")
+    if trial.adverse_events is not None:
+        paths.append(out / "adverse_events.csv")
+        trial.adverse_events.to_csv(paths[2], index=False, lineterminator="\n")
     return paths
 
 

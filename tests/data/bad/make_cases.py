@@ -521,6 +521,35 @@ def _(c: Case) -> None:
     query(c, "not_a_number")
 
 
+# --- harms ---------------------------------------------------------------------------------
+_AE_HEADER = "subject_id,term,severity,serious,related,week\n"
+
+
+@case("adverse_events_problems")
+def _(c: Case) -> None:
+    c.config["data"]["adverse_events"] = "adverse_events.csv"
+    c.files["adverse_events.csv"] = (
+        _AE_HEADER
+        + "S01,Fall,mild,no,yes,3\n"
+        + "S02,,moderate,no,no,5\n"  # no term
+        + "S03,Foot ulcer,severe,perhaps,no,4\n"  # serious is neither yes nor no
+        + "S04,Fall,mild,no,no,-2\n"  # negative week
+        + "S05,Fall,mild,yes,no,week 7\n"  # week is not a number
+    ).encode()
+    query(c, "missing_term", "not_yes_no", "bad_week")
+    c.expected["rows"] = {"missing_term": [3], "not_yes_no": [4], "bad_week": [5, 6]}
+
+
+@case("adverse_events_unknown_subject")
+def _(c: Case) -> None:
+    c.config["data"]["adverse_events"] = "adverse_events.csv"
+    c.files["adverse_events.csv"] = (
+        _AE_HEADER + "S01,Fall,mild,no,yes,3\nS77,Fall,,no,no,2\n"
+    ).encode()
+    error(c, "subject 'S77' of the adverse-events file is not in the subjects file",
+          file="adverse_events.csv", row=3, column="subject_id")  # fmt: skip
+
+
 def _yaml_case(name: str, text: bytes, message: str, row: int) -> None:
     @case(name)
     def _(c: Case) -> None:
