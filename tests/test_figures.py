@@ -124,7 +124,10 @@ def test_every_figure_has_labelled_axes_with_units(bundled) -> None:
     assert f"({unit})" in rvf.get_xlabel() and f"({unit})" in rvf.get_ylabel()
     assert "%" in _plot_axes(built["missingness"])[0].get_ylabel()
     forest_units = sorted(ax.get_xlabel() for ax in _plot_axes(built["forest"]))
-    assert forest_units == sorted(f"Difference ({o.unit})" for o in trial.outcomes)
+    # A difference of an outcome in % is in percentage points.
+    assert forest_units == sorted(
+        f"Difference ({figures.difference_unit(o)})" for o in trial.outcomes
+    )
     # Error bars come from the model table: the treatment arm's CI at the primary visit.
     ls = result.lsmeans
     row = ls.loc[
