@@ -112,3 +112,20 @@ def test_withdrawal_without_reason_is_marked(tiny: TinyTrial) -> None:
     trial = tiny.load()
     d = derive(read_and_clean(trial), trial)
     assert d.adsl.set_index("subject_id").loc["S03", "withdrawal_reason"] == "reason not recorded"
+
+
+def test_screening_log_gives_the_consort_enrolment_stage() -> None:
+    from trialflow.clean import read_and_clean
+    from trialflow.config import load_trial
+    from trialflow.derive import derive
+
+    from .conftest import ROOT
+
+    trial = load_trial(ROOT / "config" / "trials" / "weightbearing.yaml")
+    flow = derive(read_and_clean(trial, root=ROOT), trial).flow
+    total = flow.loc[flow["arm"] == "total"].set_index("stage")["n"]
+    # data/raw/weightbearing/screening.csv: 29 randomized and 40 excluded (24 + 9 + 5 + 2).
+    assert total["assessed"] == 69 and total["excluded"] == 40 and total["randomized"] == 29
+    reasons = flow.loc[flow["stage"] == "exclusion_reason"].set_index("reason")["n"].to_dict()
+    assert reasons == {"Declined to participate": 9, "Did not meet inclusion criteria": 24,
+                       "Unable to attend sessions": 5, "reason not recorded": 2}  # fmt: skip

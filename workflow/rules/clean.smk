@@ -8,6 +8,7 @@ rule clean:
         queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
         adverse_events=f"{RESULTS}/{{trial}}/analysis/adverse_events.csv",
+        screening=f"{RESULTS}/{{trial}}/analysis/screening.csv",
     log:
         f"{RESULTS}/{{trial}}/logs/clean.log",
     conda:

@@ -46,6 +46,8 @@ def get_raw_inputs(wildcards) -> dict:
     }
     if trial.adverse_events_path:
         inputs["adverse_events"] = trial.adverse_events_path
+    if trial.screening_path:
+        inputs["screening"] = trial.screening_path
     return inputs
 
 

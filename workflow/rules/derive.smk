@@ -6,6 +6,7 @@ rule derive:
         subjects=f"{RESULTS}/{{trial}}/analysis/clean_subjects.csv",
         queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
         meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
+        screening=f"{RESULTS}/{{trial}}/analysis/screening.csv",
     output:
         adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
         adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",

@@ -24,6 +24,7 @@ def main(smk: Any) -> None:
         queries=smk.output.queries,
         meta=smk.output.meta,
         adverse_events=smk.output.adverse_events,
+        screening=smk.output.screening,
     )
 
 

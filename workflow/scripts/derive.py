@@ -16,6 +16,7 @@ def main(smk: Any) -> None:
         subjects=smk.input.subjects,
         queries=smk.input.queries,
         meta=smk.input.meta,
+        screening=smk.input.screening,
     )
     out = derive(clean, trial)
     logger.info("%s: ADSL %d rows, ADEFF %d rows", trial.name, len(out.adsl), len(out.adeff))

@@ -25,6 +25,7 @@ from trialflow.config import TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, DataError
 from trialflow.harms import AE_COLUMNS
 from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json, write_table
+from trialflow.screening import SCREENING_COLUMNS
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
@@ -72,6 +73,7 @@ class CleanResult:
     queries: pd.DataFrame
     covariate_types: dict[str, str]
     adverse_events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AE_COLUMNS))
+    screening: pd.DataFrame | None = None  # None: the trial names no screening log
 
 
 class _Log:
@@ -787,6 +789,7 @@ def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
         "subjects": trial.subjects_path,
         "visits": trial.visits_path,
         "adverse_events": trial.adverse_events_path or "",
+        "screening": trial.screening_path or "",
     }[key]
     path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
     if not path.is_file():
@@ -814,7 +817,23 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     result = clean_trial(trial, tables["subjects"], tables["visits"])
     if trial.adverse_events_path:
         result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
+    if trial.screening_path:
+        result = _with_screening(result, trial, data_file(trial, "screening", root))
     return result
+
+
+def _with_screening(result: CleanResult, trial: TrialConfig, path: Path) -> CleanResult:
+    """The cleaning result with the screening log cleaned and its queries added."""
+    from trialflow.screening import clean_screening
+
+    table = read_table(path)
+    table.path = str(trial.screening_path)
+    log = _Log()
+    for note in table.notes:
+        log.rows.append({**note, "file": table.path, "subject_id": ""})
+    log_rows = clean_screening(trial, table, result.subjects["subject_id"], log.add_file_level)
+    queries = pd.concat([result.queries, log.frame()], ignore_index=True)
+    return replace(result, queries=queries, screening=log_rows)
 
 
 def _with_adverse_events(result: CleanResult, trial: TrialConfig, path: Path) -> CleanResult:
@@ -840,17 +859,23 @@ def write_clean(
     queries: str,
     meta: str,
     adverse_events: str | None = None,
+    screening: str | None = None,
 ) -> None:
     """Write the cleaning outputs (see :func:`load_clean` for the reverse)."""
     if adverse_events is not None:
         write_csv(result.adverse_events, adverse_events)
+    if screening is not None:
+        log = result.screening
+        write_csv(log if log is not None else pd.DataFrame(columns=SCREENING_COLUMNS), screening)
     write_csv(result.visits, visits)
     write_csv(result.subjects, subjects)
     write_table(result.queries, queries)
     write_json({"covariate_types": result.covariate_types}, meta)
 
 
-def load_clean(*, visits: str, subjects: str, queries: str, meta: str) -> CleanResult:
+def load_clean(
+    *, visits: str, subjects: str, queries: str, meta: str, screening: str | None = None
+) -> CleanResult:
     """Read the files written by :func:`write_clean` back into a :class:`CleanResult`."""
     covariate_types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))[
         "covariate_types"
@@ -862,9 +887,14 @@ def load_clean(*, visits: str, subjects: str, queries: str, meta: str) -> CleanR
         keep_default_na=False,
         na_values=[""],
     )
+    log = None
+    if screening is not None:
+        log = pd.read_csv(screening, dtype=str, keep_default_na=False)
+        log = None if log.empty else log
     return CleanResult(
         visits=read_csv(visits),
         subjects=subj,
         queries=pd.read_csv(queries, dtype=str, keep_default_na=False),
         covariate_types=covariate_types,
+        screening=log,
     )

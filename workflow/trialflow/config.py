@@ -90,6 +90,7 @@ class TrialConfig:
     subjects_sheet: str | None = None
     visits_sheet: str | None = None
     adverse_events_path: str | None = None
+    screening_path: str | None = None
     withdrawal_reason_column: str | None = None
     missing_values: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
@@ -422,6 +423,7 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
         adverse_events_path=data.get("adverse_events"),
+        screening_path=data.get("screening"),
         missing_values=tuple(str(x) for x in data.get("missing_values", [])),
         withdrawal_reason_column=columns.get("withdrawal_reason"),
         subject_id_column=columns["subject_id"],

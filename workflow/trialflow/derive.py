@@ -195,7 +195,20 @@ def build_flow(adsl: pd.DataFrame, clean: CleanResult, trial: TrialConfig) -> pd
             reasons = gone["withdrawal_reason"].value_counts(sort=False).sort_index()
             rows += [("withdrawal_reason", "", arm, int(k), str(r)) for r, k in reasons.items()]
         rows.append(("itt", "", arm, int((sub["itt"] == "Y").sum()), ""))
+    if clean.screening is not None:
+        rows = _enrolment(clean.screening, len(adsl)) + rows
     return pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
+
+
+def _enrolment(log: pd.DataFrame, randomized: int) -> list[tuple[str, str, str, int, str]]:
+    """CONSORT enrolment: assessed = excluded + randomized; exclusions by reason."""
+    excluded = log.loc[log["subject_id"].fillna("") == "", "reason"]
+    reasons = excluded.value_counts().sort_index()
+    rows = [
+        ("assessed", "", "total", len(excluded) + randomized, ""),
+        ("excluded", "", "total", len(excluded), ""),
+    ]
+    return rows + [("exclusion_reason", "", "total", int(k), str(r)) for r, k in reasons.items()]
 
 
 def check_reconciliation(
@@ -225,6 +238,12 @@ def check_reconciliation(
             problems.append(f"{arm}: withdrawal reasons do not add up")
         if lost + count("never_attended", arm) != count("withdrawn", arm):
             problems.append(f"{arm}: withdrawals by visit do not add up")
+    reasons = flow.loc[flow["stage"] == "exclusion_reason", "n"]
+    if (flow["stage"] == "assessed").any() and (
+        count("assessed", "total") != count("excluded", "total") + count("randomized", "total")
+        or reasons.sum() != count("excluded", "total")
+    ):
+        problems.append("enrolment: assessed != excluded + randomized")
     if count("randomized", "total") != len(adsl):
         problems.append("randomized total differs from ADSL")
     if problems:

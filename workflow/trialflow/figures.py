@@ -414,6 +414,29 @@ def _withdrawal_reasons(flow: pd.DataFrame, arm: str) -> list[tuple[str, int]]:
 
 
 @_styled
+def _enrolment_boxes(
+    ax: Axes,
+    flow: pd.DataFrame,
+    exclusions: pd.DataFrame,
+    cx: float,
+    top: float,
+    randomized_y: float,
+    box_h: float,
+) -> None:
+    """CONSORT enrolment: assessed for eligibility, excluded with reasons, then randomized."""
+    _box(ax, cx, top, 3.0, box_h,
+         f"Assessed for eligibility (n = {_flow_count(flow, 'assessed', 'total')})",
+         edge=TEXT_GREY, face="#F2F2F2", weight="bold")  # fmt: skip
+    _arrow(ax, (cx, top - box_h / 2), (cx, randomized_y + box_h / 2))
+    reasons = [(str(r), int(k)) for r, k in zip(exclusions["reason"], exclusions["n"], strict=True)]
+    lines = [f"Excluded (n = {_flow_count(flow, 'excluded', 'total')})", *_reason_lines(reasons)]
+    mid = (top - box_h / 2 + randomized_y + box_h / 2) / 2
+    side_x, side_w = cx + 3.35, 3.2
+    _arrow(ax, (cx, mid), (side_x - side_w / 2, mid))
+    _box(ax, side_x, mid, side_w, 0.2 + 0.16 * len(lines), "\n".join(lines),
+         edge=NEUTRAL_COLOR, face="white", dashed=True)  # fmt: skip
+
+
 def _reason_lines(reasons: Sequence[tuple[str, int]]) -> list[str]:
     """One line per reason; beyond the box's room, the rest summed on one line by name."""
     if len(reasons) <= MAX_REASON_LINES:
@@ -459,7 +482,11 @@ def consort_figure(
     # Room below for the lines of exclusion reasons the analysed boxes may carry.
     reason_lines = max((sum(1 for _, k in r if k) for r in (excluded or {}).values()), default=0)
     below = 0.16 * (reason_lines + 1) if reason_lines else 0.0
-    height = 1.0 + 1.35 + pitch * (n_main - 1) + 0.9
+    exclusions = _rows(flow, stage="exclusion_reason")
+    enrol = 0.0
+    if (flow["stage"] == "assessed").any():
+        enrol = 1.2 + 0.16 * max(len(exclusions) - 2, 0)
+    height = 1.0 + 1.35 + pitch * (n_main - 1) + 0.9 + enrol
     fig = _new_figure(width, height + below, constrained=False)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, width)
@@ -476,7 +503,9 @@ def consort_figure(
         weight="bold",
     )
     total = _flow_count(flow, "randomized", "total")
-    top_y = height - 0.95
+    top_y = height - 0.95 - enrol
+    if enrol:
+        _enrolment_boxes(ax, flow, exclusions, width / 2, height - 0.95, top_y, box_h)
     _box(
         ax,
         width / 2,

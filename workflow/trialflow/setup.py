@@ -84,7 +84,9 @@ def prepare_workflow(
         validate_trial_schema(content, TRIAL_SCHEMA, source=path)
         snakemake_validate(content)
         trial = parse_trial(content, name=name, source=path)
-        keys = ["subjects", "visits"] + (["adverse_events"] if trial.adverse_events_path else [])
+        keys = ["subjects", "visits"]
+        keys += ["adverse_events"] if trial.adverse_events_path else []
+        keys += ["screening"] if trial.screening_path else []
         for key in keys:
             if not config["allow_outside_paths"]:
                 confine(

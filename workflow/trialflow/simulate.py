@@ -31,6 +31,7 @@ class SimulatedTrial:
     subjects: pd.DataFrame
     visits: pd.DataFrame
     adverse_events: pd.DataFrame | None = None
+    screening: pd.DataFrame | None = None
 
 
 def _correlation(spec: dict[str, Any], weeks: np.ndarray) -> np.ndarray:
@@ -154,10 +155,28 @@ def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
     events = (
         _adverse_events(harms, rng, ids, arm_of, weeks[last], cols["subject_id"]) if harms else None
     )
+    log = scenario.get("screening")
+    screened = _screening_log(log, rng, ids, cols["subject_id"]) if log else None
     return _inject(
-        SimulatedTrial(subjects=subjects, visits=visits_df, adverse_events=events),
+        SimulatedTrial(
+            subjects=subjects, visits=visits_df, adverse_events=events, screening=screened
+        ),
         scenario.get("anomalies", {}),
     )
+
+
+def _screening_log(
+    spec: dict[str, Any], rng: np.random.Generator, ids: list[str], id_column: str
+) -> pd.DataFrame:
+    """One row per person screened: the randomized (identifier) and the excluded (reason),
+    in a random order. Drawn last, so that adding it leaves every other value unchanged."""
+    rows = [{id_column: i, "reason": ""} for i in ids]
+    for reason, count in spec["excluded"].items():
+        rows += [{id_column: "", "reason": reason}] * int(count)
+    order = rng.permutation(len(rows))
+    frame = pd.DataFrame([rows[i] for i in order], columns=[id_column, "reason"])
+    frame.insert(0, "screening_number", [f"SCR{i + 1:03d}" for i in range(len(frame))])
+    return frame
 
 
 def _adverse_events(
@@ -216,7 +235,12 @@ def _inject(trial: SimulatedTrial, spec: dict[str, Any]) -> SimulatedTrial:
             subjects.loc[row, column] = f" {subjects.loc[row, column]} "
         elif kind == "upper_label":
             subjects.loc[row, column] = str(subjects.loc[row, column]).upper()
-    return SimulatedTrial(subjects=subjects, visits=visits, adverse_events=trial.adverse_events)
+    return SimulatedTrial(
+        subjects=subjects,
+        visits=visits,
+        adverse_events=trial.adverse_events,
+        screening=trial.screening,
+    )
 
 
 def write_trial(trial: SimulatedTrial, folder: str | Path) -> list[Path]:
@@ -226,9 +250,10 @@ def write_trial(trial: SimulatedTrial, folder: str | Path) -> list[Path]:
     paths = [out / "subjects.csv", out / "visits.csv"]
     trial.subjects.to_csv(paths[0], index=False, lineterminator="\n")
     trial.visits.to_csv(paths[1], index=False, lineterminator="\n")
-    if trial.adverse_events is not None:
-        paths.append(out / "adverse_events.csv")
-        trial.adverse_events.to_csv(paths[2], index=False, lineterminator="\n")
+    for name, table in (("adverse_events", trial.adverse_events), ("screening", trial.screening)):
+        if table is not None:
+            paths.append(out / f"{name}.csv")
+            table.to_csv(paths[-1], index=False, lineterminator="\n")
     return paths
 
 

@@ -550,6 +550,25 @@ def _(c: Case) -> None:
           file="adverse_events.csv", row=3, column="subject_id")  # fmt: skip
 
 
+@case("screening_log_problems")
+def _(c: Case) -> None:
+    # S12 was randomized but is missing from the log; one excluded person has no reason.
+    c.config["data"]["screening"] = "screening.csv"
+    ids = [f"S{i:02d}" for i in range(1, 12)]
+    lines = [f"{sid}," for sid in ids] + [",Declined", ",Not eligible", ",", "SCR-99,Not eligible"]
+    c.files["screening.csv"] = ("subject_id,reason\n" + "\n".join(lines) + "\n").encode()
+    error(c, "subject 'SCR-99' of the screening log is not in the subjects file",
+          file="screening.csv", row=16, column="subject_id")  # fmt: skip
+
+
+@case("screening_log_incomplete")
+def _(c: Case) -> None:
+    c.config["data"]["screening"] = "screening.csv"
+    lines = [f"S{i:02d}," for i in range(1, 12)] + [",Declined", ",Not eligible"]
+    c.files["screening.csv"] = ("subject_id,reason\n" + "\n".join(lines) + "\n").encode()
+    query(c, "not_in_screening_log")
+
+
 def _yaml_case(name: str, text: bytes, message: str, row: int) -> None:
     @case(name)
     def _(c: Case) -> None:
