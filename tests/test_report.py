@@ -177,3 +177,23 @@ def test_adverse_event_table_counts_participants_and_events(walk_trial) -> None:
     assert table.at["Related adverse event", "nonweightbearing: participants"] == "1 (50%)"
     assert table.at["Fall", "total: participants"] == 2 and table.at["Fall", "total: events"] == 3
     assert list(table.index[3:]) == ["Fall", "Foot ulcer"]  # commonest term first
+
+
+def test_display_labels_replace_codes_for_readers(walk_trial) -> None:
+    from trialflow.labels import display_frame, display_trial
+
+    shown = display_trial(walk_trial)
+    assert shown.arms == ("Non-weight-bearing", "Weight-bearing")
+    assert shown.primary_visit == "Week 12" and shown.baseline_visit == "Baseline"
+    frame = pd.DataFrame(
+        {"arm": ["nonweightbearing", "weightbearing", "total"], "visit": ["week12", "week6", ""],
+         "Sex": ["F", "M", None], "weightbearing: events": [1, 2, 3],
+         "subgroup": ["Sex"] * 3, "level": ["F", "M", "F"]}
+    )  # fmt: skip
+    out = display_frame(frame, walk_trial)
+    assert out is not None
+    assert out["arm"].tolist() == ["Non-weight-bearing", "Weight-bearing", "total"]
+    assert out["visit"].tolist() == ["Week 12", "Week 6", ""]
+    assert out["Sex"].tolist()[:2] == ["Female", "Male"] and out["level"].tolist()[0] == "Female"
+    assert "Weight-bearing: events" in out.columns
+    assert frame["arm"].iloc[0] == "nonweightbearing"  # the data keep their labels

@@ -419,3 +419,26 @@ def test_pdf_report_pages_render_and_nothing_is_cut(
     for heading in ("Trial summary", "Participant flow", "Estimand and sensitivity analyses",
                     "Data quality", "Reproducibility"):  # fmt: skip
         assert heading in text
+
+
+@pytest.mark.parametrize(
+    ("trial", "codes"),
+    [("weightbearing", ["nonweightbearing", "week12", "week6"]),
+     ("exercise_education", ["week26", "week18"])],
+)  # fmt: skip
+def test_readers_see_display_labels_not_codes(bundled_run: Path, trial: str, codes) -> None:
+    html = (bundled_run / "results" / trial / "report.html").read_text(encoding="utf-8")
+    body = html[html.index("<main>") : html.index('<section id="reproducibility">')]
+    # The query log lists raw cells as they were; the appendix echoes the trial description.
+    body = body[: body.index('<section id="quality">')] + body[body.index(
+        '<section id="diagnostics">'):]  # fmt: skip
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<img[^>]*>", "", body))
+    for code in codes:
+        assert code not in text, code
+    config = yaml.safe_load((bundled_run / "config" / "trials" / f"{trial}.yaml").read_text())
+    for arm in (config["arms"]["control"], config["arms"]["treatment"]):
+        assert f"<td>{arm}</td>" not in body, arm  # no table cell shows an arm's code
+    assert "<td>F</td>" not in body and "<td>Female</td>" in body  # covariate levels too
+    assert "Week 12" in text or "Week 26" in text
+    csv = (bundled_run / "results" / trial / "tables" / "effects.csv").read_text()
+    assert codes[1] in csv  # CSV outputs keep the data's labels

@@ -5,7 +5,12 @@ from typing import Any
 
 from trialflow.config import load_trial
 from trialflow.io import write_table, write_text
-from trialflow.report import load_report_inputs, render_report, write_report_tables
+from trialflow.report import (
+    display_inputs,
+    load_report_inputs,
+    render_report,
+    write_report_tables,
+)
 from trialflow.runner import logger, run_script
 
 
@@ -19,14 +24,17 @@ def main(smk: Any) -> None:
         figures_dir=Path(smk.input.figures),
         input_files=[Path(smk.input.trial), Path(smk.input.subjects), Path(smk.input.visits)],
     )
+    # CSV tables keep the data's labels; what people read shows the display labels.
     tables = write_report_tables(inputs)
+    shown = display_inputs(inputs)
+    readable = write_report_tables(shown)
     write_table(tables["table1"], smk.output.table1)
-    write_text(tables["table1_html"], smk.output.table1_html)
+    write_text(readable["table1_html"], smk.output.table1_html)
     write_table(tables["primary"], smk.output.primary)
     write_table(tables["secondary"], smk.output.secondary)
     write_table(tables["completion"], smk.output.completion)
     write_table(tables["adverse_events"], smk.output.adverse_events)
-    html = render_report(inputs, tables=tables)
+    html = render_report(shown, tables=readable)
     write_text(html, smk.output.report)
     logger.info("%s: report written to %s", trial.name, smk.output.report)
 

@@ -42,6 +42,7 @@ class Visit:
     label: str
     week: float
     index: int
+    name: str = ""  # what readers see ("" before parsing fills it)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Covariate:
 
     name: str
     type: str | None = None
+    levels: Mapping[str, str] = field(default_factory=dict)  # display label per level
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class TrialConfig:
     analysis: Mapping[str, Any] = field(default_factory=dict)
     sensitivity: Mapping[str, Any] = field(default_factory=dict)
     estimand: Mapping[str, Any] = field(default_factory=dict)
+    arm_labels: Mapping[str, str] = field(default_factory=dict)  # display label per arm
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -334,7 +337,10 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
                 "list visits in time order with increasing weeks",
             )
         seen.add(label)
-        visits.append(Visit(label=label, week=float(v["week"]), index=i))
+        shown = v.get("name") or (
+            "Baseline" if label == content["baseline_visit"] else f"Week {float(v['week']):g}"
+        )
+        visits.append(Visit(label=label, week=float(v["week"]), index=i, name=str(shown)))
     labels = [v.label for v in visits]
     for key in ("baseline_visit", "primary_visit"):
         if content[key] not in labels:
@@ -390,7 +396,11 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
 
     covariates: list[Covariate] = []
     for c in content.get("covariates") or []:
-        cov = Covariate(name=c) if isinstance(c, str) else Covariate(c["name"], c.get("type"))
+        cov = (
+            Covariate(name=c)
+            if isinstance(c, str)
+            else Covariate(c["name"], c.get("type"), dict(c.get("levels") or {}))
+        )
         if cov.name in {x.name for x in covariates}:
             raise fail("covariates", f"{cov.name!r} is listed twice", "list each covariate once")
         if cov.name in (columns["subject_id"], columns["arm"]):
@@ -441,6 +451,7 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         analysis=dict(content.get("analysis") or {}),
         sensitivity=dict(content.get("sensitivity") or {}),
         estimand=dict(content.get("estimand") or {}),
+        arm_labels={str(k).strip(): str(v) for k, v in (arms.get("labels") or {}).items()},
         raw=dict(content),
     )
 

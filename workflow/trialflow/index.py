@@ -13,9 +13,12 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from trialflow.config import load_trial
+import pandas as pd
+
+from trialflow.config import TrialConfig, load_trial
 from trialflow.errors import TrialflowError
 from trialflow.io import read_result_csv
+from trialflow.labels import display_frame, display_trial
 
 __all__ = ["trials_with_results", "update_index"]
 logger = logging.getLogger(__name__)
@@ -34,6 +37,16 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _effects(folder: Path) -> pd.DataFrame:
+    return read_result_csv(folder / "tables" / "effects.csv", dtype={"note": str})
+
+
+def _shown(frame: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
+    out = display_frame(frame, trial)
+    assert out is not None
+    return out
 
 
 def trials_with_results(results: Path) -> list[str]:
@@ -70,12 +83,12 @@ def update_index(*, results: Path, trials_dir: Path) -> list[str]:
         for stale in figures.glob("cross_trial_*") if figures.is_dir() else []:
             stale.unlink()
         write_index(
-            trials=trials,
-            effects={
-                n: read_result_csv(folder[n] / "tables" / "effects.csv", dtype={"note": str})
+            trials={n: display_trial(t) for n, t in trials.items()},
+            effects={n: _shown(_effects(folder[n]), trials[n]) for n in trials},
+            lsmeans={
+                n: _shown(read_result_csv(folder[n] / "tables" / "lsmeans.csv"), trials[n])
                 for n in trials
             },
-            lsmeans={n: read_result_csv(folder[n] / "tables" / "lsmeans.csv") for n in trials},
             randomized=randomized,
             reports={n: folder[n] / "report.html" for n in trials},
             index_path=results / "index.html",

@@ -869,6 +869,37 @@ def render_report(
     )
 
 
+def display_inputs(inputs: ReportInputs) -> ReportInputs:
+    """The report's inputs with display labels for arms, visits and covariate levels."""
+    from dataclasses import replace
+
+    from trialflow.labels import display_frame, display_trial
+
+    trial = inputs.trial
+
+    def shown(frame: pd.DataFrame) -> pd.DataFrame:
+        out = display_frame(frame, trial)
+        assert out is not None
+        return out
+
+    return replace(
+        inputs,
+        trial=display_trial(trial),
+        adsl=shown(inputs.adsl),
+        adeff=shown(inputs.adeff),
+        flow=shown(inputs.flow),
+        effects=shown(inputs.effects),
+        lsmeans=shown(inputs.lsmeans),
+        effect_sizes=shown(inputs.effect_sizes),
+        subgroups=shown(inputs.subgroups),
+        sensitivity=shown(inputs.sensitivity),
+        tipping=shown(inputs.tipping),
+        responders=shown(inputs.responders),
+        residuals={k: shown(v) for k, v in inputs.residuals.items()},
+        adverse_events=display_frame(inputs.adverse_events, trial),
+    )
+
+
 def _sensitivity_context(inputs: ReportInputs) -> dict[str, Any]:
     """What the "Estimand and sensitivity analyses" section shows."""
     from trialflow import sensitivity_report as sr
