@@ -541,6 +541,10 @@ def _numbers_analysed(inputs: ReportInputs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _count(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else str(int(value))
+
+
 def _supportive(inputs: ReportInputs) -> pd.DataFrame:
     labels = {o.name: o for o in inputs.trial.outcomes}
     ci = ci_label(inputs.trial.options["alpha"])
@@ -557,7 +561,9 @@ def _supportive(inputs: ReportInputs) -> pd.DataFrame:
                 ),
                 "df": fmt_number(r["df"], 1),
                 "p": fmt_p(r["p_value"]),
-                "n": "" if pd.isna(r["n"]) else str(int(r["n"])),
+                # The number in the model, and (labelled) the number observed at the visit.
+                "n analysed": _count(r.get("n_analysed")),
+                "n observed at visit": _count(r["n"]),
                 "note": "" if pd.isna(r["note"]) else str(r["note"]),
             }
         )
