@@ -187,3 +187,21 @@ def test_paths_outside_the_data_roots_are_refused(tmp_path: Path) -> None:
     outside = _snakemake(work, "--config", "trials=utf8_bom", "results_dir=/tmp/elsewhere", "-n")
     assert outside.returncode != 0
     assert "key results_dir" in outside.stdout + outside.stderr
+
+
+# Inputs that must complete end to end (every step, report and PDF included) with queries and
+# "not fitted" rows, never a traceback.
+CLI_COMPLETE = ["outcome_entirely_missing", "covariate_collinear_with_arm"]
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("case", CLI_COMPLETE)
+def test_command_line_completes_for_data_that_no_model_can_use(tmp_path: Path, case: str) -> None:
+    work = _project_with_case(tmp_path, case)
+    run = _snakemake(work, "--config", f"trials={case}")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "Traceback" not in output
+    report = (work / "results" / case / "report.html").read_text(encoding="utf-8")
+    assert "not fitted" in report
+    assert (work / "results" / case / "report.pdf").stat().st_size > 10_000

@@ -648,16 +648,20 @@ def _effect_sizes(inputs: ReportInputs) -> pd.DataFrame:
     labels = {o.name: o.label for o in inputs.trial.outcomes}
     if "g" not in g:
         return pd.DataFrame()
+    # An outcome whose g could not be computed has a note row with no numbers: say so.
+    notes = g["note"] if "note" in g else pd.Series("", index=g.index)
     return pd.DataFrame(
         {
             "outcome": g["outcome"].map(labels),
-            "visit": g["visit"],
+            "visit": g["visit"].fillna("") if "visit" in g else "",
             f"Hedges' g ({ci})": [
-                fmt_ci(a, b, c, 2)
-                for a, b, c in zip(g["g"], g["ci_lower"], g["ci_upper"], strict=True)
+                fmt_ci(a, b, c, 2) if pd.notna(a) else f"not computed: {note}"
+                for a, b, c, note in zip(
+                    g["g"], g["ci_lower"], g["ci_upper"], notes.fillna(""), strict=True
+                )
             ],
             f"n ({inputs.trial.treatment} / {inputs.trial.control})": [
-                f"{int(t)} / {int(c)}"
+                f"{_count(t)} / {_count(c)}" if pd.notna(t) and pd.notna(c) else ""
                 for t, c in zip(g["n_treatment"], g["n_control"], strict=True)
             ],
         }
