@@ -822,15 +822,22 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     return result
 
 
+def _extra_table(path: Path, configured: str) -> tuple[RawTable, _Log]:
+    """An optional file of the trial (screening log, adverse events), read, with the queries
+    raised while reading it in a log of its own."""
+    table = read_table(path)
+    table.path = configured
+    log = _Log()
+    for note in table.notes:
+        log.rows.append({**note, "file": configured, "subject_id": ""})
+    return table, log
+
+
 def _with_screening(result: CleanResult, trial: TrialConfig, path: Path) -> CleanResult:
     """The cleaning result with the screening log cleaned and its queries added."""
     from trialflow.screening import clean_screening
 
-    table = read_table(path)
-    table.path = str(trial.screening_path)
-    log = _Log()
-    for note in table.notes:
-        log.rows.append({**note, "file": table.path, "subject_id": ""})
+    table, log = _extra_table(path, str(trial.screening_path))
     log_rows = clean_screening(trial, table, result.subjects["subject_id"], log.add_file_level)
     queries = pd.concat([result.queries, log.frame()], ignore_index=True)
     return replace(result, queries=queries, screening=log_rows)
@@ -840,11 +847,7 @@ def _with_adverse_events(result: CleanResult, trial: TrialConfig, path: Path) ->
     """The cleaning result with the adverse-events file cleaned and its queries added."""
     from trialflow.harms import clean_adverse_events
 
-    table = read_table(path)
-    table.path = str(trial.adverse_events_path)
-    log = _Log()
-    for note in table.notes:
-        log.rows.append({**note, "file": table.path, "subject_id": ""})
+    table, log = _extra_table(path, str(trial.adverse_events_path))
     arm_of = result.subjects.set_index("subject_id")["arm"]
     events = clean_adverse_events(trial, table, arm_of, log.add)
     queries = pd.concat([result.queries, log.frame()], ignore_index=True)

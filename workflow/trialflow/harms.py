@@ -33,14 +33,6 @@ _NO = {"no", "n", "false", "0"}
 Logger = Callable[[RawTable, list[int], str, list[str], str, str, list[str]], None]
 
 
-def _column(table: RawTable, name: str) -> str | None:
-    """The file's column called ``name`` (any case), or None."""
-    for column in table.frame.columns:
-        if column.strip().lower() == name:
-            return str(column)
-    return None
-
-
 def _yes_no(table: RawTable, column: str | None, ids: pd.Series, log: Logger) -> pd.Series:
     if column is None:
         return pd.Series(pd.NA, index=table.frame.index, dtype="boolean")
@@ -76,18 +68,12 @@ def clean_adverse_events(
     DataError
         The subject or term column is missing, or a subject is not in the subjects file.
     """
-    sid_col = _column(table, trial.subject_id_column.lower())
-    term_col = _column(table, "term")
-    for column, what in ((sid_col, trial.subject_id_column), (term_col, "term")):
-        if column is None:
-            raise DataError(
-                f"the adverse-events file has no {what!r} column",
-                file=table.path,
-                row=1,
-                fix=f"name the columns {trial.subject_id_column!r} and 'term' (and optionally "
-                "severity, serious, related, week)",
-            )
-    assert sid_col is not None and term_col is not None
+    sid_col, term_col = table.required_columns(
+        [trial.subject_id_column, "term"],
+        "the adverse-events file",
+        f"name the columns {trial.subject_id_column!r} and 'term' (and optionally severity, "
+        "serious, related, week)",
+    )
     ids = table.frame[sid_col].str.strip()
     unknown = ids.index[~ids.isin(arm_of.index)]
     if len(unknown):
@@ -103,16 +89,16 @@ def clean_adverse_events(
     empty = term.index[term == ""]
     log(table, list(empty), term_col, [""] * len(empty), "missing_term",
         f"kept as '{NO_TERM}'", list(ids.loc[empty]))  # fmt: skip
-    severity_col = _column(table, "severity")
+    severity_col = table.column_named("severity")
     return pd.DataFrame(
         {
             "subject_id": ids,
             "arm": ids.map(arm_of),
             "term": term.where(term != "", NO_TERM),
             "severity": table.frame[severity_col].str.strip() if severity_col else "",
-            "serious": _yes_no(table, _column(table, "serious"), ids, log),
-            "related": _yes_no(table, _column(table, "related"), ids, log),
-            "week": _week(table, _column(table, "week"), ids, log),
+            "serious": _yes_no(table, table.column_named("serious"), ids, log),
+            "related": _yes_no(table, table.column_named("related"), ids, log),
+            "week": _week(table, table.column_named("week"), ids, log),
             "source_row": [table.row_number(int(i)) for i in table.frame.index],
         },
         columns=list(AE_COLUMNS),

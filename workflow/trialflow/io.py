@@ -50,6 +50,24 @@ class RawTable:
     # reading, so positions and file rows differ after one.
     lines: list[int] | None = None
 
+    def column_named(self, name: str) -> str | None:
+        """The file's column called ``name`` in any case (and spacing around it), or None."""
+        for column in self.frame.columns:
+            if str(column).strip().lower() == name.strip().lower():
+                return str(column)
+        return None
+
+    def required_columns(self, names: list[str], what: str, fix: str) -> list[str]:
+        """The file's columns called ``names`` (any case); a DataError naming the first absent.
+
+        ``what`` names the file in the message ("the screening log").
+        """
+        found = [self.column_named(name) for name in names]
+        for name, column in zip(names, found, strict=True):
+            if column is None:
+                raise DataError(f"{what} has no {name!r} column", file=self.path, row=1, fix=fix)
+        return [str(c) for c in found]
+
     def row_number(self, position: int) -> int:
         """Spreadsheet row number of the data row at 0-based ``position``."""
         if self.lines is not None:

@@ -24,13 +24,6 @@ SCREENING_COLUMNS: tuple[str, ...] = ("subject_id", "reason", "source_row")
 NO_REASON = "reason not recorded"
 
 
-def _column(table: RawTable, name: str) -> str | None:
-    for column in table.frame.columns:
-        if column.strip().lower() == name.lower():
-            return str(column)
-    return None
-
-
 def clean_screening(
     trial: TrialConfig,
     table: RawTable,
@@ -45,18 +38,12 @@ def clean_screening(
     DataError
         The subject or reason column is missing, or an identifier is not a randomized subject.
     """
-    sid_col = _column(table, trial.subject_id_column)
-    reason_col = _column(table, "reason")
-    for column, what in ((sid_col, trial.subject_id_column), (reason_col, "reason")):
-        if column is None:
-            raise DataError(
-                f"the screening log has no {what!r} column",
-                file=table.path,
-                row=1,
-                fix=f"one row per person screened: {trial.subject_id_column!r} (filled for "
-                "those randomized) and 'reason' (why the others were not)",
-            )
-    assert sid_col is not None and reason_col is not None
+    sid_col, reason_col = table.required_columns(
+        [trial.subject_id_column, "reason"],
+        "the screening log",
+        f"one row per person screened: {trial.subject_id_column!r} (filled for those "
+        "randomized) and 'reason' (why the others were not)",
+    )
     ids = table.frame[sid_col].str.strip()
     unknown = ids.index[(ids != "") & ~ids.isin(set(randomized))]
     if len(unknown):
