@@ -22,6 +22,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -1173,14 +1174,50 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
         say why.
     """
     o = _outcome(trial, outcome)
-    rows = _rows(subgroups, outcome=outcome)
-    lines = _subgroup_lines(rows, o)
-    height = 1.9 + 0.3 * max(len(lines), 1)
+    lines = _subgroup_lines(_rows(subgroups, outcome=outcome), o)
+    return line_forest(
+        trial,
+        o,
+        f"{_plain(o.label)}: subgroup analyses (exploratory)",
+        lines,
+        layout=ForestLayout(pitch=0.3, axes=(0.3, 0.36), text_x=0.685),
+    )
+
+
+@dataclass(frozen=True)
+class ForestLayout:
+    """Geometry of a one-line-per-estimate forest plot (see :func:`line_forest`).
+
+    ``pitch`` is the height of a line (inches), ``axes`` the left edge and width of the plot
+    (figure fraction), ``text_x`` where "estimate (CI), n" starts; ``bounds`` the values that
+    set the x range; ``highlight`` a line drawn as a blue diamond (the primary analysis).
+    """
+
+    pitch: float
+    axes: tuple[float, float]
+    text_x: float
+    bounds: tuple[str, ...] = ("ci_lower", "ci_upper", "estimate")
+    highlight: int | None = None
+
+
+def line_forest(
+    trial: TrialConfig,
+    o: Outcome,
+    title: str,
+    lines: Sequence[tuple[str, dict[str, float], str]],
+    *,
+    layout: ForestLayout,
+) -> Figure:
+    """A forest plot with one row per line: headings (lines without values) in bold, estimates
+    with their CI, the side favouring the treatment shaded and "estimate (CI), n" on the right.
+    """
+    height = 1.9 + layout.pitch * max(len(lines), 1)
     fig = _new_figure(10.5, height, constrained=False)
-    ax = fig.add_axes((0.3, 0.85 / height, 0.36, 1 - 1.95 / height))
+    left, wide = layout.axes
+    ax = fig.add_axes((left, 0.85 / height, wide, 1 - 1.95 / height))
     ci = ci_label(trial.options["alpha"])
-    fig.text(0.015, 1 - 0.25 / height, f"{_plain(o.label)}: subgroup analyses (exploratory)",
-             ha="left", va="center", fontsize=11, weight="bold")  # fmt: skip
+    fig.text(0.015, 1 - 0.25 / height, title, ha="left", va="center", fontsize=11,
+             weight="bold")  # fmt: skip
     fig.text(
         0.015,
         1 - 0.52 / height,
@@ -1191,12 +1228,10 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
         fontsize=9,
         color=TEXT_GREY,
     )
-    fig.text(0.685, 1 - 0.85 / height, f"Difference ({ci}), n", ha="left", va="center",
-             weight="bold")  # fmt: skip
-    ys = [-float(i) for i in range(len(lines))]
+    fig.text(layout.text_x, 1 - 0.85 / height, f"Difference ({ci}), n", ha="left",
+             va="center", weight="bold")  # fmt: skip
     values = [v for _, v, _ in lines if v]
-    bounds = [v[c] for v in values for c in ("ci_lower", "ci_upper", "estimate")]
-    lower, upper = _effect_limits(bounds)
+    lower, upper = _effect_limits([v[c] for v in values for c in layout.bounds])
     ax.set_xlim(lower, upper)
     ax.set_ylim(-len(lines) + 0.4, 0.6)
     ax.set_yticks([])
@@ -1204,20 +1239,30 @@ def subgroup_forest_figure(subgroups: pd.DataFrame, trial: TrialConfig, outcome:
     ax.axvline(0, color="black", lw=0.9, zorder=2)
     _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
     ax.set_xlabel(f"Difference ({difference_unit(o)})", fontsize=8.5)
+    _forest_lines(fig, ax, lines, layout)
+    return fig
+
+
+def _forest_lines(
+    fig: Figure,
+    ax: Axes,
+    lines: Sequence[tuple[str, dict[str, float], str]],
+    layout: ForestLayout,
+) -> None:
     from matplotlib.transforms import blended_transform_factory
 
     tf = blended_transform_factory(fig.transFigure, ax.transData)
-    for (label, v, text), y in zip(lines, ys, strict=True):
-        heading = not v
+    for i, (label, v, text) in enumerate(lines):
+        y = -float(i)
         ax.text(0.015, y, label, transform=tf, ha="left", va="center", fontsize=9,
-                weight="bold" if heading else "normal")  # fmt: skip
-        if heading:
+                weight="normal" if v else "bold")  # fmt: skip
+        if not v:
             continue
         if math.isfinite(v["estimate"]):
-            _draw_estimates(ax, [v], [("s", "black")], [y])
-        ax.text(0.685, y, text, transform=tf, ha="left", va="center", fontsize=9,
+            style = ("D", CONTROL_COLOR) if i == layout.highlight else ("s", "black")
+            _draw_estimates(ax, [v], [style], [y])
+        ax.text(layout.text_x, y, text, transform=tf, ha="left", va="center", fontsize=9,
                 color="black" if math.isfinite(v["estimate"]) else TEXT_GREY)  # fmt: skip
-    return fig
 
 
 @_styled

@@ -16,17 +16,16 @@ from trialflow.figures import (
     CONTROL_COLOR,
     TEXT_GREY,
     TREATMENT_COLOR,
-    _draw_estimates,
-    _effect_limits,
+    ForestLayout,
     _estimate_text,
     _new_figure,
     _num,
     _outcome,
     _plain,
-    _shade_favoured,
     _styled,
     _wrap,
     difference_unit,
+    line_forest,
 )
 from trialflow.sensitivity import METHOD_WORDS, STRATEGY_WORDS
 from trialflow.tables import ci_label
@@ -98,47 +97,17 @@ def sensitivity_forest_figure(
     and the side favouring the treatment shaded.
     """
     o = _outcome(trial, outcome)
-    lines = forest_lines(effects, sensitivity, trial, outcome)
-    height = 1.9 + 0.28 * max(len(lines), 1)
-    fig = _new_figure(10.5, height, constrained=False)
-    ax = fig.add_axes((0.36, 0.85 / height, 0.32, 1 - 1.95 / height))
-    ci = ci_label(trial.options["alpha"])
-    fig.text(0.015, 1 - 0.25 / height, f"{_plain(o.label)}: sensitivity to missing data",
-             ha="left", va="center", fontsize=11, weight="bold")  # fmt: skip
-    fig.text(
-        0.015,
-        1 - 0.52 / height,
-        f"Treatment effect at {_plain(trial.primary_visit)}: {_plain(trial.treatment)} "
-        f"\u2212 {_plain(trial.control)}, {ci}; {o.better} {_plain(o.label)} is better",
-        ha="left", va="center", fontsize=9, color=TEXT_GREY,
+    return line_forest(
+        trial,
+        o,
+        f"{_plain(o.label)}: sensitivity to missing data",
+        forest_lines(effects, sensitivity, trial, outcome),
+        # The primary MMRM (line 1, after its heading) is drawn as a blue diamond.
+        layout=ForestLayout(
+            pitch=0.28, axes=(0.36, 0.32), text_x=0.70, bounds=("ci_lower", "ci_upper"),
+            highlight=1,
+        ),
     )  # fmt: skip
-    fig.text(0.70, 1 - 0.85 / height, f"Difference ({ci}), n", ha="left", va="center",
-             weight="bold")  # fmt: skip
-    values = [v for _, v, _ in lines if v]
-    lower, upper = _effect_limits([v[c] for v in values for c in ("ci_lower", "ci_upper")])
-    ax.set_xlim(lower, upper)
-    ax.set_ylim(-len(lines) + 0.4, 0.6)
-    ax.set_yticks([])
-    ax.spines["left"].set_visible(False)
-    ax.axvline(0, color="black", lw=0.9, zorder=2)
-    _shade_favoured(ax, o.better, lower, upper, trial.treatment, trial.control)
-    ax.set_xlabel(f"Difference ({difference_unit(o)})", fontsize=8.5)
-    from matplotlib.transforms import blended_transform_factory
-
-    tf = blended_transform_factory(fig.transFigure, ax.transData)
-    for i, (label, v, text) in enumerate(lines):
-        y = -float(i)
-        ax.text(0.015, y, label, transform=tf, ha="left", va="center", fontsize=9,
-                weight="normal" if v else "bold")  # fmt: skip
-        if not v:
-            continue
-        primary = i == 1
-        if math.isfinite(v["estimate"]):
-            style = ("D", CONTROL_COLOR) if primary else ("s", "black")
-            _draw_estimates(ax, [v], [style], [y])
-        ax.text(0.70, y, text, transform=tf, ha="left", va="center", fontsize=9,
-                color="black" if math.isfinite(v["estimate"]) else TEXT_GREY)  # fmt: skip
-    return fig
 
 
 @_styled
