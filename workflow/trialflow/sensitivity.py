@@ -598,7 +598,7 @@ def _responder_tables(
                          "note": why})  # fmt: skip
             continue
         pooled = _pool_binary(draws)
-        row = _responder_row({**pooled, "or_df": pooled["or_df"]}, pooled["rd_df"], alpha)
+        row = _responder_row(pooled, pooled["rd_df"], alpha)
         why = "MAR multiple imputation; Rubin's rules (mean counts shown)"
         rows.append({**head, "method": "multiple_imputation", **row, "imputations": mi.m,
                      "note": why})  # fmt: skip

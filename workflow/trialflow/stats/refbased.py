@@ -205,15 +205,15 @@ def _stream(seed: int, key: int, m: int) -> np.random.Generator:
 
 def _bootstrap_fit(
     rng: np.random.Generator, data: ImputationSet, refitter: Refitter
-) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray]:
-    """MMRM refitted to a bootstrap sample of subjects, stratified by arm."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """MMRM refitted to a bootstrap sample of subjects, stratified by arm (None: no fit)."""
     counts = np.zeros(data.n)
     for arm in (np.flatnonzero(~data.treated), np.flatnonzero(data.treated)):
         counts += np.bincount(arm[rng.integers(0, arm.size, arm.size)], minlength=data.n)
     weights = np.zeros(refitter.problem.n_subjects)
     seen = data.observed_code >= 0
     weights[data.observed_code[seen]] = counts[seen]
-    return refitter.fit(weights, _BOOTSTRAP_TOLERANCE), counts
+    return refitter.fit(weights, _BOOTSTRAP_TOLERANCE)
 
 
 def multiple_imputation(
@@ -244,7 +244,7 @@ def multiple_imputation(
     failures = 0
     for m in range(imputations):
         rng = _stream(seed, key, m)
-        params, _ = _bootstrap_fit(rng, data, refitter)
+        params = _bootstrap_fit(rng, data, refitter)
         while params is None:
             failures += 1
             if failures > max(10, _MAX_FAILURE_RATE * imputations):
@@ -252,7 +252,7 @@ def multiple_imputation(
                     f"the MMRM did not converge on {failures} bootstrap samples",
                     fix="use conditional_mean, or a simpler covariance structure",
                 )
-            params, _ = _bootstrap_fit(rng, data, refitter)
+            params = _bootstrap_fit(rng, data, refitter)
         normals = rng.standard_normal(data.y.shape)
         changes = _completed_changes(data, params[0], params[1], strategies, normals)
         est, var = ancova.fit(changes)
