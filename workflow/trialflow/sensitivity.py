@@ -35,7 +35,7 @@ from trialflow.stats.refbased import (
     multiple_imputation,
     normal_interval,
 )
-from trialflow.stats.responders import logistic, nnt, responder, risk_difference
+from trialflow.stats.responders import logistic_many, nnt, responder, risk_difference
 
 SENSITIVITY_COLUMNS: tuple[str, ...] = (
     "outcome", "strategy", "method", "visit", "estimate", "std_error", "df", "ci_lower",
@@ -489,19 +489,25 @@ def _responder_label(rule: Mapping[str, float], outcome: Outcome) -> tuple[str, 
     return kind, text, float(threshold)
 
 
-def _binary_summary(flags: np.ndarray, treated: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
-    """Counts, risk difference and baseline-adjusted log odds ratio of one completed dataset."""
+def _binary_summaries(
+    flags: np.ndarray, treated: np.ndarray, baseline: np.ndarray
+) -> list[dict[str, Any]]:
+    """Counts, risk difference and baseline-adjusted log odds ratio of each completed dataset
+    (one row of ``flags`` each)."""
     n_t, n_c = int(treated.sum()), int((~treated).sum())
-    r_t, r_c = float(flags[treated].sum()), float(flags[~treated].sum())
-    p_t, p_c, rd, rd_var = risk_difference(r_t, n_t, r_c, n_c)
-    x = np.column_stack([np.ones(flags.size), treated.astype(float), baseline])
-    fit = logistic(x, flags)
-    log_or, or_var = (fit[0][1], fit[1][1, 1]) if fit is not None else (np.nan, np.nan)
-    return {
-        "n_treatment": n_t, "n_control": n_c, "responders_treatment": r_t,
-        "responders_control": r_c, "prop_treatment": p_t, "prop_control": p_c, "rd": rd,
-        "rd_var": rd_var, "log_or": log_or, "or_var": or_var,
-    }  # fmt: skip
+    x = np.column_stack([np.ones(flags.shape[1]), treated.astype(float), baseline])
+    beta, cov, ok = logistic_many(x, flags)
+    out = []
+    for row, b, c, fitted in zip(flags, beta, cov, ok, strict=True):
+        r_t, r_c = float(row[treated].sum()), float(row[~treated].sum())
+        p_t, p_c, rd, rd_var = risk_difference(r_t, n_t, r_c, n_c)
+        log_or, or_var = (b[1], c[1, 1]) if fitted else (np.nan, np.nan)
+        out.append({
+            "n_treatment": n_t, "n_control": n_c, "responders_treatment": r_t,
+            "responders_control": r_c, "prop_treatment": p_t, "prop_control": p_c, "rd": rd,
+            "rd_var": rd_var, "log_or": log_or, "or_var": or_var,
+        })  # fmt: skip
+    return out
 
 
 def _responder_row(s: dict[str, Any], df: float, alpha: float) -> dict[str, Any]:
@@ -577,9 +583,9 @@ def _responder_tables(
         kind, label, threshold = _responder_label(rule, outcome)
         head = {"outcome": outcome.name, "visit": visit, "responder": label}
         flags = responder(everyone.change, everyone.baseline, kind, threshold, lower)
-        summary = _binary_summary(
-            np.nan_to_num(flags, nan=0.0), everyone.treated, everyone.baseline
-        )
+        summary = _binary_summaries(
+            np.nan_to_num(flags, nan=0.0)[None], everyone.treated, everyone.baseline
+        )[0]
         note = "missing at the visit counted as non-response"
         if not np.isfinite(summary["log_or"]):
             note += "; logistic regression did not converge (separation)"
@@ -588,10 +594,8 @@ def _responder_tables(
         mi = results.mi
         if mi is None or mi.primary_changes is None:
             continue
-        draws = [
-            _binary_summary(responder(c, baseline, kind, threshold, lower), data.treated, baseline)
-            for c in mi.primary_changes
-        ]
+        flags = responder(mi.primary_changes, baseline[None], kind, threshold, lower)
+        draws = _binary_summaries(flags, data.treated, baseline)
         if not all(np.isfinite(d["log_or"]) for d in draws):
             why = "not run: logistic regression did not converge in an imputation"
             rows.append({**head, "method": "multiple_imputation", "imputations": mi.m,

@@ -213,6 +213,17 @@ class CovarianceStructure(ABC):
             second = 0.5 * (second + second.transpose(1, 0, 2, 3))
         return first, second
 
+    def sigma_many(self, thetas: np.ndarray) -> np.ndarray:
+        """Covariance matrices at each row of ``thetas`` (samples x n_params)."""
+        k = self.n_visits
+        return np.stack([self.sigma(t) for t in thetas]) if len(thetas) else np.empty((0, k, k))
+
+    def jacobian_many(self, thetas: np.ndarray) -> np.ndarray:
+        """``jacobian`` at each row of ``thetas``: shape (samples, n_params, k, k)."""
+        if not len(thetas):
+            return np.empty((0, self.n_params, self.n_visits, self.n_visits))
+        return np.stack([self.jacobian(t) for t in thetas])
+
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         """d Sigma / d theta_j for every j, shape (n_params, k, k), by complex step."""
         theta = np.asarray(theta, dtype=float)
@@ -262,6 +273,28 @@ class Unstructured(CovarianceStructure):
             col = lower[:, c] * (lower[r, r] if r == c else 1.0)
             out[j, r, :] += col
             out[j, :, r] += col
+        return out
+
+    def _lower_many(self, thetas: np.ndarray) -> np.ndarray:
+        k = self.n_visits
+        values = np.array(thetas, dtype=float)
+        values[:, self._diag] = np.exp(values[:, self._diag])
+        lower = np.zeros((values.shape[0], k, k))
+        lower[:, self._rows, self._cols] = values
+        return lower
+
+    def sigma_many(self, thetas: np.ndarray) -> np.ndarray:
+        lower = self._lower_many(thetas)
+        return lower @ np.swapaxes(lower, 1, 2)
+
+    def jacobian_many(self, thetas: np.ndarray) -> np.ndarray:
+        lower = self._lower_many(thetas)
+        b, k = lower.shape[0], self.n_visits
+        out = np.zeros((b, self.n_params, k, k))
+        for j, (r, c) in enumerate(zip(self._rows, self._cols, strict=True)):
+            col = lower[:, :, c] * (lower[:, r, r, None] if r == c else 1.0)
+            out[:, j, r, :] += col
+            out[:, j, :, r] += col
         return out
 
     def natural(self, theta: np.ndarray) -> np.ndarray:

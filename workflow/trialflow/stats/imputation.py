@@ -29,6 +29,7 @@ delta adjustment and the responder analysis.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ import pandas as pd
 from scipy import linalg
 
 from trialflow.errors import ModelError
+from trialflow.stats.batchfit import SampleSet, chunk_size, refit_samples
 from trialflow.stats.covariance import CovarianceStructure
 from trialflow.stats.design import ARM, BASELINE, RESPONSE, SUBJECT, VISIT, covariate_block
 from trialflow.stats.mmrm import PreparedMmrm, _Fit, _fit_structure, _objective, _RemlProblem
@@ -187,7 +189,9 @@ def _missing_patterns(
 def strategy_means(
     data: ImputationSet, mu_own: np.ndarray, mu_ref: np.ndarray, strategy: str
 ) -> np.ndarray:
-    """Each subject's mean profile (subjects x visits) under ``strategy``.
+    """Each subject's mean profile (... x subjects x visits) under ``strategy``.
+
+    ``mu_own`` and ``mu_ref`` may carry leading axes (e.g. one per imputation).
 
     Raises
     ------
@@ -205,9 +209,9 @@ def strategy_means(
     if strategy == "copy_reference":
         return np.where(data.dropped[:, None], mu_ref, mu_own)
     if strategy == "copy_increments_from_reference":
-        carried = mu_own[rows, anchor][:, None] + mu_ref - mu_ref[rows, anchor][:, None]
-        out = np.where(after, carried, mu_own)
-        out[none] = mu_ref[none]
+        at_anchor = (mu_own[..., rows, anchor] - mu_ref[..., rows, anchor])[..., None]
+        out = np.where(after, at_anchor + mu_ref, mu_own)
+        out[..., none, :] = mu_ref[..., none, :]
         return out
     if strategy == "last_mean_carried_forward":
         if none.any():
@@ -216,13 +220,16 @@ def strategy_means(
                 f"{int(none.sum())} subject(s) have none",
                 fix="use jump_to_reference or copy_reference for such dropouts",
             )
-        return np.where(after, mu_own[rows, anchor][:, None], mu_own)
+        return np.where(after, mu_own[..., rows, anchor][..., None], mu_own)
     raise ModelError(f"unknown strategy {strategy!r}", fix=f"use one of {', '.join(STRATEGIES)}")
 
 
 @dataclass(frozen=True)
 class _Solve:
-    """One missingness pattern's conditional distribution: gain and Cholesky factor."""
+    """One missingness pattern's conditional distribution: gain and Cholesky factor.
+
+    ``gain`` and ``chol`` carry the leading axes of the covariance matrices they came from.
+    """
 
     rows: np.ndarray
     seen: np.ndarray
@@ -232,19 +239,27 @@ class _Solve:
 
 
 def conditional_solves(data: ImputationSet, sigma: np.ndarray, draws: bool) -> list[_Solve]:
-    """The conditional distribution of the missing visits given the observed ones, per pattern."""
+    """The conditional distribution of the missing visits given the observed ones, per pattern.
+
+    ``sigma`` is one covariance matrix (k x k) or a stack of them (... x k x k).
+    """
     out = []
+    lead = sigma.shape[:-2]
     for rows, seen, missing in data.patterns:
-        s_mo = sigma[np.ix_(missing, seen)]
+        s_mo = sigma[..., missing[:, None], seen[None, :]]
         gain = (
-            linalg.solve(sigma[np.ix_(seen, seen)], s_mo.T, assume_a="pos").T
+            np.swapaxes(
+                np.linalg.solve(sigma[..., seen[:, None], seen[None, :]], np.swapaxes(s_mo, -1, -2)),
+                -1,
+                -2,
+            )
             if seen.size
-            else np.zeros((missing.size, 0))
+            else np.zeros((*lead, missing.size, 0))
         )
         chol = None
         if draws:
-            cond = sigma[np.ix_(missing, missing)] - gain @ s_mo.T
-            chol = np.linalg.cholesky(0.5 * (cond + cond.T))
+            cond = sigma[..., missing[:, None], missing[None, :]] - gain @ np.swapaxes(s_mo, -1, -2)
+            chol = np.linalg.cholesky(0.5 * (cond + np.swapaxes(cond, -1, -2)))
         out.append(_Solve(rows, seen, missing, gain, chol))
     return out
 
@@ -255,19 +270,22 @@ def fill(
     solves: list[_Solve],
     normals: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Completed responses under each mean profile in ``means`` (profiles x subjects x visits).
+    """Completed responses under each mean profile in ``means`` (... x subjects x visits).
 
-    Missing values get their conditional mean, plus a draw when ``normals`` (subjects x visits,
-    shared by every profile) are given.
+    Missing values get their conditional mean, plus a draw when ``normals`` (... x subjects x
+    visits, shared by every profile) are given. The leading axes of ``means`` end with those of
+    the solves' covariance matrices (e.g. profiles x imputations).
     """
     y = np.broadcast_to(data.y, means.shape).copy()
     for s in solves:
-        mu = means[:, s.rows]
+        mu = means[..., s.rows, :]
         seen = data.y[np.ix_(s.rows, s.seen)]
-        values = mu[:, :, s.missing] + (seen[None] - mu[:, :, s.seen]) @ s.gain.T
+        values = mu[..., s.missing] + (seen - mu[..., s.seen]) @ np.swapaxes(s.gain, -1, -2)
         if normals is not None and s.chol is not None:
-            values += (normals[np.ix_(s.rows, s.missing)] @ s.chol.T)[None]
-        y[:, s.rows[:, None], s.missing[None, :]] = values
+            values += normals[..., s.rows[:, None], s.missing[None, :]] @ np.swapaxes(
+                s.chol, -1, -2
+            )
+        y[..., s.rows[:, None], s.missing[None, :]] = values
     return y
 
 
@@ -338,6 +356,38 @@ class Refitter:
         beta = np.zeros(self.beta.size)
         beta[keep] = ev.beta
         return beta, sigma
+
+    def fit_many(
+        self,
+        samples: Callable[[np.ndarray], SampleSet],
+        weights: Callable[[int], np.ndarray],
+        n: int,
+        tolerance: float = TIGHT,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Refits of ``n`` samples: coefficients, covariance matrices, and which converged.
+
+        ``samples(rows)`` builds the cross-products of samples ``rows`` (refitted together,
+        chunk by chunk); ``weights(i)`` gives sample ``i``'s subject weights for the one-at-a-
+        time refit of a sample the batch could not finish (a dropped column, no convergence).
+        """
+        k = self.sigma.shape[0]
+        betas, sigmas = np.zeros((n, self.beta.size)), np.zeros((n, k, k))
+        ok = np.ones(n, dtype=bool)
+        size = chunk_size(self.problem)
+        for first in range(0, n, size):
+            rows = np.arange(first, min(n, first + size))
+            beta, sigma, done = refit_samples(
+                self.problem, self.structure, self.theta, self.hessian_inv, samples(rows),
+                tolerance,
+            )  # fmt: skip
+            betas[rows[done]], sigmas[rows[done]] = beta[done], sigma[done]
+            for i in rows[~done]:
+                params = self.fit(weights(int(i)), tolerance)
+                if params is None:
+                    ok[i] = False
+                else:
+                    betas[i], sigmas[i] = params
+        return betas, sigmas, ok
 
     def _chord(self, problem: _RemlProblem, tolerance: float) -> np.ndarray | None:
         """Quasi-Newton steps from the full-data optimum, starting from its inverse Hessian.

@@ -38,6 +38,7 @@ from trialflow.stats.imputation import (
     fill,
     strategy_means,
 )
+from trialflow.stats.batchfit import bootstrap_samples, leave_one_out_samples
 from trialflow.stats.pooling import Pooled, rubin
 
 __all__ = ["Jackknife", "MultipleImputation", "conditional_mean", "multiple_imputation"]
@@ -57,14 +58,19 @@ def _completed_changes(
     strategies: Sequence[str],
     normals: np.ndarray | None,
 ) -> np.ndarray:
-    """Completed change from baseline under each strategy, side by side (subjects x S*visits)."""
-    mu_own = data.x_own @ beta
-    mu_ref = data.x_ref @ beta
+    """Completed change from baseline under each strategy, for each parameter draw.
+
+    ``beta`` (draws x p) and ``sigma`` (draws x k x k) are the MMRM's parameters, ``normals``
+    (draws x subjects x visits) the draws' standard normals (None: conditional means). The
+    result is subjects x (draw, strategy, visit), flattened in that order.
+    """
+    mu_own = np.einsum("nkp,mp->mnk", data.x_own, beta)
+    mu_ref = np.einsum("nkp,mp->mnk", data.x_ref, beta)
     solves = conditional_solves(data, sigma, draws=normals is not None)
     means = np.stack([strategy_means(data, mu_own, mu_ref, s) for s in strategies])
-    completed = fill(data, means, solves, normals) - data.offset[None, :, None]
-    # Strategies side by side: subjects x (strategy, visit).
-    return np.concatenate(list(completed), axis=1)
+    completed = fill(data, means, solves, normals) - data.offset[None, None, :, None]
+    # (strategy, draw, subject, visit) -> subject x (draw, strategy, visit)
+    return completed.transpose(2, 1, 0, 3).reshape(data.n, -1)
 
 
 def _delta_indicator(data: ImputationSet) -> np.ndarray:
@@ -109,11 +115,41 @@ def _cmi(
     strategies: Sequence[str],
     keep: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    changes = _completed_changes(data, params[0], params[1], strategies, None)
+    changes = _completed_changes(data, params[0][None], params[1][None], strategies, None)
     y = np.concatenate([changes, _delta_indicator(data)], axis=1)[keep]
     coef = Ancova(data.z[keep]).slope(y)
     k = len(data.visits)
     return coef[: len(strategies) * k].reshape(len(strategies), k), coef[len(strategies) * k :]
+
+
+def _leave_one_out_refits(
+    data: ImputationSet, refitter: Refitter
+) -> tuple[np.ndarray, np.ndarray]:
+    """The MMRM refitted without each subject in turn (a subject with no observed visit
+    leaves the fit unchanged), all samples refitted together."""
+    n_fitted = refitter.problem.n_subjects
+    codes = data.observed_code[data.observed_code >= 0]
+
+    def weights(i: int) -> np.ndarray:
+        w = np.ones(n_fitted)
+        w[codes[i]] = 0.0
+        return w
+
+    betas, sigmas, ok = refitter.fit_many(
+        lambda rows: leave_one_out_samples(refitter.problem, codes[rows]), weights, codes.size
+    )
+    if not ok.all():
+        left_out = data.subjects[int(np.flatnonzero(data.observed_code >= 0)[~ok][0])]
+        raise ModelError(
+            f"the MMRM refitted without subject {left_out} did not converge, so "
+            "the jackknife standard error cannot be computed",
+            fix="use multiple_imputation, or a simpler covariance structure",
+        )
+    beta = np.tile(refitter.beta, (data.n, 1))
+    sigma = np.tile(refitter.sigma, (data.n, 1, 1))
+    seen = data.observed_code >= 0
+    beta[seen], sigma[seen] = betas, sigmas
+    return beta, sigma
 
 
 def conditional_mean(
@@ -129,24 +165,12 @@ def conditional_mean(
     n = data.n
     full = (refitter.beta, refitter.sigma)
     estimate, slope = _cmi(data, full, strategies, np.ones(n, dtype=bool))
+    beta, sigma = _leave_one_out_refits(data, refitter)
     loo = np.empty((n, len(strategies), len(data.visits)))
     loo_slope = np.empty((n, len(data.visits)))
-    n_fitted = refitter.problem.n_subjects
     for i in range(n):
-        params: tuple[np.ndarray, np.ndarray] | None = full
-        code = data.observed_code[i]
-        if code >= 0:
-            weights = np.ones(n_fitted)
-            weights[code] = 0.0
-            params = refitter.fit(weights)
-        if params is None:
-            raise ModelError(
-                f"the MMRM refitted without subject {data.subjects[i]} did not converge, so "
-                "the jackknife standard error cannot be computed",
-                fix="use multiple_imputation, or a simpler covariance structure",
-            )
         keep = np.arange(n) != i
-        loo[i], loo_slope[i] = _cmi(data, params, strategies, keep)
+        loo[i], loo_slope[i] = _cmi(data, (beta[i], sigma[i]), strategies, keep)
     return Jackknife(
         strategies=tuple(strategies),
         visits=list(data.visits),
@@ -203,17 +227,57 @@ def _stream(seed: int, key: int, m: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(key, m)))
 
 
-def _bootstrap_fit(
-    rng: np.random.Generator, data: ImputationSet, refitter: Refitter
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """MMRM refitted to a bootstrap sample of subjects, stratified by arm (None: no fit)."""
+def _bootstrap_counts(rng: np.random.Generator, data: ImputationSet, n_fitted: int) -> np.ndarray:
+    """Subject weights of a bootstrap sample, stratified by arm, for the MMRM's subjects."""
     counts = np.zeros(data.n)
     for arm in (np.flatnonzero(~data.treated), np.flatnonzero(data.treated)):
         counts += np.bincount(arm[rng.integers(0, arm.size, arm.size)], minlength=data.n)
-    weights = np.zeros(refitter.problem.n_subjects)
+    weights = np.zeros(n_fitted)
     seen = data.observed_code >= 0
     weights[data.observed_code[seen]] = counts[seen]
-    return refitter.fit(weights, _BOOTSTRAP_TOLERANCE)
+    return weights
+
+
+def _bootstrap_draws(
+    data: ImputationSet, refitter: Refitter, streams: list[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One bootstrap refit of the MMRM per stream: coefficients, covariances, failures.
+
+    Every stream's first sample is refitted in one batch. A sample whose refit fails is
+    replaced by the stream's next sample, as many times as needed, so each imputation's
+    draws depend only on its own stream.
+
+    Raises
+    ------
+    ModelError
+        Too many bootstrap samples whose MMRM refit did not converge.
+    """
+    n_fitted = refitter.problem.n_subjects
+    weights = np.stack([_bootstrap_counts(rng, data, n_fitted) for rng in streams])
+    betas, sigmas, ok = refitter.fit_many(
+        lambda rows: bootstrap_samples(refitter.problem, weights[rows]),
+        lambda i: weights[i],
+        len(streams),
+        _BOOTSTRAP_TOLERANCE,
+    )
+    failures = 0
+    for m in np.flatnonzero(~ok):
+        params = None
+        while params is None:
+            failures += 1
+            if failures > max(10, _MAX_FAILURE_RATE * len(streams)):
+                raise ModelError(
+                    f"the MMRM did not converge on {failures} bootstrap samples",
+                    fix="use conditional_mean, or a simpler covariance structure",
+                )
+            counts = _bootstrap_counts(streams[m], data, n_fitted)
+            params = refitter.fit(counts, _BOOTSTRAP_TOLERANCE)
+        betas[m], sigmas[m] = params
+    return betas, sigmas, failures
+
+
+# Values of completed data held at once (strategies x imputations x subjects x visits).
+_CHUNK_VALUES = 2_000_000
 
 
 def multiple_imputation(
@@ -228,7 +292,9 @@ def multiple_imputation(
 ) -> MultipleImputation:
     """Multiple imputation under each strategy from bootstrap draws of the MMRM.
 
-    ``seed`` (the trial's) and ``key`` (the outcome's) fix every random stream.
+    ``seed`` (the trial's) and ``key`` (the outcome's) fix every random stream. Imputations are
+    completed and analysed in chunks; each uses only its own stream, so the result does not
+    depend on the chunking.
 
     Raises
     ------
@@ -237,28 +303,22 @@ def multiple_imputation(
     """
     ancova = Ancova(data.z)
     s, k = len(strategies), len(data.visits)
+    streams = [_stream(seed, key, m) for m in range(imputations)]
+    betas, sigmas, failures = _bootstrap_draws(data, refitter, streams)
     estimate = np.empty((imputations, s, k))
     variance = np.empty((imputations, s, k))
     mar = "mar" in strategies and primary is not None
     primary_changes = np.empty((imputations, data.n)) if mar else None
-    failures = 0
-    for m in range(imputations):
-        rng = _stream(seed, key, m)
-        params = _bootstrap_fit(rng, data, refitter)
-        while params is None:
-            failures += 1
-            if failures > max(10, _MAX_FAILURE_RATE * imputations):
-                raise ModelError(
-                    f"the MMRM did not converge on {failures} bootstrap samples",
-                    fix="use conditional_mean, or a simpler covariance structure",
-                )
-            params = _bootstrap_fit(rng, data, refitter)
-        normals = rng.standard_normal(data.y.shape)
-        changes = _completed_changes(data, params[0], params[1], strategies, normals)
+    size = max(1, _CHUNK_VALUES // (s * data.n * k))
+    for first in range(0, imputations, size):
+        rows = np.arange(first, min(imputations, first + size))
+        normals = np.stack([streams[m].standard_normal(data.y.shape) for m in rows])
+        changes = _completed_changes(data, betas[rows], sigmas[rows], strategies, normals)
         est, var = ancova.fit(changes)
-        estimate[m], variance[m] = est.reshape(s, k), var.reshape(s, k)
+        estimate[rows], variance[rows] = est.reshape(-1, s, k), var.reshape(-1, s, k)
         if primary_changes is not None and primary is not None:
-            primary_changes[m] = changes[:, strategies.index("mar") * k + primary]
+            at = strategies.index("mar") * k + primary
+            primary_changes[rows] = changes.reshape(data.n, rows.size, s * k)[:, :, at].T
     return MultipleImputation(
         strategies=tuple(strategies),
         visits=list(data.visits),

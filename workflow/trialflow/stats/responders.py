@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["Nnt", "logistic", "nnt", "responder", "risk_difference"]
+__all__ = ["Nnt", "logistic", "logistic_many", "nnt", "responder", "risk_difference"]
 
 
 def responder(
@@ -55,22 +55,53 @@ def logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     Returns coefficients and their covariance (inverse information), or None when the fit
     does not converge or the data are separated (a coefficient runs off to infinity).
     """
-    beta = np.zeros(x.shape[1])
+    beta, cov, ok = logistic_many(x, y[None])
+    return (beta[0], cov[0]) if ok[0] else None
+
+
+def _information(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = special.expit(beta @ x.T)
+    return np.einsum("ni,mn,nj->mij", x, p * (1 - p), x, optimize=True), p
+
+
+def _solve_each(info: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Newton steps of every fit; a singular information matrix marks its fit as failed."""
+    try:
+        return np.linalg.solve(info, score[..., None])[..., 0], np.ones(len(info), dtype=bool)
+    except np.linalg.LinAlgError:
+        step, ok = np.zeros_like(score), np.ones(len(info), dtype=bool)
+        for i in range(len(info)):
+            try:
+                step[i] = np.linalg.solve(info[i], score[i])
+            except np.linalg.LinAlgError:
+                ok[i] = False
+        return step, ok
+
+
+def logistic_many(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`logistic` of each row of ``y`` (fits x subjects) on one design, side by side.
+
+    Returns coefficients (fits x p), covariances (fits x p x p) and which fits converged; each
+    fit takes the Newton steps it would take alone and stops when its own step is below 1e-11.
+    """
+    m, p = y.shape[0], x.shape[1]
+    beta = np.zeros((m, p))
+    running, ok = np.ones(m, dtype=bool), np.zeros(m, dtype=bool)
     for _ in range(100):
-        p = special.expit(x @ beta)
-        info = x.T @ (x * (p * (1 - p))[:, None])
-        try:
-            step = np.linalg.solve(info, x.T @ (y - p))
-        except np.linalg.LinAlgError:
-            return None
-        beta = beta + step
-        if np.max(np.abs(beta)) > 25:
-            return None
-        if np.max(np.abs(step)) < 1e-11:
-            p = special.expit(x @ beta)
-            info = x.T @ (x * (p * (1 - p))[:, None])
-            return beta, np.linalg.inv(info)
-    return None
+        rows = np.flatnonzero(running)
+        if not rows.size:
+            break
+        info, prob = _information(x, beta[rows])
+        step, solved = _solve_each(info, (y[rows] - prob) @ x)
+        beta[rows] += step
+        off = ~solved | (np.max(np.abs(beta[rows]), axis=1) > 25)
+        done = ~off & (np.max(np.abs(step), axis=1) < 1e-11)
+        running[rows[off | done]] = False
+        ok[rows[done]] = True
+    cov = np.full((m, p, p), np.nan)
+    if ok.any():
+        cov[ok] = np.linalg.inv(_information(x, beta[ok])[0])
+    return beta, cov, ok
 
 
 @dataclass(frozen=True)
