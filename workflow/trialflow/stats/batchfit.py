@@ -49,9 +49,7 @@ class SampleSet:
         return int(self.n_subjects.shape[0])
 
     def subset(self, rows: np.ndarray) -> SampleSet:
-        return SampleSet(
-            [c[rows] for c in self.cross], self.n_subjects[rows], self.estimable[rows]
-        )
+        return SampleSet([c[rows] for c in self.cross], self.n_subjects[rows], self.estimable[rows])
 
 
 def _layout(outer: np.ndarray, m: int, q: int) -> np.ndarray:
@@ -152,7 +150,8 @@ def evaluate(
         chol_inv = np.linalg.inv(chol)
         w = np.swapaxes(chol_inv, 1, 2) @ chol_inv
         weights.append(w)
-        logdet += 2.0 * samples.n_subjects[:, j] * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
+        log_diag = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        logdet += 2.0 * samples.n_subjects[:, j] * log_diag
         total += np.einsum("bx,bxy->by", w.reshape(b, m * m), samples.cross[j])
     cross = total.reshape(b, q, q)
     a_chol, good = _cholesky(cross[:, :p, :p])

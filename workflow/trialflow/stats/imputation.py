@@ -247,12 +247,9 @@ def conditional_solves(data: ImputationSet, sigma: np.ndarray, draws: bool) -> l
     lead = sigma.shape[:-2]
     for rows, seen, missing in data.patterns:
         s_mo = sigma[..., missing[:, None], seen[None, :]]
+        s_oo = sigma[..., seen[:, None], seen[None, :]]
         gain = (
-            np.swapaxes(
-                np.linalg.solve(sigma[..., seen[:, None], seen[None, :]], np.swapaxes(s_mo, -1, -2)),
-                -1,
-                -2,
-            )
+            np.swapaxes(np.linalg.solve(s_oo, np.swapaxes(s_mo, -1, -2)), -1, -2)
             if seen.size
             else np.zeros((*lead, missing.size, 0))
         )

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from trialflow.errors import ModelError
+from trialflow.stats.batchfit import bootstrap_samples, leave_one_out_samples
 from trialflow.stats.imputation import (
     Ancova,
     ImputationSet,
@@ -38,7 +39,6 @@ from trialflow.stats.imputation import (
     fill,
     strategy_means,
 )
-from trialflow.stats.batchfit import bootstrap_samples, leave_one_out_samples
 from trialflow.stats.pooling import Pooled, rubin
 
 __all__ = ["Jackknife", "MultipleImputation", "conditional_mean", "multiple_imputation"]
@@ -122,9 +122,7 @@ def _cmi(
     return coef[: len(strategies) * k].reshape(len(strategies), k), coef[len(strategies) * k :]
 
 
-def _leave_one_out_refits(
-    data: ImputationSet, refitter: Refitter
-) -> tuple[np.ndarray, np.ndarray]:
+def _leave_one_out_refits(data: ImputationSet, refitter: Refitter) -> tuple[np.ndarray, np.ndarray]:
     """The MMRM refitted without each subject in turn (a subject with no observed visit
     leaves the fit unchanged), all samples refitted together."""
     n_fitted = refitter.problem.n_subjects
