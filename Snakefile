@@ -13,7 +13,6 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/clean.smk"
-include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 

@@ -198,7 +198,7 @@ CLI_COMPLETE = ["outcome_entirely_missing", "covariate_collinear_with_arm"]
 @pytest.mark.parametrize("case", CLI_COMPLETE)
 def test_command_line_completes_for_data_that_no_model_can_use(tmp_path: Path, case: str) -> None:
     work = _project_with_case(tmp_path, case)
-    run = _snakemake(work, "--config", f"trials={case}")
+    run = _snakemake(work, "all", "pdf", "--config", f"trials={case}")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     assert "Traceback" not in output

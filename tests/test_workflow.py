@@ -48,7 +48,8 @@ def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def bundled_run(tmp_path_factory) -> Path:
     work = _project(tmp_path_factory.mktemp("bundled"))
-    run = _snakemake(work, "--config", "trials=exercise_education,weightbearing")
+    # The default target and the PDF reports (not part of the default run).
+    run = _snakemake(work, "all", "pdf", "--config", "trials=exercise_education,weightbearing")
     assert run.returncode == 0, run.stderr[-3000:]
     return work
 
@@ -66,7 +67,7 @@ def test_bundled_trials_produce_the_analysis_datasets(bundled_run: Path, trial: 
     assert randomized.item() == len(subjects)
     queries = pd.read_csv(folder / "queries.csv")
     assert len(queries) >= 4  # the planted data-entry problems are all reported
-    assert (bundled_run / "results" / trial / "logs" / "clean.log").exists()
+    assert (bundled_run / "results" / trial / "logs" / "analyse.log").exists()
 
 
 @pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
@@ -104,9 +105,15 @@ def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) 
         assert record["mmrm"]["covariance"] is not None
 
 
-def test_rerun_from_scratch_is_byte_identical(bundled_run: Path, tmp_path: Path) -> None:
+def test_rerun_from_scratch_one_job_per_step_is_byte_identical(
+    bundled_run: Path, tmp_path: Path
+) -> None:
+    # The bundled trials are small, so each ran as one job (rule analyse). Rerun from scratch
+    # with one job per step: every table, figure and report is the same byte for byte.
     again = _project(tmp_path)
-    run = _snakemake(again, "--config", "trials=exercise_education,weightbearing")
+    run = _snakemake(
+        again, "--config", "trials=exercise_education,weightbearing", "job_granularity=per_step"
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     outputs = [
         p
@@ -114,6 +121,9 @@ def test_rerun_from_scratch_is_byte_identical(bundled_run: Path, tmp_path: Path)
         if p.suffix in {".csv", ".json", ".html", ".png", ".svg"} and "logs" not in p.parts
     ]
     assert len(outputs) >= 2 * 50
+    assert (bundled_run / "results" / "weightbearing" / "logs" / "analyse.log").exists()
+    assert not (bundled_run / "results" / "weightbearing" / "logs" / "models.log").exists()
+    assert (again / "results" / "weightbearing" / "logs" / "models.log").exists()
     for path in outputs:
         twin = again / path.relative_to(bundled_run)
         assert path.read_bytes() == twin.read_bytes(), path
@@ -350,7 +360,7 @@ def test_sensitivity_tables_are_identical_with_one_core(bundled_run: Path) -> No
     before = {n: (tables / n).read_bytes() for n in names}
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "results/exercise_education/tables/sensitivity.csv",
-         "--cores", "1", "--config", "trials=exercise_education", "--forcerun", "sensitivity"],
+         "--cores", "1", "--config", "trials=exercise_education", "--forcerun", "analyse"],
         cwd=bundled_run, capture_output=True, text=True, check=False,
         env={**os.environ, "SOURCE_DATE_EPOCH": "1764115200", "MPLBACKEND": "Agg"},
     )  # fmt: skip

@@ -3,15 +3,37 @@ rule clean:
     input:
         unpack(get_raw_inputs),
     output:
-        clean=f"{RESULTS}/{{trial}}/analysis/clean.csv",
-        subjects=f"{RESULTS}/{{trial}}/analysis/clean_subjects.csv",
-        queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
-        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
-        adverse_events=f"{RESULTS}/{{trial}}/analysis/adverse_events.csv",
-        screening=f"{RESULTS}/{{trial}}/analysis/screening.csv",
+        **outputs_of("clean"),
     log:
         f"{RESULTS}/{{trial}}/logs/clean.log",
+    wildcard_constraints:
+        trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/clean.py"
+
+
+rule derive:
+    """Build the analysis datasets (ADSL, ADEFF) and the CONSORT flow counts."""
+    input:
+        **inputs_from("clean"),
+        trial=get_trial_config,
+    output:
+        **outputs_of("derive"),
+    log:
+        f"{RESULTS}/{{trial}}/logs/derive.log",
+    wildcard_constraints:
+        trial=PER_STEP,
+    conda:
+        "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+    script:
+        "../scripts/derive.py"

@@ -1,5 +1,6 @@
 # Configuration: validate config/config.yaml and every trial description, and the input
-# functions of the rules (named get_*).
+# functions of the rules (named get_*). Only light modules are imported here: this runs on
+# every invocation, including an up-to-date rerun.
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -11,13 +12,7 @@ normalise_config(config)
 validate(config, "../schemas/config.schema.yaml")
 
 try:
-    SETUP = prepare_workflow(
-        config,
-        project=Path(workflow.basedir),
-        snakemake_validate=lambda content: validate(
-            content, "../schemas/trial.schema.yaml"
-        ),
-    )
+    SETUP = prepare_workflow(config, project=Path(workflow.basedir))
 except TrialflowError as exc:
     stop(exc, debug=config["debug"])
 
@@ -27,6 +22,16 @@ TRIALS = SETUP.names
 TRIAL_CONFIGS = SETUP.trials
 # Names this run's index stamp: runs of different trials never claim the same output.
 RUN_KEY = SETUP.run_key
+
+
+def _alternatives(names: list) -> str:
+    # A pattern matching exactly these trial names (none: a name no trial can have).
+    return "|".join(names) if names else "(?!)"
+
+
+# A small trial runs all its steps in one job (rule analyse); a large one a job per step.
+ONE_JOB = _alternatives(SETUP.one_job)
+PER_STEP = _alternatives(SETUP.per_step)
 
 
 wildcard_constraints:
@@ -41,14 +46,27 @@ def get_raw_inputs(wildcards) -> dict:
     trial = TRIAL_CONFIGS[wildcards.trial]
     inputs = {
         "trial": get_trial_config(wildcards),
-        "subjects": trial.subjects_path,
-        "visits": trial.visits_path,
+        "raw_subjects": trial.subjects_path,
+        "raw_visits": trial.visits_path,
     }
     if trial.adverse_events_path:
-        inputs["adverse_events"] = trial.adverse_events_path
+        inputs["raw_adverse_events"] = trial.adverse_events_path
     if trial.screening_path:
-        inputs["screening"] = trial.screening_path
+        inputs["raw_screening"] = trial.screening_path
     return inputs
+
+
+def get_mem_mb(wildcards) -> int:
+    return SETUP.mem_mb(wildcards.trial)
+
+
+def get_outcome_threads(wildcards) -> int:
+    # One process per outcome (Snakemake lowers it to the cores it was given).
+    return len(TRIAL_CONFIGS[wildcards.trial].outcomes)
+
+
+def get_runtime(wildcards) -> int:
+    return SETUP.runtime(wildcards.trial)
 
 
 def get_final_outputs() -> list:
@@ -66,6 +84,91 @@ def get_final_outputs() -> list:
         *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
         *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],
         *[f"{RESULTS}/{t}/report.html" for t in TRIALS],
-        *[f"{RESULTS}/{t}/report.pdf" for t in TRIALS],
         f"{RESULTS}/logs/index.{RUN_KEY}.done",
     ]
+
+
+# Every file a trial's steps write, by step (the rules of both granularities share them).
+T = f"{RESULTS}/{{trial}}"
+OUTPUTS = {
+    "clean": dict(
+        clean=f"{T}/analysis/clean.csv",
+        clean_subjects=f"{T}/analysis/clean_subjects.csv",
+        queries=f"{T}/analysis/queries.csv",
+        meta=f"{T}/analysis/covariates.json",
+        adverse_events_data=f"{T}/analysis/adverse_events.csv",
+        screening_data=f"{T}/analysis/screening.csv",
+    ),
+    "derive": dict(
+        adsl=f"{T}/analysis/adsl.csv",
+        adeff=f"{T}/analysis/adeff.csv",
+        flow=f"{T}/analysis/flow.csv",
+    ),
+    "models": dict(
+        effects=f"{T}/tables/effects.csv",
+        lsmeans=f"{T}/tables/lsmeans.csv",
+        anova=f"{T}/tables/anova.csv",
+        effect_sizes=f"{T}/tables/effect_sizes.csv",
+        type3=f"{T}/tables/type3.csv",
+        subgroups=f"{T}/tables/subgroups.csv",
+        models=directory(f"{T}/models"),
+    ),
+    "sensitivity": dict(
+        sensitivity=report(
+            f"{T}/tables/sensitivity.csv",
+            caption="../report/sensitivity.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        tipping=f"{T}/tables/tipping_point.csv",
+        responders=f"{T}/tables/responders.csv",
+        sensitivity_summary=f"{T}/sensitivity/summary.json",
+    ),
+    "figures": dict(
+        figures=report(
+            directory(f"{T}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="{trial}",
+            subcategory="Figures",
+        )
+    ),
+    "report": {
+        "report": report(
+            f"{T}/report.html",
+            caption="../report/trial_report.rst",
+            category="{trial}",
+            subcategory="Report",
+        ),
+        "table1": f"{T}/tables/table1.csv",
+        "table1_html": report(
+            f"{T}/tables/table1.html",
+            caption="../report/table1.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        "primary": report(
+            f"{T}/tables/primary_outcome.csv",
+            caption="../report/outcomes.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        "secondary": report(
+            f"{T}/tables/secondary_outcomes.csv",
+            caption="../report/outcomes.rst",
+            category="{trial}",
+            subcategory="Tables",
+        ),
+        "completion": f"{T}/tables/visit_completion.csv",
+        "adverse_events_table": f"{T}/tables/adverse_events.csv",
+    },
+}
+
+
+def outputs_of(*steps: str) -> dict:
+    return {name: path for step in steps for name, path in OUTPUTS[step].items()}
+
+
+def inputs_from(*steps: str) -> dict:
+    # Files of earlier steps read by a step (directories are plain paths as inputs).
+    return {name: str(path) for step in steps for name, path in OUTPUTS[step].items()}

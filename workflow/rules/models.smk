@@ -1,22 +1,22 @@
 rule models:
     """Fit the analysis plan (MMRM, LMM, ANCOVA, mixed ANOVA, effect sizes) to every outcome."""
     input:
+        **inputs_from("clean", "derive"),
         trial=get_trial_config,
-        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
-        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
-        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
     output:
-        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
-        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
-        anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
-        effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
-        type3=f"{RESULTS}/{{trial}}/tables/type3.csv",
-        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
-        models=directory(f"{RESULTS}/{{trial}}/models"),
+        **outputs_of("models"),
     log:
         f"{RESULTS}/{{trial}}/logs/models.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/models.tsv"
+    wildcard_constraints:
+        trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
+    threads: get_outcome_threads
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/models.py"
 
@@ -24,23 +24,21 @@ rule models:
 rule sensitivity:
     """Missing-data sensitivity analyses: imputation strategies, tipping point, responders."""
     input:
+        **inputs_from("clean", "derive"),
         trial=get_trial_config,
-        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
-        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
-        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
     output:
-        sensitivity=report(
-            f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
-            caption="../report/sensitivity.rst",
-            category="{trial}",
-            subcategory="Tables",
-        ),
-        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
-        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
-        summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
+        **outputs_of("sensitivity"),
     log:
         f"{RESULTS}/{{trial}}/logs/sensitivity.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/sensitivity.tsv"
+    wildcard_constraints:
+        trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
+    threads: get_outcome_threads
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/sensitivity.py"

@@ -1,31 +1,22 @@
 rule figures:
     """Draw every figure of a trial (PNG and SVG)."""
     input:
+        **inputs_from("clean", "derive", "models", "sensitivity"),
         trial=get_trial_config,
-        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
-        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
-        flow=f"{RESULTS}/{{trial}}/analysis/flow.csv",
-        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
-        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
-        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
-        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
-        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
-        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
-        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
-        sensitivity_summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
-        models=f"{RESULTS}/{{trial}}/models",
     output:
-        figures=report(
-            directory(f"{RESULTS}/{{trial}}/figures"),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="{trial}",
-            subcategory="Figures",
-        ),
+        **outputs_of("figures"),
     log:
         f"{RESULTS}/{{trial}}/logs/figures.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/figures.tsv"
+    wildcard_constraints:
+        trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/figures.py"
 
@@ -34,62 +25,51 @@ rule report:
     """Write the publication tables and the self-contained HTML report of a trial."""
     input:
         unpack(get_raw_inputs),
-        adsl=f"{RESULTS}/{{trial}}/analysis/adsl.csv",
-        adeff=f"{RESULTS}/{{trial}}/analysis/adeff.csv",
-        flow=f"{RESULTS}/{{trial}}/analysis/flow.csv",
-        queries=f"{RESULTS}/{{trial}}/analysis/queries.csv",
-        adverse_events_data=f"{RESULTS}/{{trial}}/analysis/adverse_events.csv",
-        meta=f"{RESULTS}/{{trial}}/analysis/covariates.json",
-        effects=f"{RESULTS}/{{trial}}/tables/effects.csv",
-        lsmeans=f"{RESULTS}/{{trial}}/tables/lsmeans.csv",
-        anova=f"{RESULTS}/{{trial}}/tables/anova.csv",
-        effect_sizes=f"{RESULTS}/{{trial}}/tables/effect_sizes.csv",
-        type3=f"{RESULTS}/{{trial}}/tables/type3.csv",
-        subgroups=f"{RESULTS}/{{trial}}/tables/subgroups.csv",
-        sensitivity=f"{RESULTS}/{{trial}}/tables/sensitivity.csv",
-        tipping=f"{RESULTS}/{{trial}}/tables/tipping_point.csv",
-        responders=f"{RESULTS}/{{trial}}/tables/responders.csv",
-        sensitivity_summary=f"{RESULTS}/{{trial}}/sensitivity/summary.json",
-        models=f"{RESULTS}/{{trial}}/models",
-        figures=f"{RESULTS}/{{trial}}/figures",
+        **inputs_from("clean", "derive", "models", "sensitivity", "figures"),
     output:
-        report=report(
-            f"{RESULTS}/{{trial}}/report.html",
-            caption="../report/trial_report.rst",
-            category="{trial}",
-            subcategory="Report",
-        ),
-        table1=f"{RESULTS}/{{trial}}/tables/table1.csv",
-        table1_html=report(
-            f"{RESULTS}/{{trial}}/tables/table1.html",
-            caption="../report/table1.rst",
-            category="{trial}",
-            subcategory="Tables",
-        ),
-        primary=report(
-            f"{RESULTS}/{{trial}}/tables/primary_outcome.csv",
-            caption="../report/outcomes.rst",
-            category="{trial}",
-            subcategory="Tables",
-        ),
-        secondary=report(
-            f"{RESULTS}/{{trial}}/tables/secondary_outcomes.csv",
-            caption="../report/outcomes.rst",
-            category="{trial}",
-            subcategory="Tables",
-        ),
-        completion=f"{RESULTS}/{{trial}}/tables/visit_completion.csv",
-        adverse_events=f"{RESULTS}/{{trial}}/tables/adverse_events.csv",
+        **outputs_of("report"),
     log:
         f"{RESULTS}/{{trial}}/logs/report.log",
+    wildcard_constraints:
+        trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/report.py"
 
 
+rule analyse:
+    """Every step of a small trial in one job: clean, derive, models, sensitivity, figures
+    and report (the outputs are those of the per-step rules, byte for byte)."""
+    input:
+        unpack(get_raw_inputs),
+    output:
+        **outputs_of("clean", "derive", "models", "sensitivity", "figures", "report"),
+    log:
+        f"{RESULTS}/{{trial}}/logs/analyse.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/analyse.tsv"
+    wildcard_constraints:
+        trial=ONE_JOB,
+    conda:
+        "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+    script:
+        "../scripts/analyse.py"
+
+
 rule report_pdf:
-    """The report as a PDF (print stylesheet; rendered offline), in a job of its own."""
+    """The report as a PDF (print stylesheet; rendered offline), in a job of its own.
+
+    Not part of the default run (it takes seconds per trial): ask for it with the target
+    rule pdf, or name the file."""
     input:
         html=f"{RESULTS}/{{trial}}/report.html",
     output:
@@ -101,10 +81,23 @@ rule report_pdf:
         ),
     log:
         f"{RESULTS}/{{trial}}/logs/report_pdf.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/report_pdf.tsv"
     conda:
         "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
     script:
         "../scripts/report_pdf.py"
+
+
+rule pdf:
+    """Target: the PDF report of every trial of the run."""
+    default_target: False
+    input:
+        expand(f"{RESULTS}/{{trial}}/report.pdf", trial=TRIALS),
 
 
 rule index:
@@ -121,6 +114,10 @@ rule index:
         f"{RESULTS}/logs/index.{RUN_KEY}.log",
     conda:
         "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         trials_dir=TRIALS_DIR,
     script:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
+from trialflow.parallel import map_outcomes
 from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
@@ -462,8 +463,20 @@ def add_multiplicity(
     return out
 
 
-def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -> TrialAnalysis:
-    """Run the analysis plan on every outcome of a trial.
+def _outcome_analysis(
+    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig
+) -> tuple[Any, ...]:
+    """Every model of one outcome (and its subgroup table), as analyse_trial collects them."""
+    plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, mean_spec(trial.options))
+    eff, ls, anova, g, record = analyse_outcome(plan, outcome)
+    subgroups = subgroup_table(plan, outcome) if trial.options["subgroups"] else None
+    return eff, ls, anova, g, record, subgroups
+
+
+def analyse_trial(
+    adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, *, workers: int = 1
+) -> TrialAnalysis:
+    """Run the analysis plan on every outcome of a trial (on up to ``workers`` processes).
 
     Returns
     -------
@@ -475,20 +488,22 @@ def analyse_trial(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -
         the MMRM residuals per outcome (see :attr:`ModelResult.residuals`).
     """
     options = trial.options
-    spec = mean_spec(options)
     effects, lsmeans, anovas, sizes = [], [], [], []
     models: dict[str, dict[str, Any]] = {}
     residuals: dict[str, pd.DataFrame] = {}
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
-    for outcome in trial.outcomes:
-        plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, spec)
-        eff, ls, anova, g, record = analyse_outcome(plan, outcome)
+    analysed = map_outcomes(
+        partial(_outcome_analysis, adeff=adeff, adsl=adsl, trial=trial), trial.outcomes, workers
+    )
+    for outcome, (eff, ls, anova, g, record, subgroup) in zip(
+        trial.outcomes, analysed, strict=True
+    ):
         tests = record.pop("_type3", None)
         if tests is not None:
             type3.append(tests.assign(outcome=outcome.name))
-        if options["subgroups"]:
-            subgroups.append(subgroup_table(plan, outcome))
+        if subgroup is not None:
+            subgroups.append(subgroup)
         effects.extend(eff)
         lsmeans.extend(ls)
         anovas.append(anova)

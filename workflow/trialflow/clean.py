@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from trialflow.config import TrialConfig, did_you_mean
-from trialflow.errors import ConfigError, DataError
+from trialflow.errors import DataError
 from trialflow.harms import AE_COLUMNS
 from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json, write_table
+from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
@@ -781,24 +782,6 @@ def _check_visit_arms(
             column=arm_col,
             fix="the subjects file is authoritative for the allocated arm; correct one of them",
         )
-
-
-def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
-    """The raw file under ``data.<key>`` (relative to ``root``); a ConfigError if missing."""
-    configured = {
-        "subjects": trial.subjects_path,
-        "visits": trial.visits_path,
-        "adverse_events": trial.adverse_events_path or "",
-        "screening": trial.screening_path or "",
-    }[key]
-    path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
-    if not path.is_file():
-        raise ConfigError(
-            f"key data.{key}: data file {configured} not found (looked for {path})",
-            file=trial.source,
-            fix=f"correct data.{key} (paths are relative to the project folder)",
-        )
-    return path
 
 
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:

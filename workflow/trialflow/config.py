@@ -10,6 +10,7 @@ one of the visits, ranges are ordered, names are unique, ...). Every failure is 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ RESERVED_NAMES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 TRIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# The schemas are ours, not user input: the C loader reads them fast.
+_FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TRIAL_SCHEMA = SCHEMA_DIR / "trial.schema.yaml"
 WORKFLOW_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 
@@ -275,13 +278,14 @@ def _key_path(parts: Sequence[Any]) -> str:
     return text or "(top level)"
 
 
-def validate_schema(content: dict[str, Any], schema_path: Path, *, source: str) -> dict[str, Any]:
-    """Validate ``content`` against a JSON schema and fill in defaults (returns a new dict)."""
+@functools.lru_cache(maxsize=4)
+def _validator(schema_path: Path) -> Any:
+    """A JSON-schema validator that fills in defaults, built once per schema file."""
     import copy
 
     import jsonschema
 
-    schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    schema = yaml.load(schema_path.read_text(encoding="utf-8"), Loader=_FastLoader)
     base = jsonschema.Draft202012Validator
 
     def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
@@ -291,9 +295,16 @@ def validate_schema(content: dict[str, Any], schema_path: Path, *, source: str) 
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+
+
+def validate_schema(content: dict[str, Any], schema_path: Path, *, source: str) -> dict[str, Any]:
+    """Validate ``content`` against a JSON schema and fill in defaults (returns a new dict)."""
+    import copy
+
+    validator = _validator(Path(schema_path))
     filled = copy.deepcopy(content)
-    errors = sorted(validator_cls(schema).iter_errors(filled), key=lambda e: list(e.path))
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         key = _key_path(list(err.absolute_path))

@@ -68,18 +68,19 @@ def build_adsl(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
     subjects = clean.subjects
     attended = _attended(clean.visits, trial)
     last = attended.sort_values("visit_index").groupby("subject_id").tail(1).set_index("subject_id")
-    seen = attended.groupby("subject_id")["visit"]
-    base_ids = set(attended.loc[attended["visit"] == trial.baseline_visit, "subject_id"])
-    final_ids = set(attended.loc[attended["visit"] == trial.final_visit, "subject_id"])
     ids = subjects["subject_id"]
+    # Lookups by index (hash tables), not by Python sets: linear at any trial size.
+    has_base = ids.isin(attended.loc[attended["visit"] == trial.baseline_visit, "subject_id"])
+    completed = ids.isin(attended.loc[attended["visit"] == trial.final_visit, "subject_id"])
     adsl = subjects[["subject_id", "arm", *[c.name for c in trial.covariates]]].copy()
     adsl["itt"] = "Y"
-    adsl["has_baseline"] = np.where(ids.isin(base_ids), "Y", "N")
-    adsl["n_visits"] = ids.map(seen.size()).fillna(0).astype("int64").to_numpy()
-    adsl["last_visit"] = ids.map(last["visit"]).to_numpy()
-    adsl["last_week"] = ids.map(last["week"]).astype("float64").to_numpy()
-    adsl["completed"] = np.where(ids.isin(final_ids), "Y", "N")
-    adsl["withdrawn"] = np.where(ids.isin(final_ids), "N", "Y")
+    adsl["has_baseline"] = np.where(has_base, "Y", "N")
+    seen = attended.groupby("subject_id").size()
+    adsl["n_visits"] = seen.reindex(ids).fillna(0).astype("int64").to_numpy()
+    adsl["last_visit"] = last["visit"].reindex(ids).to_numpy()
+    adsl["last_week"] = last["week"].reindex(ids).astype("float64").to_numpy()
+    adsl["completed"] = np.where(completed, "Y", "N")
+    adsl["withdrawn"] = np.where(completed, "N", "Y")
     rule = trial.sensitivity.get("per_protocol")
     if rule:
         adsl["per_protocol"] = per_protocol_flags(subjects, rule, trial)
@@ -147,8 +148,10 @@ def build_adeff(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
         part.insert(2, "outcome", o.name)
         part["value"] = merged[o.name].astype("float64")
         is_base = (part["visit_index"] == base_index).to_numpy()
-        base_of = pd.Series(part["value"].to_numpy()[is_base], index=part["subject_id"][is_base])
-        part["baseline"] = part["subject_id"].map(base_of).astype("float64")
+        # The grid holds each subject's visits in a block of n_vis rows (a left merge keeps
+        # that order): the baseline is the block's baseline row, repeated over the block.
+        blocks = part["value"].to_numpy(dtype="float64").reshape(n_sub, n_vis)
+        part["baseline"] = np.repeat(blocks[:, is_base[:n_vis]].ravel(), n_vis)
         post = part["visit_index"] > base_index
         change = (part["value"] - part["baseline"]).where(post)
         part["change"] = change
@@ -174,15 +177,21 @@ def build_flow(adsl: pd.DataFrame, clean: CleanResult, trial: TrialConfig) -> pd
         ``reason``, when the trial records reasons), itt (analysed as randomized).
     """
     attended = _attended(clean.visits, trial)
+    # Attendance by arm and visit in one pass: each attended row gets its subject's arm.
+    arm_of = adsl.set_index("subject_id")["arm"]
+    at = pd.DataFrame({"visit": attended["visit"].to_numpy(),
+                       "arm": arm_of.reindex(attended["subject_id"]).to_numpy()})  # fmt: skip
+    at = at.loc[at["arm"].notna()]  # only randomized subjects are counted
+    by_arm = at.groupby(["arm", "visit"]).size()
+    by_visit = at.groupby("visit").size()
     rows: list[tuple[str, str, str, int, str]] = []
     for arm in [*trial.arms, "total"]:
         sub = adsl if arm == "total" else adsl.loc[adsl["arm"] == arm]
-        ids = set(sub["subject_id"])
         rows.append(("randomized", "", arm, len(sub), ""))
         rows.append(("with_baseline", "", arm, int((sub["has_baseline"] == "Y").sum()), ""))
         for v in trial.visits:
-            at_v = attended.loc[attended["visit"] == v.label, "subject_id"]
-            rows.append(("attended", v.label, arm, int(at_v.isin(ids).sum()), ""))
+            n = by_visit.get(v.label, 0) if arm == "total" else by_arm.get((arm, v.label), 0)
+            rows.append(("attended", v.label, arm, int(n), ""))
         rows.append(("completed", "", arm, int((sub["completed"] == "Y").sum()), ""))
         rows.append(("withdrawn", "", arm, int((sub["withdrawn"] == "Y").sum()), ""))
         gone = sub.loc[sub["withdrawn"] == "Y"]
@@ -223,7 +232,11 @@ def check_reconciliation(
     problems = []
     if len(adsl) != adsl["subject_id"].nunique() or len(adsl) != len(clean.subjects):
         problems.append("ADSL does not have exactly one row per randomized subject")
-    if set(adeff["subject_id"]) != set(adsl["subject_id"]):
+    if (
+        not pd.Index(pd.unique(adeff["subject_id"]))
+        .sort_values()
+        .equals(pd.Index(adsl["subject_id"]).sort_values())
+    ):
         problems.append("ADEFF and ADSL hold different subjects")
     arms = [a for a in flow["arm"].unique() if a != "total"]
     for stage in ("randomized", "completed", "withdrawn", "itt", "with_baseline"):

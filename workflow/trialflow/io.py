@@ -204,7 +204,9 @@ def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
             "the file has a header but no data rows", file=name, fix="export the data rows too"
         )
     frame = frame.astype(object).where(frame.notna(), "")
-    frame = frame.map(lambda x: x if isinstance(x, str) else str(x))
+    # A CSV's cells are text already; a workbook's may be numbers or dates.
+    if suffix in EXCEL:
+        frame = frame.map(lambda x: x if isinstance(x, str) else str(x))
     return RawTable(frame=frame.reset_index(drop=True), path=name, notes=notes, lines=data_lines)
 
 

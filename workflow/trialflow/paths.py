@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trialflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trialflow.config import TrialConfig
 
 
 def is_inside(path: Path, folder: Path) -> bool:
@@ -54,3 +58,21 @@ def confine(
         file=source,
         fix=fix,
     )
+
+
+def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
+    """The raw file under ``data.<key>`` (relative to ``root``); a ConfigError if missing."""
+    configured = {
+        "subjects": trial.subjects_path,
+        "visits": trial.visits_path,
+        "adverse_events": trial.adverse_events_path or "",
+        "screening": trial.screening_path or "",
+    }[key]
+    path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
+    if not path.is_file():
+        raise ConfigError(
+            f"key data.{key}: data file {configured} not found (looked for {path})",
+            file=trial.source,
+            fix=f"correct data.{key} (paths are relative to the project folder)",
+        )
+    return path

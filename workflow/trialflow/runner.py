@@ -90,3 +90,28 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
             f"The details are in {log_path}; rerun with --config debug=true to see them here.\n\n"
         )
         sys.exit(1)
+
+
+def _named(files: Any) -> dict[str, str]:
+    """The named files of a Snakemake input or output list (or of a plain namespace)."""
+    items = files.items() if hasattr(files, "items") else vars(files).items()
+    return {str(k): str(v) for k, v in items}
+
+
+def run_step(smk: Any, step: str) -> None:
+    """Run one step of :mod:`trialflow.steps` ("all": every step of a trial) for a job."""
+
+    def main(smk: Any) -> None:
+        from trialflow import steps
+
+        paths = {**_named(smk.input), **_named(smk.output)}
+        if step == "report_pdf":
+            steps.report_pdf(paths)
+            return
+        from trialflow.config import load_trial
+
+        trial = load_trial(paths["trial"], name=smk.wildcards.trial)
+        workers = max(int(getattr(smk, "threads", 1) or 1), 1)
+        (steps.run_all if step == "all" else steps.STEPS[step])(paths, trial, workers)
+
+    run_script(smk, main)

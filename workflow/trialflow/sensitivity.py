@@ -25,6 +25,7 @@ from scipy import optimize, stats
 from trialflow.analysis import MODELS, OutcomePlan, mean_spec, outcome_data, outcome_plan
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
+from trialflow.parallel import map_outcomes
 from trialflow.stats.imputation import ImputationSet, Refitter, imputation_set
 from trialflow.stats.mmrm import CovarianceChoice, PreparedMmrm, fit_prepared, prepare_mmrm
 from trialflow.stats.pooling import rubin
@@ -657,17 +658,26 @@ def _record(fitted: _Primary, results: _MethodResults, found: dict[str, float]) 
     }
 
 
+def _outcome_sensitivity(
+    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, mean_spec(trial.options))
+    return outcome_sensitivity(plan, outcome, Settings.of(trial), adsl)
+
+
 def analyse_sensitivity(
-    adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig
+    adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, *, workers: int = 1
 ) -> SensitivityAnalysis:
-    """Every sensitivity analysis of every outcome of a trial."""
-    settings = Settings.of(trial)
-    spec = mean_spec(trial.options)
+    """Every sensitivity analysis of every outcome of a trial (on up to ``workers``
+    processes; each outcome's random streams are its own, so the result is the same)."""
     tables, tippings, responders = [], [], []
     records: dict[str, dict[str, Any]] = {}
-    for outcome in trial.outcomes:
-        plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, spec)
-        table, tipping, resp, record = outcome_sensitivity(plan, outcome, settings, adsl)
+    analysed = map_outcomes(
+        partial(_outcome_sensitivity, adeff=adeff, adsl=adsl, trial=trial),
+        trial.outcomes,
+        workers,
+    )
+    for outcome, (table, tipping, resp, record) in zip(trial.outcomes, analysed, strict=True):
         tables.append(table)
         tippings.append(tipping)
         responders.append(resp)

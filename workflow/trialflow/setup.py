@@ -10,28 +10,47 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trialflow.clean import data_file
 from trialflow.config import TRIAL_SCHEMA, TrialConfig, load_yaml, parse_trial, trial_names
 from trialflow.config import validate_schema as validate_trial_schema
 from trialflow.errors import TrialflowError
-from trialflow.paths import confine
+from trialflow.paths import confine, data_file
 
 BOOLEAN_KEYS = ("debug", "allow_outside_paths")
 
 
+# A trial whose raw visit file is at most this large runs every step in one job (auto).
+ONE_JOB_LIMIT_BYTES = 2_000_000
+# Memory of a step: a base plus a multiple of the raw visit file's size (measured peaks of
+# the scaled benchmark trials stay below it).
+_BASE_MEM_MB = 1000
+_MEM_PER_MB = 40
+
+
 @dataclass(frozen=True)
 class WorkflowSetup:
-    """The validated trials of a run and where their outputs go."""
+    """The validated trials of a run, where their outputs go, and how they run as jobs."""
 
     names: list[str]
     trials: dict[str, TrialConfig]
     results: str
     trials_dir: str
+    # Trials whose steps run in one job, and trials that run one job per step.
+    one_job: list[str]
+    per_step: list[str]
+    raw_bytes: dict[str, int]
+
+    def mem_mb(self, trial: str) -> int:
+        """Memory to request for a job of ``trial`` (MB)."""
+        return _BASE_MEM_MB + _MEM_PER_MB * self.raw_bytes[trial] // 1_000_000
+
+    def runtime(self, trial: str) -> int:
+        """Wall time to request for a job of ``trial`` (minutes)."""
+        return 10 + self.raw_bytes[trial] // 1_000_000
 
     @property
     def run_key(self) -> str:
@@ -55,13 +74,12 @@ def prepare_workflow(
     config: Mapping[str, Any],
     *,
     project: Path,
-    snakemake_validate: Callable[[dict[str, Any]], None],
 ) -> WorkflowSetup:
     """Check every trial of the run and return them.
 
-    ``snakemake_validate`` validates a trial description with ``snakemake.utils.validate``
-    (which also fills in the defaults); our own validator runs first for a message that names
-    the key and suggests the closest known one.
+    Each trial description is validated against workflow/schemas/trial.schema.yaml (filling
+    in the defaults) by :func:`trialflow.config.validate_schema`, whose message names the key
+    and suggests the closest known one.
     """
     results = str(config["results_dir"])
     if not config["allow_outside_paths"]:
@@ -81,9 +99,8 @@ def prepare_workflow(
     for name in names:
         path = f"{trials_dir}/{name}.yaml"
         content = load_yaml(project / path)
-        validate_trial_schema(content, TRIAL_SCHEMA, source=path)
-        snakemake_validate(content)
-        trial = parse_trial(content, name=name, source=path)
+        filled = validate_trial_schema(content, TRIAL_SCHEMA, source=path)
+        trial = parse_trial(filled, name=name, source=path)
         keys = ["subjects", "visits"]
         keys += ["adverse_events"] if trial.adverse_events_path else []
         keys += ["screening"] if trial.screening_path else []
@@ -100,7 +117,22 @@ def prepare_workflow(
             data_file(trial, key, project)
         trials[name] = trial
     check_writable(project / results, names)
-    return WorkflowSetup(names=names, trials=trials, results=results, trials_dir=trials_dir)
+    sizes = {n: data_file(trials[n], "visits", project).stat().st_size for n in names}
+    granularity = str(config.get("job_granularity", "auto"))
+    one_job = [
+        n
+        for n in names
+        if granularity == "per_trial" or (granularity == "auto" and sizes[n] <= ONE_JOB_LIMIT_BYTES)
+    ]
+    return WorkflowSetup(
+        names=names,
+        trials=trials,
+        results=results,
+        trials_dir=trials_dir,
+        one_job=one_job,
+        per_step=[n for n in names if n not in one_job],
+        raw_bytes=sizes,
+    )
 
 
 def check_writable(results: Path, names: list[str]) -> None:

@@ -205,6 +205,9 @@ def is_categorical(series: pd.Series) -> bool:
 def text_labels(values: pd.Series) -> pd.Series:
     """Labels as strings (missing stays missing) so that 1 and "1" name the same level."""
     out = values.astype(object).where(values.notna(), None)
+    # Labels that are already text (the usual case) need no conversion cell by cell.
+    if pd.api.types.infer_dtype(out, skipna=True) in ("string", "empty"):
+        return out
     return out.map(lambda v: None if v is None else str(v))
 
 
@@ -453,15 +456,21 @@ def _arm_order(
 
 def _check_subjects(frame: pd.DataFrame, arm: str, visit: str) -> None:
     """A subject stays in one arm and has at most one row per visit."""
-    arms_per_subject = frame.groupby(SUBJECT)[ARM].nunique()
+    # Integer codes, not labels: the checks stay linear and cheap at any trial size.
+    subject, names = pd.factorize(frame[SUBJECT], sort=True)
+    arm_code, arms = pd.factorize(frame[ARM])
+    pairs = np.unique(subject.astype(np.int64) * max(len(arms), 1) + arm_code)
+    arms_per_subject = np.bincount(pairs // max(len(arms), 1), minlength=len(names))
     if (arms_per_subject > 1).any():
-        who = arms_per_subject[arms_per_subject > 1].index[0]
+        who = names[int(np.flatnonzero(arms_per_subject > 1)[0])]
         raise ModelError(
             f"subject {who!r} appears in more than one arm",
             column=arm,
             fix="give every subject a single arm",
         )
-    dup = frame.duplicated([SUBJECT, VISIT]).to_numpy()
+    visit_code, visits = pd.factorize(frame[VISIT])
+    key = pd.Series(subject.astype(np.int64) * max(len(visits), 1) + visit_code)
+    dup = key.duplicated().to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise ModelError(
@@ -517,15 +526,20 @@ def observed_rows(prepared: PreparedData) -> ObservedRows:
         Rows sorted by subject and visit; visits without any observed response are left out
         of ``visits`` and listed in ``dropped_visits``.
     """
-    frame = prepared.frame.loc[prepared.frame[RESPONSE].notna()].copy()
-    labels = frame[VISIT].astype(str)
-    seen = set(labels)
+    frame = prepared.frame.loc[prepared.frame[RESPONSE].notna()]
+    labels = frame[VISIT].astype(str).to_numpy(dtype=object)
+    seen = set(pd.unique(labels))
     visits = [v for v in prepared.visits if v in seen]
     dropped = [v for v in prepared.visits if v not in seen]
-    frame[VISIT] = pd.Categorical(labels, categories=visits, ordered=True)
-    frame = frame.sort_values([SUBJECT, VISIT], kind="stable").reset_index(drop=True)
+    visit = pd.Categorical(labels, categories=visits, ordered=True)
+    # Sort by integer codes (subjects in sorted label order, visits in visit order): sorting
+    # the labels themselves is most of the cost for a large trial.
     subject_code, subjects = pd.factorize(frame[SUBJECT], sort=True)
-    arm_position = {a: i for i, a in enumerate(prepared.arms)}
+    order = np.lexsort((visit.codes, subject_code))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame[VISIT] = visit[order]
+    subject_code = subject_code[order]
+    arm_code = pd.Categorical(frame[ARM], categories=list(prepared.arms)).codes
     return ObservedRows(
         frame=frame,
         visits=visits,
@@ -535,7 +549,7 @@ def observed_rows(prepared: PreparedData) -> ObservedRows:
         y=frame[RESPONSE].to_numpy(dtype=float),
         subject_code=np.asarray(subject_code, dtype=np.int64),
         visit_code=frame[VISIT].cat.codes.to_numpy(dtype=np.int64),
-        arm_code=frame[ARM].map(arm_position).to_numpy(dtype=np.int64),
+        arm_code=np.asarray(arm_code, dtype=np.int64),
     )
 
 
@@ -659,3 +673,20 @@ def check_full_rank(x: np.ndarray, labels: Sequence[str], what: str) -> None:
             f"{what}: the design matrix is rank deficient; redundant column(s) {redundant}",
             fix="remove covariates that are constant or duplicate another covariate or the arm",
         )
+
+
+def visit_patterns(observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a subjects x visits boolean matrix, and each subject's row.
+
+    Same result as ``np.unique(observed, axis=0, return_inverse=True)`` (patterns in
+    lexicographic order, first visit most significant), computed on one integer per subject
+    instead of sorting rows, which is what matters for 100,000 subjects.
+    """
+    k = observed.shape[1]
+    if k > 62:
+        patterns, which = np.unique(observed, axis=0, return_inverse=True)
+        return patterns, np.asarray(which).ravel()
+    weights = np.left_shift(np.int64(1), np.arange(k - 1, -1, -1, dtype=np.int64))
+    codes, which = np.unique(observed.astype(np.int64) @ weights, return_inverse=True)
+    patterns = (codes[:, None] & weights[None, :]) > 0
+    return patterns, np.asarray(which).ravel()

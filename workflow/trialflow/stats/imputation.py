@@ -39,7 +39,15 @@ from scipy import linalg
 from trialflow.errors import ModelError
 from trialflow.stats.batchfit import SampleSet, chunk_size, refit_samples
 from trialflow.stats.covariance import CovarianceStructure
-from trialflow.stats.design import ARM, BASELINE, RESPONSE, SUBJECT, VISIT, covariate_block
+from trialflow.stats.design import (
+    ARM,
+    BASELINE,
+    RESPONSE,
+    SUBJECT,
+    VISIT,
+    covariate_block,
+    visit_patterns,
+)
 from trialflow.stats.mmrm import PreparedMmrm, _Fit, _fit_structure, _objective, _RemlProblem
 
 __all__ = [
@@ -176,8 +184,7 @@ def _missing_patterns(
     observed: np.ndarray,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
     """(subjects, observed visits, missing visits) of every pattern with a missing visit."""
-    patterns, which = np.unique(observed, axis=0, return_inverse=True)
-    which = np.asarray(which).ravel()
+    patterns, which = visit_patterns(observed)
     out = []
     for j, mask in enumerate(patterns):
         if mask.all():

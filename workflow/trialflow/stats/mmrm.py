@@ -43,6 +43,7 @@ from trialflow.stats.design import (
     prepare_long,
     r_name,
     redundant_columns,
+    visit_patterns,
 )
 from trialflow.stats.inference import (
     DF_LABELS,
@@ -187,8 +188,7 @@ class _RemlProblem:
         self.n_visits = n_visits
         observed = np.zeros((n_subjects, n_visits), dtype=bool)
         observed[subject_code, visit_code] = True
-        patterns, pattern_of_subject = np.unique(observed, axis=0, return_inverse=True)
-        pattern_of_subject = np.asarray(pattern_of_subject).ravel()
+        patterns, pattern_of_subject = visit_patterns(observed)
         order = np.lexsort((visit_code, subject_code, pattern_of_subject[subject_code]))
         z = np.column_stack([x, y])[order]
         q = z.shape[1]
@@ -1109,8 +1109,7 @@ def _residuals(
     wide[obs.subject_code, obs.visit_code] = raw
     seen = ~np.isnan(wide)
     normalized = np.full_like(wide, np.nan)
-    patterns, which = np.unique(seen, axis=0, return_inverse=True)
-    which = np.asarray(which).ravel()
+    patterns, which = visit_patterns(seen)
     for k, mask in enumerate(patterns):
         idx = np.flatnonzero(mask)
         rows = np.flatnonzero(which == k)
@@ -1120,8 +1119,8 @@ def _residuals(
         normalized[np.ix_(rows, idx)] = np.linalg.solve(chol, block.T).T
     return pd.DataFrame(
         {
-            subject: [obs.subjects[i] for i in obs.subject_code],
-            visit: [obs.visits[j] for j in obs.visit_code],
+            subject: np.asarray(obs.subjects, dtype=object)[obs.subject_code],
+            visit: np.asarray(obs.visits, dtype=object)[obs.visit_code],
             "observed": obs.y,
             "fitted": fitted,
             "residual": raw,

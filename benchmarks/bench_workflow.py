@@ -1,0 +1,112 @@
+"""Benchmark: the whole workflow from the command line, cold and up to date.
+
+Usage:
+    python benchmarks/bench_workflow.py                 # the bundled trials
+    python benchmarks/bench_workflow.py 10000 100000    # also scaled trials of n subjects
+
+Each run happens in a fresh copy of the project (as a fresh clone), with ``--cores 2``. The
+table gives wall seconds, the peak memory of the largest job, and ratios against baselines
+measured in the same invocation:
+
+* ``snakemake floor``: Snakemake alone, building and checking an up-to-date one-rule
+  workflow (what any rerun costs at least);
+* ``one job per step``: the same cold run with ``job_granularity=per_step``, the layout where
+  every step pays its own interpreter start and imports.
+
+A scaled trial is the exercise_education scenario with n subjects, reduced to its primary
+outcome and four visits (as the published trials), sensitivity analyses included.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("Snakefile", "config", "data", "profiles", "workflow")
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+
+
+def _project(folder: Path) -> Path:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+def _run(work: Path, *args: str) -> tuple[float, float]:
+    """Wall seconds and the peak resident memory (MB) of the largest process of the run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--quiet", *args],
+        cwd=work, env=ENV, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"snakemake {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def _floor(tmp: Path) -> float:
+    work = tmp / "floor"
+    work.mkdir()
+    (work / "done.txt").write_text("x\n")
+    (work / "Snakefile").write_text('rule all:\n    input:\n        "done.txt",\n')
+    return _run(work)[0]
+
+
+def _scaled(n: int, tmp: Path) -> Path:
+    """A project whose only trial is the scaled exercise_education trial."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scaled_trial import scaled_trial
+
+    work = _project(tmp / f"n{n}")
+    folder = work / "data" / "raw" / "scaled"
+    description = yaml.safe_load(scaled_trial(n, folder).read_text(encoding="utf-8"))
+    description["data"] = {"subjects": "data/raw/scaled/subjects.csv",
+                           "visits": "data/raw/scaled/visits.csv"}  # fmt: skip
+    description["outcomes"] = [o for o in description["outcomes"] if o.get("primary")][:1]
+    description["visits"] = description["visits"][:4]
+    description["primary_visit"] = description["visits"][-1]["label"]
+    (work / "config" / "trials" / "scaled.yaml").write_text(yaml.safe_dump(description))
+    return work
+
+
+def main(sizes: list[int]) -> None:
+    rows: list[tuple[str, float, float, str]] = []
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        floor = _floor(tmp)
+        rows.append(("snakemake floor (up to date)", floor, 0.0, "1.00 (baseline)"))
+        split, split_mem = _run(_project(tmp / "split"), "--config", "job_granularity=per_step")
+        rows.append(("bundled cold, one job per step", split, split_mem, "1.00 (baseline)"))
+        work = _project(tmp / "bundled")
+        cold, mem = _run(work)
+        rows.append(("bundled cold (default)", cold, mem, f"{cold / split:.2f} x per-step"))
+        rerun, _ = _run(work)
+        rows.append(("bundled up-to-date rerun", rerun, 0.0, f"{rerun / floor:.2f} x floor"))
+        for n in sizes:
+            scaled = _scaled(n, tmp)
+            wall, peak = _run(scaled, "--config", "trials=scaled")
+            rows.append((f"{n:,} subjects, 1 outcome, 4 visits, cold", wall, peak,
+                         f"{wall / cold:.2f} x bundled"))  # fmt: skip
+    print(f"{'run':<44}{'seconds':>9}{'peak MB':>9}  ratio")
+    for label, seconds, peak, ratio in rows:
+        print(f"{label:<44}{seconds:9.2f}{peak:9.0f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]])
