@@ -16,6 +16,7 @@ include: "workflow/rules/clean.smk"
 include: "workflow/rules/derive.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/power.smk"
 
 
 rule all:
