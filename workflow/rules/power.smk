@@ -97,12 +97,10 @@ if config.get("power"):
 
 else:
 
-    def no_power_scenario(wildcards):
-        """The power target without --config power=<name>: stop before any job, saying how to
-        name a scenario and which exist."""
-        stop(missing_scenario(available_scenarios(PROJECT)), debug=config["debug"])
-
     rule power:
-        """Without a scenario: stops with how to name one (see no_power_scenario)."""
+        """Without --config power=<name>: stops before any job, saying how to name a scenario
+        and which exist."""
         input:
-            no_power_scenario,
+            lambda wildcards: stop(
+                missing_scenario(available_scenarios(PROJECT)), debug=config["debug"]
+            ),
