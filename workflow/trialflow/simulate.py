@@ -12,6 +12,7 @@ cleaning stage has something to report. Same scenario and seed give byte-identic
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class SimulatedTrial:
     screening: pd.DataFrame | None = None
 
 
-def _correlation(spec: dict[str, Any], weeks: np.ndarray) -> np.ndarray:
+def _correlation(spec: Mapping[str, Any], weeks: np.ndarray) -> np.ndarray:
     k = len(weeks)
     kind = spec.get("structure", "ar1")
     if kind == "matrix":
@@ -55,6 +56,63 @@ def _correlation(spec: dict[str, Any], weeks: np.ndarray) -> np.ndarray:
 
 def _fmt(values: np.ndarray, decimals: int) -> list[str]:
     return ["" if np.isnan(v) else f"{v:.{decimals}f}" for v in values]
+
+
+def outcome_values(
+    out: Mapping[str, Any],
+    arm_of: np.ndarray,
+    arms: list[str],
+    weeks: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One outcome at every visit (subjects x visits): baseline mean + the arm's mean change +
+    correlated visit-specific noise, clipped to the outcome's ``clip`` range."""
+    n, k = len(arm_of), len(weeks)
+    sd = np.asarray(out["sd"], dtype=float)
+    corr = _correlation(out.get("correlation", {"structure": "ar1", "rho": 0.7}), weeks)
+    chol = np.linalg.cholesky(corr * np.outer(sd, sd))
+    noise = rng.standard_normal((n, k)) @ chol.T
+    mean = np.empty((n, k))
+    for arm in arms:
+        mean[arm_of == arm] = out["baseline_mean"] + np.asarray(out["change"][arm], dtype=float)
+    lo, hi = out.get("clip", [-np.inf, np.inf])
+    return np.clip(mean + noise, lo, hi)
+
+
+def monotone_dropout(
+    drop: Mapping[str, Any],
+    values: dict[str, np.ndarray],
+    default_driver: str,
+    arm_of: np.ndarray,
+    arms: list[str],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Position of each subject's last attended visit under monotone dropout.
+
+    One hazard per post-baseline visit, calibrated to the arm's cumulative rate; under MAR it
+    moves with the last observed value of the driver outcome, under MNAR with the current one.
+    """
+    n, k = values[default_driver].shape
+    last = np.full(n, k - 1)
+    mech = drop.get("mechanism", "none").upper()
+    if mech == "NONE":
+        return last
+    driver = values[drop.get("driver", default_driver)]
+    z = (driver - driver[:, :1].mean()) / driver[:, :1].std()
+    sign = 1.0 if drop.get("direction", "higher") == "higher" else -1.0
+    strength = 0.0 if mech == "MCAR" else float(drop.get("strength", 1.0))
+    for arm in arms:
+        rate = float(drop["rate"][arm])
+        hazard = 1 - (1 - rate) ** (1 / (k - 1))
+        members = np.flatnonzero(arm_of == arm)
+        for j in range(1, k):
+            at_risk = members[last[members] == k - 1]
+            # MAR: previous (observed) value; MNAR: current (unobserved) value.
+            zz = z[at_risk, j - 1 if mech == "MAR" else j]
+            p = expit(logit(hazard) + sign * strength * zz)
+            out_now = at_risk[rng.random(len(at_risk)) < p]
+            last[out_now] = j - 1
+    return last
 
 
 def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
@@ -94,39 +152,11 @@ def simulate(scenario: dict[str, Any]) -> SimulatedTrial:
             subjects[cov["column"]] = rng.choice(levels, size=n, p=cov["probs"])
 
     # Outcomes: baseline mean + arm-specific mean change + correlated visit-specific noise.
-    values: dict[str, np.ndarray] = {}
-    for out in scenario["outcomes"]:
-        sd = np.asarray(out["sd"], dtype=float)
-        corr = _correlation(out.get("correlation", {"structure": "ar1", "rho": 0.7}), weeks)
-        chol = np.linalg.cholesky(corr * np.outer(sd, sd))
-        noise = rng.standard_normal((n, k)) @ chol.T
-        mean = np.empty((n, k))
-        for arm in arms:
-            mean[arm_of == arm] = out["baseline_mean"] + np.asarray(out["change"][arm], dtype=float)
-        y = mean + noise
-        lo, hi = out.get("clip", [-np.inf, np.inf])
-        values[out["name"]] = np.clip(y, lo, hi)
-
-    # Monotone dropout, one hazard per post-baseline visit calibrated to the cumulative rate.
+    values = {
+        out["name"]: outcome_values(out, arm_of, arms, weeks, rng) for out in scenario["outcomes"]
+    }
     drop = scenario.get("dropout", {"mechanism": "none"})
-    last = np.full(n, k - 1)
-    mech = drop.get("mechanism", "none").upper()
-    if mech != "NONE":
-        driver = values[drop.get("driver", scenario["outcomes"][0]["name"])]
-        z = (driver - driver[:, :1].mean()) / driver[:, :1].std()
-        sign = 1.0 if drop.get("direction", "higher") == "higher" else -1.0
-        strength = 0.0 if mech == "MCAR" else float(drop.get("strength", 1.0))
-        for arm in arms:
-            rate = float(drop["rate"][arm])
-            hazard = 1 - (1 - rate) ** (1 / (k - 1))
-            members = np.flatnonzero(arm_of == arm)
-            for j in range(1, k):
-                at_risk = members[last[members] == k - 1]
-                # MAR: previous (observed) value; MNAR: current (unobserved) value.
-                zz = z[at_risk, j - 1 if mech == "MAR" else j]
-                p = expit(logit(hazard) + sign * strength * zz)
-                out_now = at_risk[rng.random(len(at_risk)) < p]
-                last[out_now] = j - 1
+    last = monotone_dropout(drop, values, scenario["outcomes"][0]["name"], arm_of, arms, rng)
 
     rows = []
     sporadic = float(scenario.get("sporadic_missing", 0.0))
