@@ -69,6 +69,15 @@ def get_runtime(wildcards) -> int:
     return SETUP.runtime(wildcards.trial)
 
 
+def get_missing_scenario(wildcards):
+    # The power target without --config power=<name>: stop, naming the scenarios there are.
+    # Imported here: the planner's modules are heavy, and only the power target needs them.
+    from trialflow.power import available_scenarios, missing_scenario
+
+    scenarios = available_scenarios(Path(workflow.basedir))
+    return stop(missing_scenario(scenarios), debug=config["debug"])
+
+
 def get_final_outputs() -> list:
     analysis = ["clean.csv", "queries.csv", "adsl.csv", "adeff.csv", "flow.csv"]
     tables = [

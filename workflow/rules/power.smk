@@ -4,17 +4,14 @@
 from pathlib import Path
 
 from trialflow.errors import TrialflowError
-from trialflow.power import (
-    available_scenarios,
-    load_power_scenario,
-    missing_scenario,
-    scenario_path,
-)
 from trialflow.setup import stop
 
 PROJECT = Path(workflow.basedir)
 
+
 if config.get("power"):
+    from trialflow.power import load_power_scenario, scenario_path
+
     try:
         POWER = load_power_scenario(
             scenario_path(PROJECT, config["power"]), name=config["power"]
@@ -101,6 +98,4 @@ else:
         """Without --config power=<name>: stops before any job, saying how to name a scenario
         and which exist."""
         input:
-            lambda wildcards: stop(
-                missing_scenario(available_scenarios(PROJECT)), debug=config["debug"]
-            ),
+            get_missing_scenario,

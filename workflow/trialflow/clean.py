@@ -24,7 +24,7 @@ import pandas as pd
 from trialflow.config import TrialConfig, did_you_mean
 from trialflow.errors import DataError
 from trialflow.harms import AE_COLUMNS
-from trialflow.io import RawTable, read_csv, read_table, write_csv, write_json, write_table
+from trialflow.io import TEXT, RawTable, read_csv, read_table, write_csv, write_json, write_table
 from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
 
@@ -866,10 +866,10 @@ def load_clean(
     covariate_types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))[
         "covariate_types"
     ]
-    categorical = {c: str for c, kind in covariate_types.items() if kind == "categorical"}
+    categorical = {c: TEXT for c, kind in covariate_types.items() if kind == "categorical"}
     subj = pd.read_csv(
         subjects,
-        dtype={"subject_id": str, "arm": str, **categorical},
+        dtype={"subject_id": TEXT, "arm": TEXT, **categorical},
         keep_default_na=False,
         na_values=[""],
     )

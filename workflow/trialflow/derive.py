@@ -20,6 +20,7 @@ import pandas as pd
 from trialflow.clean import CleanResult
 from trialflow.config import TrialConfig
 from trialflow.errors import DataError, TrialflowError
+from trialflow.io import TEXT
 
 ADEFF_COLUMNS: tuple[str, ...] = (
     "subject_id",
@@ -280,16 +281,16 @@ def read_analysis_datasets(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read ``adsl.csv`` and ``adeff.csv`` with categorical covariates kept as text."""
     types: dict[str, str] = json.loads(Path(meta).read_text(encoding="utf-8"))["covariate_types"]
-    text_columns = {c: str for c, kind in types.items() if kind == "categorical"}
+    text_columns = {c: TEXT for c, kind in types.items() if kind == "categorical"}
     adsl_frame = pd.read_csv(
         adsl,
-        dtype={"subject_id": str, "arm": str, "last_visit": str, **text_columns},
+        dtype={"subject_id": TEXT, "arm": TEXT, "last_visit": TEXT, **text_columns},
         keep_default_na=False,
         na_values=[""],
     )
     adeff_frame = pd.read_csv(
         adeff,
-        dtype={c: str for c in ("subject_id", "arm", "outcome", "visit", "ablfl", "anl01fl")},
+        dtype={c: TEXT for c in ("subject_id", "arm", "outcome", "visit", "ablfl", "anl01fl")},
         keep_default_na=False,
         na_values=[""],
     )

@@ -361,9 +361,15 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     write_csv(neutralise_formulas(frame), path)
 
 
+# Text columns of the analysis datasets are read as Python strings (object dtype). pandas 3's
+# default string type without pyarrow compares, maps and looks up cell by cell in Python,
+# which is most of the time of cleaning and model preparation at 100,000 subjects.
+TEXT = object
+
+
 def read_csv(path: str | Path) -> pd.DataFrame:
     """Read a table written by :func:`write_csv` (identifiers kept as text)."""
-    return read_result_csv(path, dtype={"subject_id": str, "arm": str, "visit": str})
+    return read_result_csv(path, dtype={"subject_id": TEXT, "arm": TEXT, "visit": TEXT})
 
 
 def read_result_csv(path: str | Path, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
