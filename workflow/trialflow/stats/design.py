@@ -203,7 +203,23 @@ def is_categorical(series: pd.Series) -> bool:
 
 
 def text_labels(values: pd.Series) -> pd.Series:
-    """Labels as strings (missing stays missing) so that 1 and "1" name the same level."""
+    """Labels as strings (missing stays missing) so that 1 and "1" name the same level.
+
+    Text is already its own label; integers and booleans are converted once per distinct
+    value (a long table repeats few labels); anything else value by value, since pandas counts
+    1.0 and 1, or 0.0 and -0.0, as one distinct value where ``str`` gives two labels.
+    """
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return values.astype("str")
+    if kind not in ("integer", "boolean"):
+        return _text_each(values)
+    codes, distinct = pd.factorize(values)  # missing values get code -1
+    labels = _text_each(pd.Series([*distinct, None], dtype=object))
+    return pd.Series(labels.to_numpy()[codes], index=values.index, name=values.name)
+
+
+def _text_each(values: pd.Series) -> pd.Series:
     out = values.astype(object).where(values.notna(), None)
     return out.map(lambda v: None if v is None else str(v))
 
