@@ -533,25 +533,27 @@ def observed_rows(prepared: PreparedData) -> ObservedRows:
         Rows sorted by subject and visit; visits without any observed response are left out
         of ``visits`` and listed in ``dropped_visits``.
     """
-    frame = prepared.frame.loc[prepared.frame[RESPONSE].notna()].copy()
-    labels = frame[VISIT].astype(str)
-    seen = set(labels)
-    visits = [v for v in prepared.visits if v in seen]
-    dropped = [v for v in prepared.visits if v not in seen]
-    frame[VISIT] = pd.Categorical(labels, categories=visits, ordered=True)
-    frame = frame.sort_values([SUBJECT, VISIT], kind="stable").reset_index(drop=True)
-    subject_code, subjects = pd.factorize(frame[SUBJECT], sort=True)
-    arm_position = {a: i for i, a in enumerate(prepared.arms)}
+    # The prepared frame is sorted by subject and visit (its visit categories are ``visits``):
+    # leaving rows out keeps that order, so codes follow from where the labels change.
+    full = prepared.frame
+    frame = full.loc[full[RESPONSE].notna()].reset_index(drop=True)
+    seen = np.zeros(len(prepared.visits), dtype=bool)
+    seen[frame[VISIT].cat.codes.to_numpy()] = True
+    visits = [v for v, s in zip(prepared.visits, seen, strict=True) if s]
+    dropped = [v for v, s in zip(prepared.visits, seen, strict=True) if not s]
+    frame[VISIT] = frame[VISIT].cat.remove_unused_categories()
+    subject = frame[SUBJECT].to_numpy(dtype=object)
+    first = np.r_[True, subject[1:] != subject[:-1]]
     return ObservedRows(
         frame=frame,
         visits=visits,
         dropped_visits=dropped,
         arms=prepared.arms,
-        subjects=tuple(str(s) for s in subjects),
+        subjects=tuple(subject[first]),
         y=frame[RESPONSE].to_numpy(dtype=float),
-        subject_code=np.asarray(subject_code, dtype=np.int64),
+        subject_code=np.cumsum(first, dtype=np.int64) - 1,
         visit_code=frame[VISIT].cat.codes.to_numpy(dtype=np.int64),
-        arm_code=frame[ARM].map(arm_position).to_numpy(dtype=np.int64),
+        arm_code=pd.Index(prepared.arms).get_indexer(pd.Index(frame[ARM])).astype(np.int64),
     )
 
 
