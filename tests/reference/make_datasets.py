@@ -250,6 +250,27 @@ def bundled_trial(name: str) -> tuple[pd.DataFrame, dict[str, str]]:
     return frame, entry
 
 
+def make_lmm_boundary(seed: int = 1) -> pd.DataFrame:
+    """30 subjects x 3 visits of normal values centred within subject (no arm effect).
+
+    Every subject's mean is zero, so the REML estimate of the subject variance is on the
+    boundary (zero): lme4 reports a singular fit. Not in the index: only the LMM's boundary
+    test and tests/reference/make_lmm_boundary_references.R use it.
+    """
+    rng = np.random.default_rng(seed)
+    n = 30
+    values = rng.normal(size=(n, 3))
+    values -= values.mean(axis=1, keepdims=True)
+    return pd.DataFrame(
+        {
+            "subject_id": np.repeat(np.arange(n), 3),
+            "arm": np.repeat(np.where(np.arange(n) % 2 == 0, "ctl", "trt"), 3),
+            "visit": np.tile(["v0", "v1", "v2"], n),
+            "value": values.ravel(),
+        }
+    )
+
+
 def main() -> None:
     """Write every dataset and the index file."""
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -269,6 +290,10 @@ def main() -> None:
             lineterminator="\n",
         )
     pd.DataFrame(index).to_csv(DATA_DIR / "datasets.csv", index=False, lineterminator="\n")
+    # Full precision: rounding would move the subject means off zero.
+    make_lmm_boundary().to_csv(
+        DATA_DIR / "lmm_boundary.csv", index=False, float_format="%.17g", lineterminator="\n"
+    )
 
 
 if __name__ == "__main__":

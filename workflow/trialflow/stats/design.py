@@ -203,7 +203,23 @@ def is_categorical(series: pd.Series) -> bool:
 
 
 def text_labels(values: pd.Series) -> pd.Series:
-    """Labels as strings (missing stays missing) so that 1 and "1" name the same level."""
+    """Labels as strings (missing stays missing) so that 1 and "1" name the same level.
+
+    Text is already its own label; integers and booleans are converted once per distinct
+    value (a long table repeats few labels); anything else value by value, since pandas counts
+    1.0 and 1, or 0.0 and -0.0, as one distinct value where ``str`` gives two labels.
+    """
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return values.astype("str")
+    if kind not in ("integer", "boolean"):
+        return _text_each(values)
+    codes, distinct = pd.factorize(values)  # missing values get code -1
+    labels = _text_each(pd.Series([*distinct, None], dtype=object))
+    return pd.Series(labels.to_numpy()[codes], index=values.index, name=values.name)
+
+
+def _text_each(values: pd.Series) -> pd.Series:
     out = values.astype(object).where(values.notna(), None)
     # Labels that are already text (the usual case) need no conversion cell by cell.
     if pd.api.types.infer_dtype(out, skipna=True) in ("string", "empty"):
@@ -526,30 +542,27 @@ def observed_rows(prepared: PreparedData) -> ObservedRows:
         Rows sorted by subject and visit; visits without any observed response are left out
         of ``visits`` and listed in ``dropped_visits``.
     """
-    frame = prepared.frame.loc[prepared.frame[RESPONSE].notna()]
-    labels = frame[VISIT].astype(str).to_numpy(dtype=object)
-    seen = set(pd.unique(labels))
-    visits = [v for v in prepared.visits if v in seen]
-    dropped = [v for v in prepared.visits if v not in seen]
-    visit = pd.Categorical(labels, categories=visits, ordered=True)
-    # Sort by integer codes (subjects in sorted label order, visits in visit order): sorting
-    # the labels themselves is most of the cost for a large trial.
-    subject_code, subjects = pd.factorize(frame[SUBJECT], sort=True)
-    order = np.lexsort((visit.codes, subject_code))
-    frame = frame.iloc[order].reset_index(drop=True)
-    frame[VISIT] = visit[order]
-    subject_code = subject_code[order]
-    arm_code = pd.Categorical(frame[ARM], categories=list(prepared.arms)).codes
+    # The prepared frame is sorted by subject and visit (its visit categories are ``visits``):
+    # leaving rows out keeps that order, so codes follow from where the labels change.
+    full = prepared.frame
+    frame = full.loc[full[RESPONSE].notna()].reset_index(drop=True)
+    seen = np.zeros(len(prepared.visits), dtype=bool)
+    seen[frame[VISIT].cat.codes.to_numpy()] = True
+    visits = [v for v, s in zip(prepared.visits, seen, strict=True) if s]
+    dropped = [v for v, s in zip(prepared.visits, seen, strict=True) if not s]
+    frame[VISIT] = frame[VISIT].cat.remove_unused_categories()
+    subject = frame[SUBJECT].to_numpy(dtype=object)
+    first = np.r_[True, subject[1:] != subject[:-1]]
     return ObservedRows(
         frame=frame,
         visits=visits,
         dropped_visits=dropped,
         arms=prepared.arms,
-        subjects=tuple(str(s) for s in subjects),
+        subjects=tuple(subject[first]),
         y=frame[RESPONSE].to_numpy(dtype=float),
-        subject_code=np.asarray(subject_code, dtype=np.int64),
+        subject_code=np.cumsum(first, dtype=np.int64) - 1,
         visit_code=frame[VISIT].cat.codes.to_numpy(dtype=np.int64),
-        arm_code=np.asarray(arm_code, dtype=np.int64),
+        arm_code=pd.Index(prepared.arms).get_indexer(pd.Index(frame[ARM])).astype(np.int64),
     )
 
 
