@@ -15,7 +15,10 @@ DEFAULT_RUNTIME = "60"
 
 
 def _dry_run(work: Path, *args: str) -> dict[tuple[str, str], Job]:
-    run = snakemake(work, "--dry-run", "--config", "trials=weightbearing", *args)
+    # One job per step, so that every rule a large trial uses is checked.
+    run = snakemake(
+        work, "--dry-run", "--config", "trials=weightbearing", "job_granularity=per_step", *args
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return {(job.rule, job.wildcards): job for job in announced_jobs(run.stdout + run.stderr)}
 
@@ -37,7 +40,15 @@ def dry_runs(tmp_path_factory) -> tuple[dict, dict]:
 def test_every_job_goes_to_slurm(dry_runs) -> None:
     own, slurm = dry_runs
     assert set(slurm) == set(own)
-    assert {rule for rule, _ in slurm} >= {"clean", "derive", "models", "report", "index"}
+    assert {rule for rule, _ in slurm} >= {
+        "clean",
+        "derive",
+        "models",
+        "sensitivity",
+        "figures",
+        "report",
+        "index",
+    }
 
 
 def test_slurm_gets_one_cpu_per_thread(dry_runs) -> None:
