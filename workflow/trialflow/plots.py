@@ -96,8 +96,13 @@ def write_trial_figures(
         drawings[f"{name}_trajectory"] = partial(fg.trajectory_figure, lsmeans, adeff, trial, name)
         drawings[f"{name}_spaghetti"] = partial(fg.spaghetti_figure, adeff, trial, name)
         drawings[f"{name}_change"] = partial(fg.change_figure, adeff, trial, name)
+        # Residuals coloured by arm, as every other figure colours the arms.
+        fitted = residuals.get(name, empty)
         drawings[f"{name}_diagnostics"] = partial(
-            fg.diagnostics_figure, residuals.get(name, empty), trial, name
+            fg.diagnostics_figure,
+            fitted.assign(arm=fitted["subject_id"].astype(str).map(arm_of)),
+            trial,
+            name,
         )
     written: list[Path] = []
     for stem in figure_stems(trial):
