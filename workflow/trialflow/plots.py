@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+# Figures of two panels side by side, unreadable at half width: the report gives them the
+# full width of the page instead of a column of its grid.
+FULL_WIDTH_KINDS = ("spaghetti", "diagnostics")
+
+
+def full_width(stem: str) -> bool:
+    """Whether the figure of file stem ``stem`` (``<outcome>_<kind>``) spans the report's width."""
+    return stem.rsplit("_", 1)[-1] in FULL_WIDTH_KINDS
+
+
 def figure_stems(trial: TrialConfig) -> list[str]:
     """File stems (without extension) of every figure of a trial."""
     stems = ["consort", "forest", "forest_all_analyses", "missingness"]
