@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.cbook import boxplot_stats, is_math_text
-from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -25,6 +25,8 @@ from trialflow.clean import read_and_clean
 from trialflow.config import load_trial, load_yaml
 from trialflow.derive import derive
 from trialflow.errors import TrialflowError
+from trialflow.plots import figure_stems, write_trial_figures
+from trialflow.sensitivity_figures import tipping_figure
 from trialflow.simulate import simulate, write_trial
 from trialflow.stats.mmrm import fit_mmrm
 from trialflow.tables import mmrm_included
@@ -164,9 +166,12 @@ def test_arm_colours_are_the_same_in_every_figure(bundled) -> None:
         assert to_hex(handle.get_facecolor()) == colors[arm]
 
     change = figures.change_figure(d.adeff, trial, outcome)
-    points = [c for c in _plot_axes(change)[0].collections if len(c.get_offsets())]
-    for collection, arm in zip(points, trial.arms, strict=True):
-        assert to_hex(collection.get_facecolor()[0]) == colors[arm]
+    (points,) = [c for c in _plot_axes(change)[0].collections if len(c.get_offsets())]
+    # One seaborn scatter for both arms: each point in its arm's colour (arm i sits at x = i).
+    arm_at = np.rint(points.get_offsets()[:, 0]).astype(int)
+    faces = [to_hex(c) for c in points.get_facecolors()]
+    assert set(arm_at) == {0, 1}
+    assert faces == [colors[trial.arms[i]] for i in arm_at]
 
     trajectory = figures.trajectory_figure(result.lsmeans, d.adeff, trial, outcome)
     handles = trajectory.legends[0].legend_handles
@@ -405,12 +410,13 @@ def test_change_figure_caps_points_but_boxes_use_everyone(large) -> None:
     rows = d.adeff.loc[
         (d.adeff["outcome"] == outcome) & (d.adeff["visit"] == trial.primary_visit)
     ].dropna(subset=["change"])
-    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    arm_at = np.rint(points.get_offsets()[:, 0]).astype(int)
     medians = [line for line in ax.get_lines() if line.get_color() == "black"]
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    for arm, collection, median, label in zip(trial.arms, points, medians, labels, strict=True):
+    for i, (arm, median, label) in enumerate(zip(trial.arms, medians, labels, strict=True)):
         values = rows.loc[rows["arm"] == arm, "change"].to_numpy(dtype=float)
-        shown = collection.get_offsets()[:, 1]
+        shown = points.get_offsets()[arm_at == i, 1]
         assert len(values) > figures.MAX_POINTS_PER_ARM
         assert len(shown) == figures.MAX_POINTS_PER_ARM
         assert f"(n = {len(values)}; {len(shown)} shown as points)" in label
@@ -420,9 +426,8 @@ def test_change_figure_caps_points_but_boxes_use_everyone(large) -> None:
         assert len(fliers) and set(fliers) <= set(shown)
     assert "random sample" in ax.get_xlabel()
     again = figures.change_figure(d.adeff, trial, outcome)
-    redrawn = [c for c in _plot_axes(again)[0].collections if isinstance(c, PathCollection)]
-    for a, b in zip(points, redrawn, strict=True):
-        assert np.array_equal(a.get_offsets(), b.get_offsets())
+    (redrawn,) = [c for c in _plot_axes(again)[0].collections if isinstance(c, PathCollection)]
+    assert np.array_equal(points.get_offsets(), redrawn.get_offsets())
 
 
 @pytest.mark.parametrize("n", [300, 4000])
@@ -525,7 +530,177 @@ def test_value_response_trajectory_has_no_zero_anchor(bundled) -> None:
     assert "LS mean by visit" in ax.get_title(loc="left")
     assert not ax.get_ylabel().startswith("Change from baseline")
     first_week = min(v.week for v in plan.post_baseline_visits)
-    arms = [line for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
-    assert len(arms) >= 2
-    for line in arms:  # LS means and their caps start at the first post-baseline visit
-        assert np.asarray(line.get_xdata(), dtype=float).min() >= first_week - 1.0
+    # LS means are the solid lines with markers; the open symbols without line are the observed
+    # means, which include the baseline visit.
+    arms = [
+        line
+        for line in ax.get_lines()
+        if line.get_marker() not in (None, "None", "") and line.get_linestyle() == "-"
+    ]
+    assert len(arms) == 2
+    segments = np.concatenate([c.get_segments() for c in ax.collections])
+    for xs in [line.get_xdata() for line in arms] + [s[:, 0] for s in segments]:
+        # LS means and their CIs start at the first post-baseline visit
+        assert np.asarray(xs, dtype=float).min() >= first_week - 1.0
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    """Chunk types of a PNG file, in order."""
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        chunks.append(data[at + 4 : at + 8])
+        at += 12 + length
+    return chunks
+
+
+def test_every_figure_file_is_byte_identical_on_rerun(bundled, tmp_path) -> None:
+    trial, d, result = bundled
+    # Every figure but the sensitivity ones (their analyses are tested in test_sensitivity).
+    plan = dataclasses.replace(trial, sensitivity={})
+    runs = []
+    for run in ("a", "b"):
+        written = write_trial_figures(
+            trial=plan,
+            adeff=d.adeff,
+            flow=d.flow,
+            effects=result.effects,
+            lsmeans=result.lsmeans,
+            residuals=result.residuals,
+            folder=tmp_path / run,
+            subgroups=result.subgroups,
+        )
+        runs.append({p.name: p.read_bytes() for p in written})
+    assert runs[0] == runs[1]
+    assert sorted(runs[0]) == sorted(f"{s}.{e}" for s in figure_stems(plan) for e in ("png", "svg"))
+    for name, data in runs[0].items():
+        if name.endswith(".png"):
+            # No text chunk (software, date): only the image, its size and its resolution.
+            assert set(_png_chunks(data)) == {b"IHDR", b"pHYs", b"IDAT", b"IEND"}, name
+            with Image.open(tmp_path / "a" / name) as image:
+                assert image.mode == "RGB" and np.allclose(image.info["dpi"], 150, atol=0.05)
+        else:
+            # Text as text (svg.fonttype "none"), not glyph outlines; no date, no version.
+            assert b"<text " in data and b'id="DejaVuSans-' not in data, name
+            assert b"<dc:date>" not in data and matplotlib.__version__.encode() not in data
+
+
+def _seaborn_calls(monkeypatch) -> list[tuple[str, dict]]:
+    """Record every call of the seaborn plotting functions (and still draw)."""
+    import seaborn
+
+    calls: list[tuple[str, dict]] = []
+
+    def spy(name: str):
+        real = getattr(seaborn, name)
+
+        def call(*args, **kwargs):
+            calls.append((name, kwargs))
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("lineplot", "scatterplot", "boxplot", "barplot"):
+        monkeypatch.setattr(seaborn, name, spy(name))
+    return calls
+
+
+def test_statistical_graphics_are_drawn_by_seaborn_without_its_intervals(
+    bundled, monkeypatch
+) -> None:
+    trial, d, result = bundled
+    name = trial.primary_outcomes[0].name
+    calls = _seaborn_calls(monkeypatch)
+    drawers = {
+        "trajectory": lambda: figures.trajectory_figure(result.lsmeans, d.adeff, trial, name),
+        "spaghetti": lambda: figures.spaghetti_figure(d.adeff, trial, name),
+        "change": lambda: figures.change_figure(d.adeff, trial, name),
+        "missingness": lambda: figures.missingness_figure(d.flow, trial),
+        "diagnostics": lambda: figures.diagnostics_figure(_residuals(trial, d, name), trial, name),
+    }
+    expected = {
+        "trajectory": ["lineplot"],
+        "spaghetti": ["lineplot", "lineplot"],
+        "change": ["boxplot", "scatterplot"],
+        "missingness": ["barplot"],
+        "diagnostics": ["scatterplot", "scatterplot"],
+    }
+    for kind, draw in drawers.items():
+        calls.clear()
+        draw()
+        assert [c for c, _ in calls] == expected[kind], kind
+        # Where seaborn aggregates it estimates no interval: CIs come from the model tables.
+        for func, kwargs in calls:
+            if func in ("lineplot", "barplot"):
+                assert "errorbar" in kwargs and kwargs["errorbar"] is None, (kind, func)
+
+
+def test_trajectory_draws_every_ls_mean_and_ci_of_the_table(bundled) -> None:
+    trial, d, result = bundled
+    colors = {arm: to_hex(c) for arm, c in figures.arm_colors(trial).items()}
+    weeks = {v.label: v.week for v in trial.visits}
+    for o in trial.outcomes:
+        ax = _plot_axes(figures.trajectory_figure(result.lsmeans, d.adeff, trial, o.name))[0]
+        table = result.lsmeans.loc[
+            (result.lsmeans["outcome"] == o.name) & (result.lsmeans["analysis"] == "mmrm")
+        ]
+        lines = {
+            to_hex(line.get_color()): line for line in ax.get_lines() if line.get_linestyle() == "-"
+        }
+        segments = [s for c in ax.collections for s in c.get_segments()]
+        for arm in trial.arms:
+            rows = table.loc[table["arm"] == arm].sort_values("visit", key=lambda v: v.map(weeks))
+            # The seaborn line of the arm: 0 at baseline, then the table's LS means.
+            line = lines[colors[arm]]
+            assert np.allclose(line.get_ydata(), [0.0, *rows["estimate"]])
+            xs = np.asarray(line.get_xdata(), dtype=float)
+            assert np.allclose(np.round(xs), [0.0, *rows["visit"].map(weeks)], atol=1.0)
+            # Each CI bar spans the table's ci_lower to ci_upper, at the line's x.
+            for x, lo, hi in zip(xs[1:], rows["ci_lower"], rows["ci_upper"], strict=True):
+                assert any(
+                    np.allclose(s[:, 0], x) and np.allclose(sorted(s[:, 1]), [lo, hi])
+                    for s in segments
+                ), (o.name, arm, x)
+
+
+def test_missingness_bars_are_the_attendance_of_the_flow_table(bundled) -> None:
+    trial, d, _ = bundled
+    ax = _plot_axes(figures.missingness_figure(d.flow, trial))[0]
+    flow = d.flow
+    for container, arm in zip(ax.containers, trial.arms, strict=True):
+        n = int(flow.loc[(flow["stage"] == "randomized") & (flow["arm"] == arm), "n"].iloc[0])
+        sel = (flow["stage"] == "attended") & (flow["arm"] == arm)
+        attended = flow.loc[sel].set_index("visit")["n"]
+        expected = [100 * attended[v.label] / n for v in trial.visits]
+        assert np.allclose([bar.get_height() for bar in container], expected)
+
+
+def test_tipping_lines_and_bands_are_those_of_the_table(bundled) -> None:
+    trial, _, _ = bundled
+    o = trial.primary_outcomes[0]
+    delta = np.linspace(0.0, 2.0, 5)
+    tipping = pd.DataFrame(
+        {
+            "outcome": o.name,
+            "method": np.repeat(["multiple_imputation", "conditional_mean"], 5),
+            "delta": np.tile(delta, 2),
+            "estimate": np.r_[1.0 - delta, 0.8 - delta],
+            "ci_lower": np.r_[0.5 - delta, 0.2 - delta],
+            "ci_upper": np.r_[1.5 - delta, 1.4 - delta],
+            "tipping_delta": np.repeat([0.5, np.nan], 5),
+            "note": np.repeat(["", "not significant without delta adjustment"], 5),
+        }
+    )
+    ax = _plot_axes(tipping_figure(tipping, trial, o.name))[0]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 5]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    for method, line, band in zip(
+        ("multiple_imputation", "conditional_mean"), lines, bands, strict=True
+    ):
+        rows = tipping.loc[tipping["method"] == method]
+        assert np.allclose(line.get_ydata(), rows["estimate"])
+        outline = band.get_paths()[0].vertices
+        assert np.isclose(outline[:, 1].min(), rows["ci_lower"].min())
+        assert np.isclose(outline[:, 1].max(), rows["ci_upper"].max())
+    texts = " ".join(_texts(ax.figure))
+    assert "tipping point 0." in texts and "no tipping point" in texts

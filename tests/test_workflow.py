@@ -165,6 +165,20 @@ def test_report_is_self_contained(bundled_run: Path, trial: str) -> None:
     sensitivity = 2 * {"exercise_education": 1, "weightbearing": 2}[trial]
     assert len(sources) == 3 + 4 * 4 + subgroups + sensitivity
     assert all(s.startswith("data:image/png;base64,") for s in sources)
+    # Two-panel figures span the page; the others share a row of the grid.
+    from trialflow.config import load_trial
+
+    config = load_trial(bundled_run / "config" / "trials" / f"{trial}.yaml")
+    for o in config.outcomes:
+        for kind, wide in (
+            ("spaghetti", True),
+            ("diagnostics", True),
+            ("trajectory", False),
+            ("change", False),
+        ):
+            tag = re.search(rf'<figure id="fig-{o.name}_{kind}"( class="wide")?>', html)
+            assert tag is not None and bool(tag.group(1)) == wide, (o.name, kind)
+    assert ".grid2 > figure.wide { grid-column: 1 / -1; }" in html
     assert not re.search(r'(href|src)="(https?:)?//', html)
     assert "is not available" not in html
     sections = re.findall(r'<section id="([a-z0-9]+)">', html)

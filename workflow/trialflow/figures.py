@@ -3,13 +3,18 @@
 Every plotting function takes DataFrames of the output contract (``flow``, ``adeff``,
 ``effects``, ``lsmeans``, MMRM residuals) and the :class:`~trialflow.config.TrialConfig`, and
 returns a :class:`matplotlib.figure.Figure` without writing anything; :func:`save_figure` is
-the only function touching files and writes byte-reproducible PNG and SVG. Figures are built
-on their own Agg canvas under a local style context, so no global pyplot or backend state is
-touched. In large trials, individual trajectories and points are drawn for a seeded sample of
-subjects per arm (the figure says so) and dense scatters are rasterized in the SVG; means,
-boxes and counts always use every subject. Each arm keeps one colour-blind-safe colour in
-every figure (:func:`arm_colors`), every axis names its unit from the trial description,
-confidence intervals are read from the model tables (never re-estimated), and labels coming
+the only function touching files and writes byte-reproducible PNG and SVG. The statistical
+graphics (trajectories, individual trajectories, change distributions, visit completion,
+residual diagnostics, tipping point) are drawn with seaborn, with ``errorbar=None`` wherever
+seaborn aggregates: every confidence interval is read from the model tables (lsmeans,
+effects) and drawn from them, never bootstrapped or re-estimated. The CONSORT diagram, the
+forest plots and annotations are plain matplotlib. Figures are built on their own Agg canvas
+under a local style context, so no global pyplot or backend state is touched, and are laid
+out once by :mod:`trialflow.figure_layout` (no constrained layout). In large trials,
+individual trajectories and points are drawn for a seeded sample of subjects per arm (the
+figure says so) and dense scatters are rasterized in the SVG; means, boxes and counts always
+use every subject. Each arm keeps one colour-blind-safe colour in every figure
+(:func:`arm_colors`), every axis names its unit from the trial description, and labels coming
 from the configuration or the data are rendered as plain text. An outcome without data or
 estimates still gets a figure that says so.
 """
@@ -20,6 +25,7 @@ import functools
 import math
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +38,13 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, TrialflowError
+from trialflow.figure_layout import Panels, arrange, legend_below, write_png_svg
 from trialflow.tables import ci_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 # Okabe-Ito colours: distinguishable under the common colour-vision deficiencies.
 CONTROL_COLOR = "#0072B2"
@@ -98,9 +106,14 @@ _STYLE: dict[str, Any] = {
     "axes.unicode_minus": True,
     "text.usetex": False,
     "text.parse_math": True,
-    "svg.fonttype": "path",
+    # Titles stay at the top of their axes: matplotlib then never measures the axes under a
+    # title to move it (trialflow.figure_layout leaves room for the titles).
+    "axes.titley": 1.0,
+    # Text as text in the SVG (font "DejaVu Sans", a generic sans-serif where it is missing):
+    # a fraction of the time and size of glyph outlines, and still searchable.
+    "svg.fonttype": "none",
     "svg.hashsalt": SVG_HASHSALT,
-    "figure.dpi": 100,
+    "figure.dpi": PNG_DPI,
     "savefig.dpi": PNG_DPI,
     "savefig.facecolor": "white",
     "figure.facecolor": "white",
@@ -131,12 +144,13 @@ def _styled(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
-    """A figure on its own Agg canvas, not registered with pyplot (no global backend state)."""
+def _new_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas at the PNG resolution, not registered with pyplot (no
+    global backend state), laid out by hand (:func:`trialflow.figure_layout.arrange`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
+    fig = Figure(figsize=(width, height), dpi=PNG_DPI)
     FigureCanvasAgg(fig)
     return fig
 
@@ -414,7 +428,6 @@ def _withdrawal_reasons(flow: pd.DataFrame, arm: str) -> list[tuple[str, int]]:
     return sorted(pairs, key=lambda p: (-p[1], p[0]))
 
 
-@_styled
 def _enrolment_boxes(
     ax: Axes,
     flow: pd.DataFrame,
@@ -448,6 +461,7 @@ def _reason_lines(reasons: Sequence[tuple[str, int]]) -> list[str]:
     return lines
 
 
+@_styled
 def consort_figure(
     flow: pd.DataFrame,
     trial: TrialConfig,
@@ -488,7 +502,7 @@ def consort_figure(
     if (flow["stage"] == "assessed").any():
         enrol = 1.2 + 0.16 * max(len(exclusions) - 2, 0)
     height = 1.0 + 1.35 + pitch * (n_main - 1) + 0.9 + enrol
-    fig = _new_figure(width, height + below, constrained=False)
+    fig = _new_figure(width, height + below)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, width)
     ax.set_ylim(-below, height)
@@ -644,14 +658,56 @@ def consort_figure(
 # --------------------------------------------------------------------------- trajectories
 
 
-def _legend_below(fig: Figure, handles: Sequence[Any], ncols: int) -> None:
-    fig.legend(handles=list(handles), loc="outside lower center", ncols=ncols)
-
-
 def _titles(ax: Axes, left: str, right: str = "") -> None:
     ax.set_title(left, loc="left", fontsize=10)
     if right:
         ax.set_title(right, loc="right", fontsize=9, color=TEXT_GREY, style="italic")
+
+
+def _ls_mean_points(lsmeans: pd.DataFrame, trial: TrialConfig, outcome: Outcome) -> pd.DataFrame:
+    """MMRM LS means with their CI per arm and post-baseline visit, from the table.
+
+    Columns ``arm, week, x`` (the week dodged per arm), ``estimate, ci_lower, ci_upper``, in
+    the order of the arms then the weeks; with change as the response each arm starts at 0 on
+    the baseline visit (change is 0 there by definition). An arm without any estimate has no
+    rows.
+    """
+    model = _rows(lsmeans, outcome=outcome.name, analysis="mmrm")
+    weeks = {v.label: v.week for v in trial.post_baseline_visits}
+    values = {
+        c: pd.to_numeric(model[c], errors="coerce") for c in ("estimate", "ci_lower", "ci_upper")
+    }
+    table = pd.DataFrame(
+        {"arm": model["arm"].astype(str), "week": model["visit"].astype(str).map(weeks), **values}
+    )
+    table = table.loc[table["arm"].isin(trial.arms)].dropna(subset=["week", "estimate"])
+    table = table.drop_duplicates(["arm", "week"])
+    if trial.options["response"] == "change" and len(table):
+        arms = [a for a in trial.arms if (table["arm"] == a).any()]
+        base = trial.visit(trial.baseline_visit).week
+        anchors = pd.DataFrame(
+            {"arm": arms, "week": base, "estimate": 0.0, "ci_lower": 0.0, "ci_upper": 0.0}
+        )
+        table = pd.concat([anchors, table], ignore_index=True)
+    order = table["arm"].map({a: i for i, a in enumerate(trial.arms)})
+    table = table.assign(_order=order).sort_values(["_order", "week"], kind="stable")
+    table["x"] = table["week"] + table["arm"].map(_dodge(trial))
+    return table[["arm", "week", "x", "estimate", "ci_lower", "ci_upper"]].reset_index(drop=True)
+
+
+def _observed_means(
+    adeff: pd.DataFrame, trial: TrialConfig, outcome: Outcome, column: str
+) -> pd.DataFrame:
+    """Mean observed ``column`` per arm and visit (``arm, x, mean``), with ``x`` the visit's week
+    moved just outside the arm's LS means so that neither hides the other."""
+    weeks = {v.label: v.week for v in trial.visits}
+    rows = _outcome_rows(adeff, outcome)
+    if rows.empty or column not in rows:
+        return pd.DataFrame(columns=["arm", "x", "mean"])
+    rows = rows.assign(arm=rows["arm"].astype(str), week=rows["visit"].astype(str).map(weeks))
+    rows = rows.loc[rows["arm"].isin(trial.arms)].dropna(subset=[column, "week"])
+    means = rows.groupby(["arm", "week"], sort=True)[column].mean().rename("mean").reset_index()
+    return means.assign(x=means["week"] + 2.6 * means["arm"].map(_dodge(trial)))
 
 
 @_styled
@@ -663,10 +719,11 @@ def trajectory_figure(
     Parameters
     ----------
     lsmeans
-        The LS-means table; rows with analysis ``"mmrm"`` are drawn with their 95% CI.
+        The LS-means table; rows with analysis ``"mmrm"`` are drawn with their CI from the
+        table (``ci_lower``, ``ci_upper``).
     adeff
-        The ADEFF dataset; the observed mean change per arm and visit is drawn as faint
-        open symbols.
+        The ADEFF dataset; the observed mean change per arm and visit (mean of the subjects
+        observed there, no interval) is drawn as faint open symbols.
     trial
         The trial description.
     outcome
@@ -678,84 +735,103 @@ def trajectory_figure(
         One axis: weeks on x (0 = baseline, change 0 by definition), change from baseline in
         the outcome's unit on y, arms dodged slightly in x.
     """
-    from matplotlib.lines import Line2D
-
     out = _outcome(trial, outcome)
-    colors, dodge = arm_colors(trial), _dodge(trial)
-    markers = {trial.control: "o", trial.treatment: "s"}
-    weeks = {v.label: v.week for v in trial.visits}
-    base_week = weeks[trial.baseline_visit]
     # With the value as the MMRM's response there is no anchor at 0 on the baseline visit.
     change = trial.options["response"] == "change"
-    column = "change" if change else "value"
     fig = _new_figure(7.0, 4.8)
     fig.suptitle(_wrap(_plain(trial.title), 95), fontsize=10, color=TEXT_GREY)
     ax = fig.add_subplot()
+    # Axes labelled before seaborn draws, so that it leaves the labels and the ticks alone.
+    _week_ticks(ax, trial)
+    if change:
+        ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
+        _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
+    else:
+        ax.set_ylabel(_wrap(_with_unit(out.label, out)))
+        _titles(ax, f"{_plain(out.label)}: MMRM LS mean by visit", _better_note(out))
     ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
-    model = _rows(lsmeans, outcome=out.name, analysis="mmrm")
-    observed = _outcome_rows(adeff, out)
-    handles: list[Any] = []
-    drawn = False
-    for arm in trial.arms:
-        rows = _rows(model, arm=arm)
-        x: list[float] = [base_week] if change else []
-        est, lo, hi = ([0.0], [0.0], [0.0]) if change else ([], [], [])
-        for v in trial.post_baseline_visits:
-            row = _rows(rows, visit=v.label)
-            if row.empty or not math.isfinite(_num(row["estimate"].iloc[0])):
-                continue
-            x.append(v.week)
-            est.append(_num(row["estimate"].iloc[0]))
-            lo.append(_num(row["ci_lower"].iloc[0]))
-            hi.append(_num(row["ci_upper"].iloc[0]))
-        xs = np.asarray(x) + dodge[arm]
-        e = np.asarray(est)
-        if len(x) > (1 if change else 0):
-            drawn = True
-            ax.errorbar(
-                xs,
-                e,
-                yerr=np.vstack([e - np.asarray(lo), np.asarray(hi) - e]),
-                color=colors[arm],
-                marker=markers[arm],
-                markersize=6,
-                lw=1.8,
-                capsize=3,
-                zorder=3,
-            )
-        means = (
-            observed.loc[observed["arm"].astype(str) == arm]
-            .dropna(subset=[column])
-            .groupby("visit")[column]
-            .mean()
-            if not observed.empty
-            else pd.Series(dtype=float)
+    points = _ls_mean_points(lsmeans, trial, out)
+    if len(points):
+        _draw_ls_means(ax, points, trial)
+    else:
+        _no_data(ax, "no data: MMRM not estimable for this outcome", hide_ticks="y")
+    # Observed means (every subject seen at the visit) as faint open symbols, without interval.
+    observed = _observed_means(adeff, trial, out, "change" if change else "value")
+    for arm, group in observed.groupby("arm", sort=False):
+        ax.plot(
+            group["x"],
+            group["mean"],
+            ls="none",
+            marker=_ARM_MARKERS[trial.arms.index(str(arm))],
+            markersize=5.5,
+            mfc="none",
+            mec=arm_colors(trial)[str(arm)],
+            mew=1.0,
+            alpha=0.55,
+            zorder=2,
         )
-        # Observed means sit just outside the model estimates so neither hides the other.
-        obs_x = [weeks[v] + 2.6 * dodge[arm] for v in means.index if v in weeks]
-        obs_y = [float(means[v]) for v in means.index if v in weeks]
-        if obs_x:
-            ax.scatter(
-                obs_x,
-                obs_y,
-                marker=markers[arm],
-                s=30,
-                facecolors="none",
-                edgecolors=colors[arm],
-                alpha=0.55,
-                linewidths=1.0,
-                zorder=2,
-            )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=colors[arm],
-                marker=markers[arm],
-                lw=1.8,
-                label=f"{_plain(arm)}: LS mean ({ci_label(trial.options['alpha'])})",
-            )
+    legend_rows = legend_below(fig, _trajectory_handles(trial, change), ncols=3)
+    arrange(fig, [ax], Panels(legend_rows=legend_rows))
+    return fig
+
+
+# Marker of the control and the treatment arm in the trajectory figure.
+_ARM_MARKERS = ("o", "s")
+
+
+def _draw_ls_means(ax: Axes, points: pd.DataFrame, trial: TrialConfig) -> None:
+    """The LS means of the table joined per arm (seaborn, which estimates nothing here: no
+    estimator, no interval), and each one's CI from the table as an error bar."""
+    import seaborn as sns
+
+    colors = arm_colors(trial)
+    sns.lineplot(
+        points,
+        x="x",
+        y="estimate",
+        hue="arm",
+        style="arm",
+        hue_order=trial.arms,
+        style_order=trial.arms,
+        palette=colors,
+        markers=dict(zip(trial.arms, _ARM_MARKERS, strict=True)),
+        dashes=False,
+        estimator=None,
+        errorbar=None,
+        sort=False,
+        lw=1.8,
+        markersize=7,
+        zorder=4,
+        legend=False,
+        ax=ax,
+    )
+    for arm, group in points.groupby("arm", sort=False):
+        e = group["estimate"].to_numpy(dtype=float)
+        low, high = group["ci_lower"].to_numpy(dtype=float), group["ci_upper"].to_numpy(dtype=float)
+        ax.errorbar(
+            group["x"],
+            e,
+            yerr=np.vstack([e - low, high - e]),
+            fmt="none",
+            ecolor=colors[str(arm)],
+            elinewidth=1.8,
+            capsize=3,
+            zorder=3,
         )
+
+
+def _trajectory_handles(trial: TrialConfig, change: bool) -> list[Line2D]:
+    """Legend entries of the trajectory figure: each arm's LS mean, then the observed means."""
+    from matplotlib.lines import Line2D
+
+    colors, ci = arm_colors(trial), ci_label(trial.options["alpha"])
+    handles = [
+        Line2D(
+            [], [], color=colors[arm], marker=marker, lw=1.8, label=f"{_plain(arm)}: LS mean ({ci})"
+        )
+        for arm, marker in zip(trial.arms, _ARM_MARKERS, strict=True)
+    ]
+    observed = "observed mean change" if change else "observed mean"
     handles.append(
         Line2D(
             [],
@@ -765,20 +841,10 @@ def trajectory_figure(
             markerfacecolor="none",
             lw=0,
             alpha=0.7,
-            label="observed mean change" if change else "observed mean",
+            label=observed,
         )
     )
-    if not drawn:
-        _no_data(ax, "no data: MMRM not estimable for this outcome", hide_ticks="y")
-    _week_ticks(ax, trial)
-    if change:
-        ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
-        _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
-    else:
-        ax.set_ylabel(_wrap(_with_unit(out.label, out)))
-        _titles(ax, f"{_plain(out.label)}: MMRM LS mean by visit", _better_note(out))
-    _legend_below(fig, handles, ncols=3)
-    return fig
+    return handles
 
 
 @_styled
@@ -818,93 +884,31 @@ def spaghetti_figure(
         (subjects who never attended included). The means, n and withdrawal counts use
         every subject, also when only a sample of lines is drawn.
     """
-    from matplotlib import patheffects
-    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
     out = _outcome(trial, outcome)
-    colors = arm_colors(trial)
     rows = _outcome_rows(adeff, out)
-    position = {v.label: float(i) for i, v in enumerate(trial.visits)}
-    final = position[trial.final_visit]
-    last_attended = _last_attended(adeff, trial)
     fig = _new_figure(10.0, 4.6)
     fig.suptitle(
         _wrap(f"{_plain(out.label)}: individual trajectories ({_plain(trial.title)})", 130),
         fontsize=10,
     )
     axes = fig.subplots(1, 2, sharey=True)
+    gone = _withdrawn_by_arm(adeff, trial)
     any_data = sampled = False
     for pos, (ax, arm) in enumerate(zip(axes, trial.arms, strict=True)):
         arm_rows = rows.loc[rows["arm"].astype(str) == arm].dropna(subset=["value"])
-        ids = arm_rows["subject_id"].astype(str)
-        subjects = np.array(sorted(ids.unique()), dtype=object)
-        shown = subjects[_sample_positions(len(subjects), max_subjects, seed, pos)]
-        # One row per visit, ordered by subject then week, so each subject is one contiguous run.
-        drawn = (
-            arm_rows.assign(_id=ids)
-            .loc[ids.isin(shown)]
-            .sort_values(["_id", "week"], kind="stable")
-        )
-        weeks = drawn["week"].to_numpy(dtype=float)
-        values = drawn["value"].to_numpy(dtype=float)
-        if len(drawn):
-            starts = np.flatnonzero(drawn["_id"].ne(drawn["_id"].shift()).to_numpy())[1:]
-            segments = [
-                np.column_stack(pair)
-                for pair in zip(np.split(weeks, starts), np.split(values, starts), strict=True)
-            ]
-            # One collection for all lines and one marker artist for all visits: the picture of
-            # a line per subject, without one matplotlib artist per subject.
-            ax.add_collection(
-                LineCollection(segments, colors=colors[arm], alpha=0.4, linewidths=0.8, zorder=2)
-            )
-            ax.plot(
-                weeks, values, ls="none", color=colors[arm], alpha=0.4, marker="o", markersize=2
-            )
-        # Withdrawal is decided on attendance (any outcome), as in ADSL and flow.csv, so the
-        # counts match the CONSORT diagram; subjects who never attended count as withdrawn
-        # there too. The arm's subjects come from every ADEFF row, not only this outcome's.
-        arm_ids = adeff.loc[adeff["arm"].astype(str) == arm, "subject_id"].astype(str).unique()
-        gone = last_attended.reindex(arm_ids).fillna(-1.0)
-        gone = gone.loc[gone < final]
-        # The x sits on the last value of this outcome up to the last attended visit; a
-        # withdrawn subject who never had this outcome measured gets no marker.
-        at = drawn["visit"].astype(str).map(position).to_numpy(dtype=float)
-        limit = drawn["_id"].map(gone).to_numpy(dtype=float)
-        last = drawn.loc[at <= limit].drop_duplicates("_id", keep="last")
-        if len(last):
-            ax.plot(
-                last["week"],
-                last["value"],
-                ls="none",
-                marker="x",
-                color="black",
-                markersize=6,
-                mew=1.4,
-                zorder=4,
-            )
-        if len(subjects):
-            any_data = True
-            mean = arm_rows.groupby("week")["value"].mean()
-            ax.plot(
-                mean.index,
-                mean.to_numpy(),
-                color=colors[arm],
-                lw=2.6,
-                zorder=5,
-                path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")],
-            )
-        else:
-            _no_data(ax)
-        title = f"{_plain(arm)} (n = {len(subjects)}; {len(gone)} withdrew)"
-        if len(shown) < len(subjects):
-            sampled = True
-            title += f"\nlines: {len(shown)} of {len(subjects)} subjects shown (random sample)"
-        ax.set_title(title, loc="left", fontsize=10)
+        # Axes labelled before seaborn draws, so that it leaves the labels and the ticks alone.
         _week_ticks(ax, trial)
         ax.set_ylabel(_wrap(_with_unit(out.label, out)))
         ax.yaxis.set_tick_params(labelleft=True)
+        n, shown = _spaghetti_panel(ax, arm_rows, trial, arm, gone[arm], max_subjects, seed, pos)
+        any_data = any_data or n > 0
+        title = f"{_plain(arm)} (n = {n}; {len(gone[arm])} withdrew)"
+        if shown < n:
+            sampled = True
+            title += f"\nlines: {shown} of {n} subjects shown (random sample)"
+        ax.set_title(title, loc="left", fontsize=10)
     if not any_data:
         axes[0].set_ylim(out.range_min, out.range_max)
     handles = [
@@ -924,17 +928,107 @@ def spaghetti_figure(
             label="observed mean (all subjects)" if sampled else "observed mean",
         ),
         Line2D(
-            [],
-            [],
-            color="black",
-            marker="x",
-            lw=0,
-            mew=1.4,
-            label="last visit before withdrawal",
+            [], [], color="black", marker="x", lw=0, mew=1.4, label="last visit before withdrawal"
         ),
     ]
-    _legend_below(fig, handles, ncols=3)
+    legend_rows = legend_below(fig, handles, ncols=3)
+    arrange(fig, list(axes), Panels(legend_rows=legend_rows, gap=0.35))
     return fig
+
+
+def _withdrawn_by_arm(adeff: pd.DataFrame, trial: TrialConfig) -> dict[str, pd.Series]:
+    """Per arm, the position of the last attended visit of each subject who withdrew.
+
+    Withdrawal is decided on attendance (any outcome), as in ADSL and flow.csv, so the counts
+    match the CONSORT diagram; subjects who never attended count as withdrawn there too (at
+    position -1). The arm's subjects come from every ADEFF row, not only one outcome's.
+    """
+    final = float([v.label for v in trial.visits].index(trial.final_visit))
+    last_attended = _last_attended(adeff, trial)
+    out = {}
+    for arm in trial.arms:
+        arm_ids = adeff.loc[adeff["arm"].astype(str) == arm, "subject_id"].astype(str).unique()
+        last = last_attended.reindex(arm_ids).fillna(-1.0)
+        out[arm] = last.loc[last < final]
+    return out
+
+
+def _spaghetti_panel(
+    ax: Axes,
+    arm_rows: pd.DataFrame,
+    trial: TrialConfig,
+    arm: str,
+    gone: pd.Series,
+    max_subjects: int,
+    seed: int,
+    pos: int,
+) -> tuple[int, int]:
+    """One arm's individual trajectories (a seeded sample), its observed mean (seaborn, every
+    subject) and an x on the last value before withdrawal; returns (subjects, lines drawn)."""
+    import seaborn as sns
+    from matplotlib import patheffects
+
+    color = arm_colors(trial)[arm]
+    ids = arm_rows["subject_id"].astype(str)
+    subjects = np.array(sorted(ids.unique()), dtype=object)
+    shown = subjects[_sample_positions(len(subjects), max_subjects, seed, pos)]
+    # One row per visit, ordered by subject then week, so each subject is one contiguous run.
+    drawn = (
+        arm_rows.assign(_id=ids).loc[ids.isin(shown)].sort_values(["_id", "week"], kind="stable")
+    )
+    if len(drawn):
+        _individual_lines(ax, drawn, color)
+    # The x sits on the last value of this outcome up to the last attended visit; a withdrawn
+    # subject who never had this outcome measured gets no marker.
+    position = {v.label: float(i) for i, v in enumerate(trial.visits)}
+    at = drawn["visit"].astype(str).map(position).to_numpy(dtype=float)
+    limit = drawn["_id"].map(gone).to_numpy(dtype=float)
+    last = drawn.loc[at <= limit].drop_duplicates("_id", keep="last")
+    if len(last):
+        ax.plot(
+            last["week"],
+            last["value"],
+            ls="none",
+            marker="x",
+            color="black",
+            markersize=6,
+            mew=1.4,
+            zorder=4,
+        )
+    if len(subjects):
+        sns.lineplot(
+            arm_rows,
+            x="week",
+            y="value",
+            estimator="mean",
+            errorbar=None,
+            color=color,
+            lw=2.6,
+            zorder=5,
+            legend=False,
+            ax=ax,
+            path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")],
+        )
+    else:
+        _no_data(ax)
+    return len(subjects), len(shown)
+
+
+def _individual_lines(ax: Axes, drawn: pd.DataFrame, color: str) -> None:
+    """One line per subject (``drawn``: rows ordered by subject ``_id`` then week) and a dot on
+    each visit, as one collection and one marker artist: the picture of a line per subject
+    without one artist per subject (seaborn's ``units=`` draws one each)."""
+    from matplotlib.collections import LineCollection
+
+    weeks = drawn["week"].to_numpy(dtype=float)
+    values = drawn["value"].to_numpy(dtype=float)
+    starts = np.flatnonzero(drawn["_id"].ne(drawn["_id"].shift()).to_numpy())[1:]
+    segments = [
+        np.column_stack(pair)
+        for pair in zip(np.split(weeks, starts), np.split(values, starts), strict=True)
+    ]
+    ax.add_collection(LineCollection(segments, colors=color, alpha=0.4, linewidths=0.8, zorder=2))
+    ax.plot(weeks, values, ls="none", color=color, alpha=0.4, marker="o", markersize=2)
 
 
 def _change_points(values: np.ndarray, max_points: int, seed: int, stream: int) -> np.ndarray:
@@ -990,65 +1084,21 @@ def change_figure(
         each subject's change as a jittered point; tick labels give n per arm.
     """
     out = _outcome(trial, outcome)
-    colors = arm_colors(trial)
-    rows = _outcome_rows(adeff, out)
-    rows = _rows(rows, visit=trial.primary_visit).dropna(subset=["change"])
+    rows = _rows(_outcome_rows(adeff, out), visit=trial.primary_visit).dropna(subset=["change"])
+    rows = rows.assign(arm=rows["arm"].astype(str)).loc[lambda r: r["arm"].isin(trial.arms)]
     fig = _new_figure(5.6, 4.8)
     fig.suptitle(_wrap(_plain(trial.title), 80), fontsize=9, color=TEXT_GREY)
     ax = fig.add_subplot()
     ax.axhline(0, color=NEUTRAL_COLOR, lw=0.8, ls=":")
-    rng = np.random.default_rng(seed)
-    labels = []
-    sampled = False
-    for pos, arm in enumerate(trial.arms):
-        values = rows.loc[rows["arm"].astype(str) == arm, "change"].to_numpy(dtype=float)
-        # Drawn per arm for every value, even when empty or sampled, so the jitter of one arm
-        # never depends on the other.
-        jitter = rng.uniform(-0.13, 0.13, size=len(values))
-        shown = _change_points(values, max_points, seed, pos)
-        label = f"{_plain(arm)}\n(n = {len(values)})"
-        if len(shown) < len(values):
-            sampled = True
-            label = f"{_plain(arm)}\n(n = {len(values)}; {len(shown)} shown as points)"
-        labels.append(label)
-        if len(values) == 0:
-            continue
-        box = ax.boxplot(
-            [values],
-            positions=[pos],
-            widths=0.5,
-            patch_artist=True,
-            showfliers=False,
-            medianprops={"color": "black", "lw": 1.6},
-            whiskerprops={"color": TEXT_GREY},
-            capprops={"color": TEXT_GREY},
-        )
-        for patch in box["boxes"]:
-            patch.set_facecolor(_tint(colors[arm], 0.35))
-            patch.set_edgecolor(colors[arm])
-        ax.scatter(
-            pos + jitter[shown],
-            values[shown],
-            s=18,
-            color=colors[arm],
-            edgecolors="black",
-            linewidths=0.4,
-            alpha=0.85,
-            zorder=3,
-        )
-    if rows.empty:
-        _no_data(
-            ax, f"no data: no change observed at {_plain(trial.primary_visit)}", hide_ticks="y"
-        )
-    ax.set_xticks(range(len(trial.arms)), labels)
-    ax.set_xlim(-0.6, len(trial.arms) - 0.4)
+    points, labels = _change_sample(rows, trial, seed, max_points)
+    # Axes labelled before seaborn draws, so that it leaves the labels alone.
     ax.set_xlabel(
         _wrap(
             "Arm (boxes: all subjects; points: a random sample and every value beyond the "
             "whiskers)",
             70,
         )
-        if sampled
+        if len(points) < len(rows)
         else "Arm"
     )
     ax.set_ylabel(
@@ -1056,8 +1106,86 @@ def change_figure(
             f"Change from baseline to {_plain(trial.primary_visit)} in {_with_unit(out.label, out)}"
         )
     )
+    if len(rows):
+        _draw_changes(ax, rows, points, trial)
+    else:
+        _no_data(
+            ax, f"no data: no change observed at {_plain(trial.primary_visit)}", hide_ticks="y"
+        )
+    ax.set_xticks(range(len(trial.arms)), labels)
+    ax.set_xlim(-0.6, len(trial.arms) - 0.4)
     _titles(ax, f"{_plain(out.label)}: observed change", _better_note(out))
+    arrange(fig, [ax])
     return fig
+
+
+def _draw_changes(ax: Axes, rows: pd.DataFrame, points: pd.DataFrame, trial: TrialConfig) -> None:
+    """seaborn box plots of every subject's change (no fliers: the points show them) in tints of
+    the arms' colours, and the jittered points (``points``) in the arms' colours."""
+    import seaborn as sns
+
+    colors = arm_colors(trial)
+    with warnings.catch_warnings():
+        # seaborn 0.13 passes matplotlib's deprecated ``vert`` to bxp (same drawing).
+        warnings.filterwarnings("ignore", message="vert: bool was deprecated")
+        sns.boxplot(
+            rows,
+            x="arm",
+            y="change",
+            hue="arm",
+            order=trial.arms,
+            hue_order=trial.arms,
+            palette={a: _tint(c, 0.35) for a, c in colors.items()},
+            saturation=1,
+            width=0.5,
+            showfliers=False,
+            linecolor=TEXT_GREY,
+            medianprops={"color": "black", "lw": 1.6},
+            legend=False,
+            ax=ax,
+        )
+    # seaborn draws one line colour for every box; each box's edge takes its arm's colour.
+    boxed = [a for a in trial.arms if (rows["arm"] == a).any()]
+    for patch, arm in zip(ax.patches, boxed, strict=True):
+        patch.set_edgecolor(colors[arm])
+    sns.scatterplot(
+        points,
+        x="x",
+        y="change",
+        hue="arm",
+        hue_order=trial.arms,
+        palette=colors,
+        s=18,
+        edgecolor="black",
+        linewidth=0.4,
+        alpha=0.85,
+        zorder=3,
+        legend=False,
+        ax=ax,
+    )
+
+
+def _change_sample(
+    rows: pd.DataFrame, trial: TrialConfig, seed: int, max_points: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """The changes drawn as jittered points (``arm, x, change``) and each arm's tick label.
+
+    The jitter is drawn per arm for every value, even when empty or sampled, so the jitter of
+    one arm never depends on the other; an arm over ``max_points`` shows a sample
+    (:func:`_change_points`) and its label says so.
+    """
+    rng = np.random.default_rng(seed)
+    frames, labels = [], []
+    for pos, arm in enumerate(trial.arms):
+        values = rows.loc[rows["arm"] == arm, "change"].to_numpy(dtype=float)
+        jitter = rng.uniform(-0.13, 0.13, size=len(values))
+        shown = _change_points(values, max_points, seed, pos)
+        label = f"{_plain(arm)}\n(n = {len(values)})"
+        if len(shown) < len(values):
+            label = f"{_plain(arm)}\n(n = {len(values)}; {len(shown)} shown as points)"
+        labels.append(label)
+        frames.append(pd.DataFrame({"arm": arm, "x": pos + jitter[shown], "change": values[shown]}))
+    return pd.concat(frames, ignore_index=True), labels
 
 
 # --------------------------------------------------------------------------- forest plots
@@ -1212,7 +1340,7 @@ def line_forest(
     with their CI, the side favouring the treatment shaded and "estimate (CI), n" on the right.
     """
     height = 1.9 + layout.pitch * max(len(lines), 1)
-    fig = _new_figure(10.5, height, constrained=False)
+    fig = _new_figure(10.5, height)
     left, wide = layout.axes
     ax = fig.add_axes((left, 0.85 / height, wide, 1 - 1.95 / height))
     ci = ci_label(trial.options["alpha"])
@@ -1317,7 +1445,7 @@ def forest_figure(
     height = (
         top + bottom + heading_h * len(groups) + (plot_h + under_h) * len(trial.outcomes) + 0.05
     )
-    fig = _new_figure(width, height, constrained=False)
+    fig = _new_figure(width, height)
     left_x, plot_x0, plot_x1, text_x = 0.015, 0.28, 0.66, 0.685
     fig.text(
         left_x,
@@ -1566,6 +1694,8 @@ def cross_trial_forest(
         _no_data(ax, "not estimable in any trial")
     ax.set_xlabel(f"Treatment \u2212 control in change from baseline ({_plain(first.unit)})")
     ax.set_ylabel("Trial")
+    # Room right of the axes for "estimate (CI), n" and under it for the "favours" labels.
+    arrange(fig, [ax], Panels(right=2.2, bottom=0.12))
     return fig
 
 
@@ -1595,6 +1725,26 @@ def _attendance_from(data: pd.DataFrame, trial: TrialConfig) -> dict[str, dict[s
     return counts
 
 
+def _attendance_bars(counts: Mapping[str, Mapping[str, int]], trial: TrialConfig) -> pd.DataFrame:
+    """One row per arm and visit: ``visit, arm, attended, randomized``, ``percent`` of the
+    randomized (0 for an arm without subjects) and the bar's ``label`` (percentage and n/N)."""
+    bars = pd.DataFrame(
+        [
+            (v.label, arm, counts[arm][v.label], counts[arm]["randomized"])
+            for arm in trial.arms
+            for v in trial.visits
+        ],
+        columns=["visit", "arm", "attended", "randomized"],
+    )
+    randomized = bars["randomized"].where(bars["randomized"] > 0)
+    bars["percent"] = (100.0 * bars["attended"] / randomized).fillna(0.0)
+    bars["label"] = [
+        f"{p:.0f}%\n{a}/{n}"
+        for p, a, n in zip(bars["percent"], bars["attended"], bars["randomized"], strict=True)
+    ]
+    return bars
+
+
 @_styled
 def missingness_figure(data: pd.DataFrame, trial: TrialConfig) -> Figure:
     """Visit completion by arm: percentage of randomized subjects attending each visit.
@@ -1612,47 +1762,60 @@ def missingness_figure(data: pd.DataFrame, trial: TrialConfig) -> Figure:
     Figure
         Grouped bars per visit (one per arm) with the percentage and n/N on each bar.
     """
+    import seaborn as sns
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+
     counts = _attendance_from(data, trial)
     colors = arm_colors(trial)
     fig = _new_figure(max(6.0, 1.5 + 1.3 * len(trial.visits)), 4.6)
     fig.suptitle(_wrap(_plain(trial.title), 90), fontsize=9, color=TEXT_GREY)
     ax = fig.add_subplot()
-    x = np.arange(len(trial.visits), dtype=float)
-    bar_w = 0.38
-    any_data = False
-    for j, arm in enumerate(trial.arms):
-        n_rand = counts[arm]["randomized"]
-        attended = [counts[arm][v.label] for v in trial.visits]
-        pct = [100.0 * a / n_rand if n_rand else 0.0 for a in attended]
-        offset = (j - 0.5) * bar_w
-        ax.bar(
-            x + offset,
-            pct,
-            width=bar_w * 0.95,
-            color=colors[arm],
-            edgecolor="white",
-            label=f"{_plain(arm)} (n = {n_rand} randomized)",
-        )
-        any_data = any_data or n_rand > 0
-        for xi, p, a in zip(x + offset, pct, attended, strict=True):
-            ax.text(
-                xi,
-                p + 1.5,
-                f"{p:.0f}%\n{a}/{n_rand}",
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                linespacing=1.1,
-            )
-    if not any_data:
-        _no_data(ax, "no randomized subjects")
-    ax.set_xticks(x, [f"{_plain(v.label)}\n(week {v.week:g})" for v in trial.visits])
+    bars = _attendance_bars(counts, trial)
+    # Axes labelled before seaborn draws, so that it leaves the labels alone.
     ax.set_xlabel("Scheduled visit")
     ax.set_ylabel("Subjects attending (% of randomized)")
+    sns.barplot(
+        bars,
+        x="visit",
+        y="percent",
+        hue="arm",
+        order=[v.label for v in trial.visits],
+        hue_order=trial.arms,
+        palette=colors,
+        saturation=1,
+        width=0.76,
+        gap=0.05,
+        errorbar=None,
+        legend=False,
+        ax=ax,
+    )
+    # The percentage and n/N on each bar (seaborn draws one container of bars per arm).
+    containers = [c for c in ax.containers if isinstance(c, BarContainer)]
+    for container, arm in zip(containers, trial.arms, strict=True):
+        ax.bar_label(
+            container,
+            bars.loc[bars["arm"] == arm, "label"].tolist(),
+            padding=2,
+            fontsize=7,
+            linespacing=1.1,
+        )
+    if not (bars["randomized"] > 0).any():
+        _no_data(ax, "no randomized subjects")
+    ax.set_xticks(
+        range(len(trial.visits)), [f"{_plain(v.label)}\n(week {v.week:g})" for v in trial.visits]
+    )
     ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))
     _titles(ax, "Visit completion by arm")
-    fig.legend(loc="outside lower center", ncols=2)
+    handles = [
+        Patch(
+            color=colors[arm], label=f"{_plain(arm)} (n = {counts[arm]['randomized']} randomized)"
+        )
+        for arm in trial.arms
+    ]
+    legend_rows = legend_below(fig, handles, ncols=2)
+    arrange(fig, [ax], Panels(legend_rows=legend_rows))
     return fig
 
 
@@ -1701,61 +1864,60 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
             pd.to_numeric(frame[column], errors="coerce") if column in frame else math.nan
         )
     colors = arm_colors(trial)
-    point_colors = (
-        frame["arm"].astype(str).map(colors).fillna(NEUTRAL_COLOR)
-        if "arm" in frame.columns
-        else pd.Series(NEUTRAL_COLOR, index=frame.index)
-    )
     fig = _new_figure(10.0, 4.6)
     fig.suptitle(
         _wrap(f"{_plain(out.label)}: MMRM residual diagnostics ({_plain(trial.title)})", 130),
         fontsize=10,
     )
     qq, rvf = fig.subplots(1, 2)
-
+    # Axes labelled before seaborn draws, so that it leaves the labels and the ticks alone.
+    qq.set_xlabel("Standard normal quantile (SD)")
+    qq.set_ylabel("Normalized residual (SD units)")
+    qq.set_title("Normal QQ plot of normalized residuals", loc="left", fontsize=10)
+    rvf.set_xlabel(_wrap(f"Fitted change in {_with_unit(out.label, out)}", 70))
+    rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
+    rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
+    no_fit = "no data: no MMRM residuals (model not fitted)"
     norm = frame.dropna(subset=["normalized_residual"]).sort_values("normalized_residual")
     n = len(norm)
     if n:
         # Blom plotting positions, as R's qqnorm for n > 10.
         a = 0.375 if n <= 10 else 0.5
         probs = (np.arange(1, n + 1) - a) / (n + 1 - 2 * a)
-        theoretical = [NormalDist().inv_cdf(float(p)) for p in probs]
-        qq.scatter(
-            theoretical,
-            norm["normalized_residual"],
-            c=point_colors.loc[norm.index].tolist(),
-            edgecolors="none",
-            **_cloud_style(n),
-        )
+        norm = norm.assign(theoretical=[NormalDist().inv_cdf(float(p)) for p in probs])
+        _residual_cloud(qq, norm, "theoretical", "normalized_residual", trial)
         qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
     else:
-        _no_data(qq, "no data: no MMRM residuals (model not fitted)", hide_ticks="xy")
-    qq.set_xlabel("Standard normal quantile (SD)")
-    qq.set_ylabel("Normalized residual (SD units)")
-    qq.set_title("Normal QQ plot of normalized residuals", loc="left", fontsize=10)
-
+        _no_data(qq, no_fit, hide_ticks="xy")
     raw = frame.dropna(subset=["fitted", "residual"])
     if len(raw):
-        rvf.scatter(
-            raw["fitted"],
-            raw["residual"],
-            c=point_colors.loc[raw.index].tolist(),
-            edgecolors="none",
-            **_cloud_style(len(raw)),
-        )
+        _residual_cloud(rvf, raw, "fitted", "residual", trial)
         rvf.axhline(0, color="black", lw=0.9, ls="--")
     else:
-        _no_data(rvf, "no data: no MMRM residuals (model not fitted)", hide_ticks="xy")
-    rvf.set_xlabel(_wrap(f"Fitted change in {_with_unit(out.label, out)}", 70))
-    rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
-    rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
-    if "arm" in frame.columns and n:
+        _no_data(rvf, no_fit, hide_ticks="xy")
+    legend_rows = 0
+    if "arm" in frame.columns and n > 0:
         handles = [
             Line2D([], [], marker="o", lw=0, color=colors[arm], label=_plain(arm))
             for arm in trial.arms
         ]
-        _legend_below(fig, handles, ncols=2)
+        legend_rows = legend_below(fig, handles, ncols=2)
+    arrange(fig, [qq, rvf], Panels(legend_rows=legend_rows))
     return fig
+
+
+def _residual_cloud(ax: Axes, frame: pd.DataFrame, x: str, y: str, trial: TrialConfig) -> None:
+    """A seaborn scatter of residuals, coloured by arm when the frame has one (else grey)."""
+    import seaborn as sns
+
+    colour: dict[str, Any] = (
+        {"hue": frame["arm"].astype(str), "hue_order": trial.arms, "palette": arm_colors(trial)}
+        if "arm" in frame.columns
+        else {"color": NEUTRAL_COLOR}
+    )
+    sns.scatterplot(
+        frame, x=x, y=y, edgecolor="none", legend=False, ax=ax, **colour, **_cloud_style(len(frame))
+    )
 
 
 # --------------------------------------------------------------------------- saving
@@ -1782,8 +1944,7 @@ def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
     png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
     with _style():
         # No software version or date in the files: reruns and upgrades give the same bytes.
-        fig.savefig(png, format="png", dpi=PNG_DPI, metadata={"Software": None})
-        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+        write_png_svg(fig, png, svg, PNG_DPI)
     # Figures built here are not registered with pyplot; one made through pyplot is.
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:

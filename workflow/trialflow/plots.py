@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+# Figures of two panels side by side, unreadable at half width: the report gives them the
+# full width of the page instead of a column of its grid.
+FULL_WIDTH_KINDS = ("spaghetti", "diagnostics")
+
+
+def full_width(stem: str) -> bool:
+    """Whether the figure of file stem ``stem`` (``<outcome>_<kind>``) spans the report's width."""
+    return stem.rsplit("_", 1)[-1] in FULL_WIDTH_KINDS
+
+
 def figure_stems(trial: TrialConfig) -> list[str]:
     """File stems (without extension) of every figure of a trial."""
     stems = ["consort", "forest", "forest_all_analyses", "missingness"]
@@ -96,8 +106,13 @@ def write_trial_figures(
         drawings[f"{name}_trajectory"] = partial(fg.trajectory_figure, lsmeans, adeff, trial, name)
         drawings[f"{name}_spaghetti"] = partial(fg.spaghetti_figure, adeff, trial, name)
         drawings[f"{name}_change"] = partial(fg.change_figure, adeff, trial, name)
+        # Residuals coloured by arm, as every other figure colours the arms.
+        fitted = residuals.get(name, empty)
         drawings[f"{name}_diagnostics"] = partial(
-            fg.diagnostics_figure, residuals.get(name, empty), trial, name
+            fg.diagnostics_figure,
+            fitted.assign(arm=fitted["subject_id"].astype(str).map(arm_of)),
+            trial,
+            name,
         )
     written: list[Path] = []
     for stem in figure_stems(trial):

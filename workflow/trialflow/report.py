@@ -41,6 +41,7 @@ from trialflow.plan import (
     structure_name,
     supportive_note,
 )
+from trialflow.plots import full_width
 from trialflow.tables import (
     ci_label,
     fmt_ci,
@@ -96,6 +97,7 @@ p.result { background: #eef5fb; border-left: 3px solid var(--accent); padding: 0
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto;
          border: 1px solid var(--rule); } figcaption { font-size: 13px; color: var(--muted); }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em; }
+.grid2 > figure.wide { grid-column: 1 / -1; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px;
           margin-right: 0.4em; vertical-align: -0.1em; }
 .missing { color: #a33; font-style: italic; }
@@ -270,8 +272,9 @@ def _figure_macro(figures: Mapping[str, Path]) -> Any:
         if path is None or not Path(path).is_file():
             return Markup(f'<p class="missing">Figure {html.escape(stem)} is not available.</p>')
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        wide = ' class="wide"' if full_width(stem) else ""
         return Markup(
-            f'<figure id="fig-{html.escape(stem)}"><img src="data:image/png;base64,{data}" '
+            f'<figure id="fig-{html.escape(stem)}"{wide}><img src="data:image/png;base64,{data}" '
             f'alt="{cap}"><figcaption>{cap}</figcaption></figure>'
         )
 
