@@ -225,6 +225,11 @@ def _with_unit(text: str, outcome: Outcome) -> str:
     return f"{_plain(text)} ({_plain(outcome.unit)})"
 
 
+def _change_label(text: str, outcome: Outcome) -> str:
+    """Axis label of a change (a difference): an outcome in % changes in percentage points."""
+    return f"{_plain(text)} ({difference_unit(outcome)})"
+
+
 def _wrap(text: str, width: int = 48) -> str:
     """Break a long axis label over lines so that it never runs past the axis."""
     return textwrap.fill(text, width=width, break_long_words=False)
@@ -744,7 +749,7 @@ def trajectory_figure(
     # Axes labelled before seaborn draws, so that it leaves the labels and the ticks alone.
     _week_ticks(ax, trial)
     if change:
-        ax.set_ylabel(_wrap(f"Change from baseline in {_with_unit(out.label, out)}"))
+        ax.set_ylabel(_wrap(_change_label(f"Change from baseline in {out.label}", out)))
         _titles(ax, f"{_plain(out.label)}: MMRM LS-mean change from baseline", _better_note(out))
     else:
         ax.set_ylabel(_wrap(_with_unit(out.label, out)))
@@ -1102,9 +1107,7 @@ def change_figure(
         else "Arm"
     )
     ax.set_ylabel(
-        _wrap(
-            f"Change from baseline to {_plain(trial.primary_visit)} in {_with_unit(out.label, out)}"
-        )
+        _wrap(_change_label(f"Change from baseline to {trial.primary_visit} in {out.label}", out))
     )
     if len(rows):
         _draw_changes(ax, rows, points, trial)
@@ -1874,7 +1877,7 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
     qq.set_xlabel("Standard normal quantile (SD)")
     qq.set_ylabel("Normalized residual (SD units)")
     qq.set_title("Normal QQ plot of normalized residuals", loc="left", fontsize=10)
-    rvf.set_xlabel(_wrap(f"Fitted change in {_with_unit(out.label, out)}", 70))
+    rvf.set_xlabel(_wrap(_change_label(f"Fitted change in {out.label}", out), 70))
     rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
     rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
     no_fit = "no data: no MMRM residuals (model not fitted)"
