@@ -531,6 +531,7 @@ def fit_reml(blocks: Blocks) -> RemlFit:
     """
     params = Lme4Parameters(blocks.n_random)
     start = params.from_psi(start_psi(blocks))
+    # The optimizer reads a failed evaluation as +inf; at the start that is an error instead.
     reml_state(blocks, params.psi(start))
     t, lbfgs = _lbfgs(blocks, params, start)
     point, converged, newton_steps = _newton(blocks, params, t)
