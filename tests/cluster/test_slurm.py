@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import announced_jobs, project_copy, snakemake
 
@@ -35,6 +36,9 @@ class Case:
     name: str
     args: tuple[str, ...]
     outputs: tuple[str, ...]  # globs from the project folder
+    min_outputs: int = 10
+    # A power scenario written into both project copies first: (shipped scenario, changes).
+    power: tuple[str, dict[str, object]] | None = None
 
 
 CASES = [
@@ -43,8 +47,18 @@ CASES = [
         ("--config", "trials=weightbearing"),
         ("results/weightbearing/tables/*.csv", "results/weightbearing/analysis/*.csv"),
     ),
-    # Another workflow of the project (e.g. the power planner) is one more Case here: its
-    # target and --config, and the globs of the tables it writes.
+    # The power planner in shards (one SLURM job per shard), on a small version of the
+    # weight-bearing trial's scenario: 40 replicates per cell keep the run short.
+    Case(
+        "power",
+        ("power", "--config", "power=slurm_check"),
+        ("results/power/slurm_check/*.csv", "results/power/slurm_check/shards/*.csv"),
+        min_outputs=4,
+        power=(
+            "weightbearing",
+            {"n_per_arm": [12, 24], "effects": [29], "replicates": 40, "shards": 2},
+        ),
+    ),
 ]
 
 
@@ -61,6 +75,12 @@ def runs(request, tmp_path_factory, slurm_node) -> Runs:
     case: Case = request.param
     local = project_copy(tmp_path_factory.mktemp(f"{case.name}-local"))
     cluster = project_copy(tmp_path_factory.mktemp(f"{case.name}-slurm"))
+    if case.power is not None:
+        shipped, changes = case.power
+        for work in (local, cluster):
+            folder = work / "config" / "power"
+            scenario = yaml.safe_load((folder / f"{shipped}.yaml").read_text(encoding="utf-8"))
+            (folder / "slurm_check.yaml").write_text(yaml.safe_dump({**scenario, **changes}))
     run = snakemake(local, "--cores", "2", *case.args)
     assert run.returncode == 0, run.stderr[-3000:]
     run = snakemake(
@@ -77,7 +97,7 @@ def _outputs(runs: Runs, folder: Path) -> list[Path]:
 
 def test_cluster_run_matches_local_run(runs: Runs) -> None:
     outputs = _outputs(runs, runs.local)
-    assert len(outputs) >= 10
+    assert len(outputs) >= runs.case.min_outputs
     assert _outputs(runs, runs.cluster) == outputs
     for path in outputs:
         assert (runs.cluster / path).read_bytes() == (runs.local / path).read_bytes(), path
