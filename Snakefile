@@ -18,6 +18,13 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/power.smk"
 
 
+# Target rules have nothing to run: on a cluster they are never submitted as jobs.
+localrules:
+    all,
+    pdf,
+    power,
+
+
 rule all:
     default_target: True
     input:

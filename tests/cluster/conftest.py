@@ -57,8 +57,13 @@ def snakemake(work: Path, *args: str, timeout: float = 600) -> subprocess.Comple
     )
 
 
+# Rules that only name targets (Snakefile: localrules); they are never submitted.
+TARGET_RULES = frozenset({"all", "pdf", "power"})
+
+
 def announced_jobs(log: str) -> list[Job]:
-    """The jobs of a Snakemake log (dry run or real), without the local target rule `all`."""
+    """The jobs of a Snakemake log (dry run or real) that go to the cluster: the target rules
+    (all, pdf, power: local rules with nothing to run) are left out."""
     jobs: list[Job] = []
     for line in log.splitlines():
         if start := re.fullmatch(r"(?:local)?rule (\w+):", line):
@@ -71,7 +76,7 @@ def announced_jobs(log: str) -> list[Job]:
                 jobs[-1].threads = int(value)
             else:
                 jobs[-1].resources = dict(pair.split("=", 1) for pair in value.split(", "))
-    return [job for job in jobs if job.rule != "all"]
+    return [job for job in jobs if job.rule not in TARGET_RULES]
 
 
 def node_state() -> str:
