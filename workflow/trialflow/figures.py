@@ -38,7 +38,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, TrialflowError
-from trialflow.figure_layout import Panels, arrange, legend_below, write_png_svg
+from trialflow.figure_layout import Panels, arrange, legend_below, text_width, write_png_svg
 from trialflow.tables import ci_label
 
 if TYPE_CHECKING:
@@ -1675,27 +1675,31 @@ def cross_trial_forest(
             for name, t, _ in outs
         ],
     )
-    text_tf = ax.get_yaxis_transform()
-    for v, y in zip(rows, ys, strict=True):
-        finite = math.isfinite(v["estimate"])
-        ax.text(
-            1.02,
-            y,
-            _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
-            if finite
-            else "not estimable",
-            transform=text_tf,
+    texts = [
+        _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
+        if math.isfinite(v["estimate"])
+        else "not estimable"
+        for v in rows
+    ]
+    for v, y, text in zip(rows, ys, texts, strict=True):
+        ax.annotate(
+            text,
+            xy=(1.0, y),
+            xycoords=ax.get_yaxis_transform(),
+            xytext=(9, 0),
+            textcoords="offset points",
             ha="left",
             va="center",
             fontsize=9,
-            color="black" if finite else TEXT_GREY,
+            color="black" if math.isfinite(v["estimate"]) else TEXT_GREY,
         )
     if not estimable:
         _no_data(ax, "not estimable in any trial")
     ax.set_xlabel(f"Treatment \u2212 control in change from baseline ({_plain(first.unit)})")
     ax.set_ylabel("Trial")
     # Room right of the axes for "estimate (CI), n" and under it for the "favours" labels.
-    arrange(fig, [ax], Panels(right=2.2, bottom=0.12))
+    right = max(text_width(fig, t, 9) for t in texts) + 0.3
+    arrange(fig, [ax], Panels(right=right, bottom=0.12))
     return fig
 
 
