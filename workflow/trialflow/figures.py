@@ -90,7 +90,8 @@ DENSE_POINTS = 2000
 # keeps rendering identical across machines; usetex is off and mathtext parsing stays on only
 # so that escaped dollar signs in user labels render as dollars.
 _STYLE: dict[str, Any] = {
-    "font.family": "DejaVu Sans",
+    # "sans-serif" after it: the SVG names a generic fallback for viewers without DejaVu Sans.
+    "font.family": ["DejaVu Sans", "sans-serif"],
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -109,8 +110,8 @@ _STYLE: dict[str, Any] = {
     # Titles stay at the top of their axes: matplotlib then never measures the axes under a
     # title to move it (trialflow.figure_layout leaves room for the titles).
     "axes.titley": 1.0,
-    # Text as text in the SVG (font "DejaVu Sans", a generic sans-serif where it is missing):
-    # a fraction of the time and size of glyph outlines, and still searchable.
+    # Text as text in the SVG (DejaVu Sans, or a sans-serif where it is missing): a fraction of
+    # the time and size of glyph outlines, and still searchable.
     "svg.fonttype": "none",
     "svg.hashsalt": SVG_HASHSALT,
     "figure.dpi": PNG_DPI,
