@@ -45,8 +45,10 @@ SIDES = ("baseline", "current")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def kind_of(stem: str) -> str:
-    """Figure kind of a file stem: ``pain_vas_trajectory`` -> ``trajectory``."""
+def kind_of(key: str) -> str:
+    """Figure kind of a timed figure: ``exercise_education/pain_vas_trajectory`` ->
+    ``trajectory``."""
+    stem = key.split("/", 1)[1]
     return stem if stem in (*TRIAL_WIDE, FLOOR) else stem.rsplit("_", 1)[1]
 
 
@@ -176,7 +178,7 @@ def table(best: dict[str, dict[str, dict[str, float]]]) -> str:
     by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: {s: [] for s in SIDES})
     for side in SIDES:
         for key, seconds in figures[side].items():
-            by_kind[kind_of(key.split("/", 1)[1])][side].append(seconds)
+            by_kind[kind_of(key)][side].append(seconds)
     lines = [f"{'figure kind':<22}{'n':>4}{'baseline s/fig':>16}{'current s/fig':>15}{'ratio':>8}"]
     lines += [_row(kind, by_kind[kind]) for kind in sorted(by_kind)]
     lines.append(_row("average per figure", {s: list(figures[s].values()) for s in SIDES}))

@@ -38,7 +38,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig, did_you_mean
 from trialflow.errors import ConfigError, TrialflowError
-from trialflow.figure_layout import Panels, arrange, legend_below, write_png_svg
+from trialflow.figure_layout import Panels, arrange, legend_below, text_width, write_png_svg
 from trialflow.tables import ci_label
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ DENSE_POINTS = 2000
 # keeps rendering identical across machines; usetex is off and mathtext parsing stays on only
 # so that escaped dollar signs in user labels render as dollars.
 _STYLE: dict[str, Any] = {
-    "font.family": "DejaVu Sans",
+    # "sans-serif" after it: the SVG names a generic fallback for viewers without DejaVu Sans.
+    "font.family": ["DejaVu Sans", "sans-serif"],
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -109,8 +110,8 @@ _STYLE: dict[str, Any] = {
     # Titles stay at the top of their axes: matplotlib then never measures the axes under a
     # title to move it (trialflow.figure_layout leaves room for the titles).
     "axes.titley": 1.0,
-    # Text as text in the SVG (font "DejaVu Sans", a generic sans-serif where it is missing):
-    # a fraction of the time and size of glyph outlines, and still searchable.
+    # Text as text in the SVG (DejaVu Sans, or a sans-serif where it is missing): a fraction of
+    # the time and size of glyph outlines, and still searchable.
     "svg.fonttype": "none",
     "svg.hashsalt": SVG_HASHSALT,
     "figure.dpi": PNG_DPI,
@@ -1678,27 +1679,31 @@ def cross_trial_forest(
             for name, t, _ in outs
         ],
     )
-    text_tf = ax.get_yaxis_transform()
-    for v, y in zip(rows, ys, strict=True):
-        finite = math.isfinite(v["estimate"])
-        ax.text(
-            1.02,
-            y,
-            _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
-            if finite
-            else "not estimable",
-            transform=text_tf,
+    texts = [
+        _estimate_text(v["estimate"], v["ci_lower"], v["ci_upper"], v["n"], decimals)
+        if math.isfinite(v["estimate"])
+        else "not estimable"
+        for v in rows
+    ]
+    for v, y, text in zip(rows, ys, texts, strict=True):
+        ax.annotate(
+            text,
+            xy=(1.0, y),
+            xycoords=ax.get_yaxis_transform(),
+            xytext=(9, 0),
+            textcoords="offset points",
             ha="left",
             va="center",
             fontsize=9,
-            color="black" if finite else TEXT_GREY,
+            color="black" if math.isfinite(v["estimate"]) else TEXT_GREY,
         )
     if not estimable:
         _no_data(ax, "not estimable in any trial")
     ax.set_xlabel(f"Treatment \u2212 control in change from baseline ({_plain(first.unit)})")
     ax.set_ylabel("Trial")
     # Room right of the axes for "estimate (CI), n" and under it for the "favours" labels.
-    arrange(fig, [ax], Panels(right=2.2, bottom=0.12))
+    right = max(text_width(fig, t, 9) for t in texts) + 0.3
+    arrange(fig, [ax], Panels(right=right, bottom=0.12))
     return fig
 
 
