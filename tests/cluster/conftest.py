@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -95,8 +96,24 @@ def node_state() -> str:
     return states[0] if answer.returncode == 0 and states else answer.stderr.strip()
 
 
+def _skip_or_fail(message: str) -> None:
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{message} ({REQUIRE}=1)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
-def slurm_node() -> None:
+def slurm_plugin() -> None:
+    """Snakemake's SLURM executor plugin, which the profile names (the `cluster` extra)."""
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        _skip_or_fail(
+            "the SLURM executor plugin is not installed; install it with: "
+            "pip install -e '.[cluster]'"
+        )
+
+
+@pytest.fixture(scope="session")
+def slurm_node(slurm_plugin: None) -> None:
     """A SLURM node that takes jobs; without one the test is skipped (fails under REQUIRE)."""
     state = node_state()
     if state in READY:
@@ -105,6 +122,4 @@ def slurm_node() -> None:
         f"no SLURM node takes jobs ({state or 'no node'}); "
         "start one with: bash tests/cluster/start-slurm.sh"
     )
-    if os.environ.get(REQUIRE) == "1":
-        pytest.fail(f"{message} ({REQUIRE}=1)")
-    pytest.skip(message)
+    _skip_or_fail(message)

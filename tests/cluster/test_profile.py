@@ -24,7 +24,7 @@ def _dry_run(work: Path, *args: str) -> dict[tuple[str, str], Job]:
 
 
 @pytest.fixture(scope="module")
-def dry_runs(tmp_path_factory) -> tuple[dict, dict]:
+def dry_runs(tmp_path_factory, slurm_plugin: None) -> tuple[dict, dict]:
     work = project_copy(tmp_path_factory.mktemp("profile"))
     # Without the profile a job shows only what its rule states itself.
     own = _dry_run(work, "--cores", "2")

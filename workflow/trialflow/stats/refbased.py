@@ -7,7 +7,8 @@ and analyse every completed dataset with the ANCOVA of change at each visit:
   subject's observed values, under the MMRM's estimates (Wolbers et al. 2022, R
   ``rbmi::method_condmean(type = "jackknife")``). The standard error is the jackknife's: the
   MMRM is refitted without each subject in turn (from the full-data optimum), the data
-  re-imputed and re-analysed. Deterministic; intervals are normal-based.
+  re-imputed and re-analysed (:mod:`trialflow.stats.jackknife`, in time linear in the number
+  of subjects). Deterministic; intervals are normal-based.
 * :func:`multiple_imputation`: the MMRM's parameters are drawn by refitting it to a bootstrap
   sample of subjects, stratified by arm ("approximate Bayesian", rbmi's
   ``method_approxbayes``), and the missing values are drawn from their conditional distribution
@@ -39,6 +40,7 @@ from trialflow.stats.imputation import (
     fill,
     strategy_means,
 )
+from trialflow.stats.jackknife import leave_one_out_effects, lonely_subjects
 from trialflow.stats.pooling import Pooled, rubin
 
 __all__ = ["Jackknife", "MultipleImputation", "conditional_mean", "multiple_imputation"]
@@ -164,9 +166,9 @@ def conditional_mean(
     full = (refitter.beta, refitter.sigma)
     estimate, slope = _cmi(data, full, strategies, np.ones(n, dtype=bool))
     beta, sigma = _leave_one_out_refits(data, refitter)
-    loo = np.empty((n, len(strategies), len(data.visits)))
-    loo_slope = np.empty((n, len(data.visits)))
-    for i in range(n):
+    loo, loo_slope = leave_one_out_effects(data, beta, sigma, strategies, _delta_indicator(data))
+    # Without its only subject at some covariate level, the ANCOVA loses that column.
+    for i in lonely_subjects(Ancova(data.z)):
         keep = np.arange(n) != i
         loo[i], loo_slope[i] = _cmi(data, (beta[i], sigma[i]), strategies, keep)
     return Jackknife(

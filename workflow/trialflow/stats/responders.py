@@ -61,7 +61,10 @@ def logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
 
 def _information(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = special.expit(beta @ x.T)
-    return np.einsum("ni,mn,nj->mij", x, p * (1 - p), x, optimize=True), p
+    # One matrix product for every fit: weights (fits x n) times each row's outer product.
+    outer = (x[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+    info = (p * (1 - p)) @ outer
+    return info.reshape(-1, x.shape[1], x.shape[1]), p
 
 
 def _solve_each(info: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
