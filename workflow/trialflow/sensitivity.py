@@ -564,6 +564,28 @@ class _ResponderData:
         )
 
 
+# Completed values turned into responder flags at once (imputations x subjects).
+_CHUNK_VALUES = 4_000_000
+
+
+def _imputed_summaries(
+    changes: np.ndarray,
+    baseline: np.ndarray,
+    treated: np.ndarray,
+    kind: str,
+    threshold: float,
+    lower: bool,
+) -> list[dict[str, Any]]:
+    """:func:`_binary_summaries` of every imputation's responders, a slice of imputations at a
+    time (the flags of all imputations of a large trial would not fit in memory)."""
+    step = max(1, _CHUNK_VALUES // max(changes.shape[1], 1))
+    out: list[dict[str, Any]] = []
+    for first in range(0, changes.shape[0], step):
+        flags = responder(changes[first : first + step], baseline[None], kind, threshold, lower)
+        out += _binary_summaries(flags, treated, baseline)
+    return out
+
+
 def _responder_tables(
     plan: OutcomePlan,
     outcome: Outcome,
@@ -595,8 +617,8 @@ def _responder_tables(
         mi = results.mi
         if mi is None or mi.primary_changes is None:
             continue
-        flags = responder(mi.primary_changes, baseline[None], kind, threshold, lower)
-        draws = _binary_summaries(flags, data.treated, baseline)
+        draws = _imputed_summaries(mi.primary_changes, baseline, data.treated, kind,
+                                   threshold, lower)  # fmt: skip
         if not all(np.isfinite(d["log_or"]) for d in draws):
             why = "not run: logistic regression did not converge in an imputation"
             rows.append({**head, "method": "multiple_imputation", "imputations": mi.m,

@@ -73,8 +73,12 @@ def bootstrap_samples(problem: _RemlProblem, weights: np.ndarray) -> SampleSet:
     for pat in problem.patterns:
         m = pat.visits.size
         w = weights[:, pat.subjects]
-        weighted = w[:, :, None] * pat.block[None]
-        outer = np.matmul(np.swapaxes(weighted, 1, 2), pat.block)
+        # Samples in slices, so that the weighted copies of the block stay small.
+        step = max(1, _CHUNK_VALUES // max(pat.block.size, 1))
+        outer = np.empty((w.shape[0], pat.block.shape[1], pat.block.shape[1]))
+        for first in range(0, w.shape[0], step):
+            weighted = w[first : first + step, :, None] * pat.block[None]
+            outer[first : first + step] = np.matmul(np.swapaxes(weighted, 1, 2), pat.block)
         cross.append(_layout(outer, m, problem.q))
         totals.append(w.sum(axis=1))
     return SampleSet(cross, np.column_stack(totals), _estimable(problem, cross))
