@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_workflow.py                 # the bundled trials
-    python benchmarks/bench_workflow.py 10000 100000    # also scaled trials of n subjects
+    python benchmarks/bench_workflow.py 1000 10000 100000    # also scaled trials of n subjects
 
 Each run happens in a fresh copy of the project (as a fresh clone), with ``--cores 2``. The
 table gives wall seconds, the peak memory of the largest job, and ratios against baselines
@@ -14,12 +14,15 @@ measured in the same invocation:
   every step pays its own interpreter start and imports.
 
 A scaled trial is the exercise_education scenario with n subjects, reduced to its primary
-outcome and four visits (as the published trials), sensitivity analyses included.
+outcome and four visits (as the published trials), sensitivity analyses included. A second
+table gives each step's seconds per size (stage scaling) and the ratio between sizes.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -89,8 +92,38 @@ def _print(label: str, seconds: float, peak: float, ratio: str) -> None:
     print(f"{label:<44}{seconds:9.2f}{peak:9.0f}  {ratio}", flush=True)
 
 
+STEPS = ("clean", "derive", "models", "sensitivity", "figures", "report")
+
+
+def _stages(work: Path) -> dict[str, float]:
+    """Seconds of each step of the scaled trial: from the one-job log, else from the per-step
+    jobs' benchmark records (wall seconds of the job, interpreter start included)."""
+    results = work / "results" / "scaled"
+    log = results / "logs" / "analyse.log"
+    if log.is_file():
+        found = re.findall(r"step (\w+) took ([\d.]+) s", log.read_text(encoding="utf-8"))
+        return {step: float(seconds) for step, seconds in found}
+    out = {}
+    for step in STEPS:
+        record = results / "benchmarks" / f"{step}.tsv"
+        if record.is_file():
+            out[step] = float(record.read_text().splitlines()[1].split("\t")[0])
+    return out
+
+
+def _print_stages(stages: dict[int, dict[str, float]]) -> None:
+    """Seconds per step and subjects, with the ratio of each size to the one before."""
+    sizes = sorted(stages)
+    print(f"\n{'step (seconds)':<16}" + "".join(f"{n:>12,}" for n in sizes) + "  ratios")
+    for step in STEPS:
+        values = [stages[n].get(step, float("nan")) for n in sizes]
+        ratios = " ".join(f"{b / a:.1f}x" for a, b in itertools.pairwise(values))
+        print(f"{step:<16}" + "".join(f"{v:12.2f}" for v in values) + f"  {ratios}")
+
+
 def main(sizes: list[int]) -> None:
     print(f"{'run':<44}{'seconds':>9}{'peak MB':>9}  ratio", flush=True)
+    stages: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         floor = _floor(tmp)
@@ -103,9 +136,13 @@ def main(sizes: list[int]) -> None:
         rerun, _ = _run(work)
         _print("bundled up-to-date rerun", rerun, 0.0, f"{rerun / floor:.2f} x floor")
         for n in sizes:
-            wall, peak = _run(_scaled(n, tmp), "--config", "trials=scaled")
+            scaled = _scaled(n, tmp)
+            wall, peak = _run(scaled, "--config", "trials=scaled")
             _print(f"{n:,} subjects, 1 outcome, 4 visits, cold", wall, peak,
                    f"{wall / cold:.2f} x bundled")  # fmt: skip
+            stages[n] = _stages(scaled)
+    if stages:
+        _print_stages(stages)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ rule clean:
         **outputs_of("clean"),
     log:
         f"{RESULTS}/{{trial}}/logs/clean.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/clean.tsv"
     wildcard_constraints:
         trial=PER_STEP,
     conda:
@@ -27,6 +29,8 @@ rule derive:
         **outputs_of("derive"),
     log:
         f"{RESULTS}/{{trial}}/logs/derive.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/derive.tsv"
     wildcard_constraints:
         trial=PER_STEP,
     conda:

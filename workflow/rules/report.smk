@@ -30,6 +30,8 @@ rule report:
         **outputs_of("report"),
     log:
         f"{RESULTS}/{{trial}}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/{{trial}}/benchmarks/report.tsv"
     wildcard_constraints:
         trial=PER_STEP,
     conda:
