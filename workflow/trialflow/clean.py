@@ -27,6 +27,7 @@ from trialflow.harms import AE_COLUMNS
 from trialflow.io import TEXT, RawTable, read_csv, read_table, write_csv, write_json, write_table
 from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
+from trialflow.wide import to_long
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
@@ -98,7 +99,7 @@ class _Log:
                 {
                     "file": table.path,
                     "row": table.row_number(int(pos)),
-                    "column": column,
+                    "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
                     "action": action,
@@ -122,6 +123,9 @@ class _Log:
 
     def frame(self) -> pd.DataFrame:
         out = pd.DataFrame(self.rows, columns=list(QUERY_COLUMNS))
+        # A cell of a wide visits file stands for several long rows (its subject's identifier,
+        # say): the same query of it is one query.
+        out = out.drop_duplicates(ignore_index=True)
         return out.astype({"row": "Int64"}) if len(out) else out
 
 
@@ -130,8 +134,10 @@ def _norm(name: str) -> str:
 
 
 def _rows_text(table: RawTable, positions: Sequence[int], limit: int = 10) -> str:
-    nums = [str(table.row_number(int(p))) for p in positions[:limit]]
-    more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
+    # Rows of a wide visits file repeat (one per visit): each is named once.
+    rows = list(dict.fromkeys(table.row_number(int(p)) for p in positions))
+    nums = [str(r) for r in rows[:limit]]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return ", ".join(nums) + more
 
 
@@ -797,6 +803,8 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         for note in table.notes:
             note["file"] = configured
         tables[key] = table
+    if trial.visits_layout == "wide":
+        tables["visits"] = to_long(trial, tables["visits"])
     result = clean_trial(trial, tables["subjects"], tables["visits"])
     if trial.adverse_events_path:
         result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
