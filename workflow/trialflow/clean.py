@@ -27,7 +27,7 @@ from trialflow.harms import AE_COLUMNS
 from trialflow.io import TEXT, RawTable, read_csv, read_table, write_csv, write_json, write_table
 from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
-from trialflow.wide import to_long
+from trialflow.wide import to_long, wide_hint
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
@@ -200,6 +200,21 @@ def _require_columns(
                 column=col,
                 fix=f"rename the column in the file or correct {trial.source}",
             )
+
+
+def _require_visit_column(table: RawTable, trial: TrialConfig) -> None:
+    """The visit column, or for a file that looks wide, a fix saying how to declare it."""
+    if trial.visit_column not in table.frame.columns:
+        hint = wide_hint(trial, list(table.frame.columns))
+        if hint is not None:
+            raise DataError(
+                f"visit column {trial.visit_column!r} not found",
+                file=table.path,
+                row=1,
+                column=trial.visit_column,
+                fix=hint,
+            )
+    _require_columns(table, [trial.visit_column], "visit", trial)
 
 
 def _trim(table: RawTable, column: str, log: _Log, ids: pd.Series) -> pd.Series:
@@ -449,7 +464,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     if per_protocol:
         _require_columns(subjects, [per_protocol], "per-protocol", trial)
     _require_columns(visits, [sid_col], "subject identifier", trial)
-    _require_columns(visits, [visit_col], "visit", trial)
+    _require_visit_column(visits, trial)
     _require_columns(visits, [o.column for o in trial.outcomes], "outcome", trial)
     for table in (subjects, visits):
         dropped = [c for c in trial.drop_columns if c in table.frame.columns]

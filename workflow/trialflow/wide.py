@@ -231,3 +231,19 @@ def to_long(trial: TrialConfig, table: RawTable) -> RawTable:
         lines=[table.row_number(int(p)) for p in both.index],
         origins=origins,
     )
+
+
+def wide_hint(trial: TrialConfig, columns: Sequence[str]) -> str | None:
+    """For a long-layout visits file without a visit column: the fix if it looks wide.
+
+    It looks wide when some column names hold a visit label (``pain_week12``).
+    """
+    labels = [_key(v) for v in trial.visit_labels]
+    wide = [str(c) for c in columns if any(label in _key(str(c)) for label in labels)]
+    if not wide:
+        return None
+    return (
+        f"columns such as {', '.join(map(repr, wide[:3]))} look like one column per outcome "
+        "and visit (a wide file): declare it under data: with layout: wide and wide_columns: "
+        '"{outcome}_{visit}" (the pattern of your column names; see config/README.md)'
+    )
