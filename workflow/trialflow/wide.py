@@ -70,6 +70,10 @@ def _splits(pattern: str, name: str) -> list[Pair]:
     return found
 
 
+def _words(name: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", name.lower())
+
+
 def _close(text: str, known: Sequence[str]) -> bool:
     return bool(difflib.get_close_matches(text, [_key(k) for k in known], n=1, cutoff=_CLOSE))
 
@@ -77,12 +81,14 @@ def _close(text: str, known: Sequence[str]) -> bool:
 def looks_like_visit_column(trial: TrialConfig, column: str) -> bool:
     """Whether a column that matches no outcome and visit looks meant to (a misspelling).
 
-    It does when it is an outcome column or visit label by itself, or when it reads as the
-    pattern with an outcome part or a visit part close to a known one.
+    It does when its words contain an outcome column or a visit label ("HbA1c week 6" for
+    "HbA1c_week6"), or when it reads as the pattern with an outcome part or a visit part close
+    to a known one ("Pain VAS_week13").
     """
     columns = [o.column for o in trial.outcomes]
     labels = list(trial.visit_labels)
-    if _key(column) in {_key(k) for k in (*columns, *labels)}:
+    words = " ".join(_words(column))
+    if any(f" {' '.join(_words(k))} " in f" {words} " for k in (*columns, *labels)):
         return True
     return any(
         _close(outcome, columns) or _close(visit, labels)
