@@ -3,6 +3,7 @@ queries naming the wide file's cells."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,25 @@ def test_personal_data_in_a_wide_file_is_refused(tiny: TinyTrial) -> None:
     tiny.skip_write.add("visits")
     with pytest.raises(DataError, match="'Email' look like direct personal data"):
         read_and_clean(tiny.load())
+
+
+def test_one_wide_file_holds_subjects_and_visits(tmp_path: Path, long_result: CleanResult) -> None:
+    trial = _wide_trial(tmp_path, DEFAULT)
+    subjects = pd.read_csv(ROOT / trial.subjects_path, dtype=str, keep_default_na=False)
+    wide = pd.read_csv(tmp_path / "wide.csv", dtype=str, keep_default_na=False)
+    both = subjects.merge(wide, on="subject_id", how="left").fillna("")
+    both.to_csv(tmp_path / "both.csv", index=False, lineterminator="\n")
+    one_file = replace(trial, subjects_path=str(tmp_path / "both.csv"),
+                       visits_path=str(tmp_path / "both.csv"))  # fmt: skip
+    result = read_and_clean(one_file, ROOT)
+    for table in ("subjects", "visits"):
+        pd.testing.assert_frame_equal(
+            getattr(result, table).drop(columns="source_row"),
+            getattr(long_result, table).drop(columns="source_row"),
+        )
+    # The subjects file's query (row 4: "EDUCATION") and the visits' name the one file.
+    assert set(result.queries["file"]) == {str(tmp_path / "both.csv")}
+    assert len(result.queries) == 4
 
 
 @pytest.mark.workflow

@@ -215,7 +215,8 @@ def to_long(trial: TrialConfig, table: RawTable) -> RawTable:
     carried = [c for c in table.frame.columns if c not in matched]
     outcomes = [o.column for o in trial.outcomes]
     parts = []
-    for label in trial.visit_labels:
+    labels = trial.visit_labels
+    for label in labels:
         part = table.frame[carried].copy()
         part[visit_col] = label
         for o in outcomes:
@@ -227,7 +228,9 @@ def to_long(trial: TrialConfig, table: RawTable) -> RawTable:
     both = both.loc[both[outcomes].apply(lambda x: x.str.strip() != "").any(axis=1)]
     # A cell of an outcome without a column at a visit is empty, hence never queried.
     origins = {
-        o: [column_of.get((o, v), wide_name(trial.wide_columns, o, v)) for v in both[visit_col]]
+        o: both[visit_col]
+        .map({v: column_of.get((o, v), wide_name(trial.wide_columns, o, v)) for v in labels})
+        .tolist()
         for o in outcomes
     }
     return RawTable(
