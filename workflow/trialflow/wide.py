@@ -70,8 +70,10 @@ def _splits(pattern: str, name: str) -> list[Pair]:
     return found
 
 
-def _words(name: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", name.lower())
+def _holds(column: str, names: Sequence[str]) -> bool:
+    """Whether the words of ``column`` contain one of ``names`` ("HbA1c week 6": "HbA1c")."""
+    words = f" {' '.join(re.findall(r'[a-z0-9]+', column.lower()))} "
+    return any(f" {' '.join(re.findall(r'[a-z0-9]+', n.lower()))} " in words for n in names)
 
 
 def _close(text: str, known: Sequence[str]) -> bool:
@@ -83,12 +85,11 @@ def looks_like_visit_column(trial: TrialConfig, column: str) -> bool:
 
     It does when its words contain an outcome column or a visit label ("HbA1c week 6" for
     "HbA1c_week6"), or when it reads as the pattern with an outcome part or a visit part close
-    to a known one ("Pain VAS_week13").
+    to a known one ("Pian VAS_wk12").
     """
     columns = [o.column for o in trial.outcomes]
     labels = list(trial.visit_labels)
-    words = " ".join(_words(column))
-    if any(f" {' '.join(_words(k))} " in f" {words} " for k in (*columns, *labels)):
+    if _holds(column, [*columns, *labels]):
         return True
     return any(
         _close(outcome, columns) or _close(visit, labels)
@@ -147,6 +148,8 @@ def match_columns(trial: TrialConfig, table: RawTable) -> dict[str, Pair]:
     if unmatched:
         names = _all_names(trial)
         hints = "; ".join(f"{c!r} ({did_you_mean(c, names)})" for c in unmatched[:_SHOWN])
+        if len(unmatched) > _SHOWN:
+            hints += f"; and {len(unmatched) - _SHOWN} more"
         _fail(
             table,
             trial,
@@ -247,8 +250,7 @@ def wide_hint(trial: TrialConfig, columns: Sequence[str]) -> str | None:
 
     It looks wide when some column names hold a visit label (``pain_week12``).
     """
-    labels = [_key(v) for v in trial.visit_labels]
-    wide = [str(c) for c in columns if any(label in _key(str(c)) for label in labels)]
+    wide = [str(c) for c in columns if _holds(str(c), trial.visit_labels)]
     if not wide:
         return None
     return (
