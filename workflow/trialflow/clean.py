@@ -27,6 +27,7 @@ from trialflow.harms import AE_COLUMNS
 from trialflow.io import TEXT, RawTable, read_csv, read_table, write_csv, write_json, write_table
 from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
+from trialflow.wide import to_long, wide_hint
 
 QUERY_COLUMNS: tuple[str, ...] = ("file", "row", "column", "value", "rule", "action", "subject_id")
 
@@ -98,7 +99,7 @@ class _Log:
                 {
                     "file": table.path,
                     "row": table.row_number(int(pos)),
-                    "column": column,
+                    "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
                     "action": action,
@@ -122,6 +123,9 @@ class _Log:
 
     def frame(self) -> pd.DataFrame:
         out = pd.DataFrame(self.rows, columns=list(QUERY_COLUMNS))
+        # A cell of a wide visits file stands for several long rows (its subject's identifier,
+        # say): the same query of it is one query.
+        out = out.drop_duplicates(ignore_index=True)
         return out.astype({"row": "Int64"}) if len(out) else out
 
 
@@ -130,8 +134,10 @@ def _norm(name: str) -> str:
 
 
 def _rows_text(table: RawTable, positions: Sequence[int], limit: int = 10) -> str:
-    nums = [str(table.row_number(int(p))) for p in positions[:limit]]
-    more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
+    # Rows of a wide visits file repeat (one per visit): each is named once.
+    rows = list(dict.fromkeys(table.row_number(int(p)) for p in positions))
+    nums = [str(r) for r in rows[:limit]]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return ", ".join(nums) + more
 
 
@@ -194,6 +200,21 @@ def _require_columns(
                 column=col,
                 fix=f"rename the column in the file or correct {trial.source}",
             )
+
+
+def _require_visit_column(table: RawTable, trial: TrialConfig) -> None:
+    """The visit column, or for a file that looks wide, a fix saying how to declare it."""
+    if trial.visit_column not in table.frame.columns:
+        hint = wide_hint(trial, list(table.frame.columns))
+        if hint is not None:
+            raise DataError(
+                f"visit column {trial.visit_column!r} not found",
+                file=table.path,
+                row=1,
+                column=trial.visit_column,
+                fix=hint,
+            )
+    _require_columns(table, [trial.visit_column], "visit", trial)
 
 
 def _trim(table: RawTable, column: str, log: _Log, ids: pd.Series) -> pd.Series:
@@ -443,7 +464,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     if per_protocol:
         _require_columns(subjects, [per_protocol], "per-protocol", trial)
     _require_columns(visits, [sid_col], "subject identifier", trial)
-    _require_columns(visits, [visit_col], "visit", trial)
+    _require_visit_column(visits, trial)
     _require_columns(visits, [o.column for o in trial.outcomes], "outcome", trial)
     for table in (subjects, visits):
         dropped = [c for c in trial.drop_columns if c in table.frame.columns]
@@ -797,6 +818,8 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         for note in table.notes:
             note["file"] = configured
         tables[key] = table
+    if trial.visits_layout == "wide":
+        tables["visits"] = to_long(trial, tables["visits"])
     result = clean_trial(trial, tables["subjects"], tables["visits"])
     if trial.adverse_events_path:
         result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))

@@ -94,6 +94,8 @@ class TrialConfig:
     outcomes: tuple[Outcome, ...]
     subjects_sheet: str | None = None
     visits_sheet: str | None = None
+    visits_layout: str = "long"  # or "wide": one row per subject (see trialflow.wide)
+    wide_columns: str = "{outcome}_{visit}"
     adverse_events_path: str | None = None
     screening_path: str | None = None
     withdrawal_reason_column: str | None = None
@@ -435,6 +437,7 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
     _check_sensitivity(content.get("sensitivity") or {}, [o.name for o in outcomes], fail)
     _check_estimand(content.get("estimand") or {}, [o.name for o in outcomes], post_labels, fail)
     data = content["data"]
+    _check_layout(data, fail)
     return TrialConfig(
         name=name,
         title=content["title"],
@@ -443,6 +446,8 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         visits_path=data["visits"],
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
+        visits_layout=data.get("layout", "long"),
+        wide_columns=data.get("wide_columns", "{outcome}_{visit}"),
         adverse_events_path=data.get("adverse_events"),
         screening_path=data.get("screening"),
         missing_values=tuple(str(x) for x in data.get("missing_values", [])),
@@ -465,6 +470,27 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
         arm_labels={str(k).strip(): str(v) for k, v in (arms.get("labels") or {}).items()},
         raw=dict(content),
     )
+
+
+def _check_layout(data: Mapping[str, Any], fail: Callable[[str, str, str], ConfigError]) -> None:
+    """A wide layout's column pattern names each of {outcome} and {visit} exactly once."""
+    pattern = data.get("wide_columns")
+    if pattern is None:
+        return
+    if data.get("layout", "long") != "wide":
+        raise fail(
+            "data.wide_columns",
+            "is given but data.layout is long (one row per subject and visit)",
+            "add layout: wide under data:, or remove wide_columns",
+        )
+    for placeholder in ("{outcome}", "{visit}"):
+        if pattern.count(placeholder) != 1:
+            raise fail(
+                "data.wide_columns",
+                f"{pattern!r} must contain {placeholder} exactly once "
+                f"(it has it {pattern.count(placeholder)} times)",
+                'name the columns with both placeholders, e.g. "{outcome}_{visit}" for pain_week12',
+            )
 
 
 def _check_analysis(

@@ -49,6 +49,9 @@ class RawTable:
     # Row number in the file (header = 1) of each data row; blank lines are skipped when
     # reading, so positions and file rows differ after one.
     lines: list[int] | None = None
+    # For a table reshaped from a wide file (trialflow.wide): per column, the file's column
+    # each row's cell came from, so that queries name the cell a user can find.
+    origins: dict[str, list[str]] | None = None
 
     def column_named(self, name: str) -> str | None:
         """The file's column called ``name`` in any case (and spacing around it), or None."""
@@ -73,6 +76,12 @@ class RawTable:
         if self.lines is not None:
             return self.lines[position]
         return position + FIRST_DATA_ROW
+
+    def file_column(self, column: str, position: int) -> str:
+        """The file's column holding the cell of ``column`` in the data row at ``position``."""
+        if self.origins is None or column not in self.origins:
+            return column
+        return self.origins[column][position]
 
 
 def _utf16(raw: bytes) -> str | None:
