@@ -29,14 +29,15 @@ import pyreadstat
 
 from trialflow.errors import DataError
 
-_READERS: dict[str, tuple[str, Callable[..., Any], dict[str, Any]]] = {
-    ".xpt": ("SAS transport", pyreadstat.read_xport, {}),
-    ".sas7bdat": ("SAS", pyreadstat.read_sas7bdat, {}),
+# Extension: (what the file is, the program that writes it, reader, reader options).
+_READERS: dict[str, tuple[str, str, Callable[..., Any], dict[str, Any]]] = {
+    ".xpt": ("a SAS transport file", "SAS", pyreadstat.read_xport, {}),
+    ".sas7bdat": ("a SAS data set", "SAS", pyreadstat.read_sas7bdat, {}),
     # Read user-defined missing codes as values, then blank them from the metadata, so a code
     # is missing whatever its value label says.
-    ".sav": ("SPSS", pyreadstat.read_sav, {"user_missing": True}),
-    ".zsav": ("SPSS", pyreadstat.read_sav, {"user_missing": True}),
-    ".dta": ("Stata", pyreadstat.read_dta, {}),
+    ".sav": ("an SPSS data file", "SPSS", pyreadstat.read_sav, {"user_missing": True}),
+    ".zsav": ("an SPSS data file", "SPSS", pyreadstat.read_sav, {"user_missing": True}),
+    ".dta": ("a Stata data file", "Stata", pyreadstat.read_dta, {}),
 }
 STATISTICAL: frozenset[str] = frozenset(_READERS)
 
@@ -71,15 +72,15 @@ def read_statistical(path: Path, name: str) -> StatTable:
     DataError
         The file cannot be read as the format its extension names.
     """
-    kind, reader, options = _READERS[path.suffix.lower()]
+    kind, program, reader, options = _READERS[path.suffix.lower()]
     try:
         data, meta = reader(str(path), **options)
     except Exception as exc:  # pyreadstat raises its own and OS errors for a bad file
         raise DataError(
-            f"cannot be read as a {kind} file ({exc})",
+            f"cannot be read as {kind} ({exc})",
             file=name,
-            fix=f"export the data again from {kind.split()[0]} with this extension, "
-            "or export them as .csv",
+            fix=f"check that the file is {kind} (the extension names the format) and export "
+            f"it again from {program}, or export the data as .csv",
         ) from None
     data = _blank_user_missing(data, getattr(meta, "missing_ranges", None) or {})
     types = getattr(meta, "readstat_variable_types", None) or {}
