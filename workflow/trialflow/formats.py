@@ -88,8 +88,7 @@ def read_statistical(path: Path, name: str) -> StatTable:
     frame: dict[str, pd.Series] = {}
     codes: dict[str, pd.Series] = {}
     for column in data.columns:
-        single = types.get(column) in _SINGLE
-        text = data[column].map(lambda x, s=single: cell_text(x, single=s)).astype(object)
+        text = _column_text(data[column], single=types.get(column) in _SINGLE)
         labels = value_labels.get(column)
         if labels:
             codes[str(column)] = text
@@ -99,6 +98,17 @@ def read_statistical(path: Path, name: str) -> StatTable:
     column_labels = list(getattr(meta, "column_labels", None) or [])
     labels = {str(c): str(lab) for c, lab in zip(names, column_labels, strict=False) if lab}
     return StatTable(frame=pd.DataFrame(frame, dtype=object), labels=labels, codes=codes)
+
+
+def _column_text(values: pd.Series, *, single: bool) -> pd.Series:
+    """A column's cells as text; a numeric column without the per-cell type checks."""
+    if pd.api.types.is_integer_dtype(values):
+        cells = [str(x) for x in values.tolist()]
+    elif pd.api.types.is_float_dtype(values):
+        cells = [number_text(x, single=single) for x in values.to_numpy(dtype="float64").tolist()]
+    else:
+        cells = [cell_text(x, single=single) for x in values]
+    return pd.Series(cells, index=values.index, dtype=object)
 
 
 def _blank_user_missing(
@@ -157,8 +167,18 @@ def cell_text(value: Any, *, single: bool = False) -> str:
         return str(int(value))
     if isinstance(value, int | np.integer):
         return str(int(value))
-    number = float(value)
-    if np.isnan(number):
+    return number_text(float(value), single=single)
+
+
+def number_text(number: float, *, single: bool = False) -> str:
+    """A number as its shortest exact decimal text ("" for NaN); see :func:`cell_text`."""
+    if number != number:  # NaN: a missing number
         return ""
-    scalar = np.float32(number) if single else np.float64(number)
-    return np.format_float_positional(scalar, trim="-")
+    if single:
+        return np.format_float_positional(np.float32(number), trim="-")
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    # repr is the shortest text that reads back as the same double; it is written without
+    # an exponent (which a spreadsheet would show) only when that is short.
+    text = repr(number)
+    return text if "e" not in text else np.format_float_positional(number, trim="-")

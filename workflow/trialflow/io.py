@@ -312,6 +312,8 @@ def _european_numbers(
             fix=SEMICOLON_FIX,
         )
     mark = "decimal commas (6,4 read as 6.4)" if commas else "decimal points"
+    if not marks:
+        mark = "whole numbers only"
     notes.append(
         {
             "file": name,
