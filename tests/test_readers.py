@@ -191,12 +191,26 @@ def test_errors_name_the_observation(tmp_path: Path) -> None:
     assert "'yoga' (observations 7;" in str(info.value)
 
 
-def test_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
-    path = tmp_path / "visits.sav"
-    path.write_bytes(b"subject_id,visit\nS01,baseline\n")
-    with pytest.raises(DataError, match="cannot be read as an SPSS data file") as info:
+@pytest.mark.parametrize(
+    ("suffix", "kind"),
+    [
+        (".sav", "an SPSS data file"),
+        (".dta", "a Stata data file"),
+        (".xpt", "a SAS transport file"),
+    ],
+)
+def test_unreadable_file_is_a_data_error(tmp_path: Path, suffix: str, kind: str) -> None:
+    path = tmp_path / f"visits{suffix}"
+    path.write_bytes(b"subject_id,visit\nS01,baseline\n")  # a CSV file renamed
+    with pytest.raises(DataError, match=f"cannot be read as {kind}") as info:
         read_table(path)
     assert info.value.file == str(path) and "export" in (info.value.fix or "")
+
+
+def test_file_without_observations_is_a_data_error(tmp_path: Path) -> None:
+    pyreadstat.write_dta(pd.DataFrame({"age": pd.Series([], dtype=float)}), tmp_path / "a.dta")
+    with pytest.raises(DataError, match="no observations"):
+        read_table(tmp_path / "a.dta")
 
 
 def test_cell_text_has_no_float_noise() -> None:

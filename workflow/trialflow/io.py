@@ -207,7 +207,10 @@ def _read_statistical(p: Path, name: str) -> RawTable:
     """A SAS, SPSS or Stata file; its rows are numbered as observations (first = 1)."""
     table = read_statistical(p, name)
     _check_header([str(c) for c in table.frame.columns], name)
-    _require_rows(table.frame, name)
+    if table.frame.empty:
+        raise DataError(
+            "the file has variables but no observations", file=name, fix="export the data again"
+        )
     n = len(table.frame)
     return RawTable(
         frame=table.frame.reset_index(drop=True),
