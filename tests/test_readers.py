@@ -232,6 +232,22 @@ def test_dates_and_single_precision_read_as_text(tmp_path: Path) -> None:
     assert table.frame["x"].tolist() == ["6.4", "54"]
 
 
+def test_stata_float_column_reads_at_single_precision(tmp_path: Path) -> None:
+    """A Stata ``float`` column holds 6.4 as 6.400000095367432; it reads as "6.4"."""
+    frame = pd.DataFrame({"x": np.array([6.4, 54.0, 0.1], dtype=np.float32)})
+    frame.to_stata(tmp_path / "a.dta", write_index=False)  # pandas writes float32 as float
+    assert read_table(tmp_path / "a.dta").frame["x"].tolist() == ["6.4", "54", "0.1"]
+
+
+def test_spss_missing_ranges_and_string_codes(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [1.0, 95.0, 99.0, 5.0], "s": ["a", "NA", "b", "NA"]})
+    ranges = {"x": [{"lo": 90, "hi": 99}], "s": ["NA"]}
+    pyreadstat.write_sav(frame, str(tmp_path / "a.sav"), missing_ranges=ranges)
+    table = read_table(tmp_path / "a.sav")
+    assert table.frame["x"].tolist() == ["1", "", "", "5"]
+    assert table.frame["s"].tolist() == ["a", "", "b", ""]
+
+
 # -- European CSV -------------------------------------------------------------------------
 _POINT = re.compile(r"[+-]?[0-9]+\.[0-9]+")
 _COMMA_GROUPS = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+")

@@ -130,7 +130,7 @@ def _blank_user_missing(
                 )
             else:
                 missing |= (numbers >= lo) & (numbers <= hi)
-        out[column] = values.astype(object).where(~missing, None)
+        out[column] = values.where(~missing)  # NaN: kept numeric when it was
     return out
 
 

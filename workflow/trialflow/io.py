@@ -43,6 +43,14 @@ class RawTable:
     notes
         Data queries raised while reading (encoding fallback and the like), as dicts with the
         keys of :data:`trialflow.clean.QUERY_COLUMNS`.
+    labels
+        Variable labels of a SAS, SPSS or Stata file, ``{column: label}``, for display.
+    codes
+        For columns with value labels, the stored codes as text (``frame`` holds the labels);
+        :meth:`number_text` reads numbers from them.
+    row_kind
+        What :meth:`row_number` counts and messages call it: ``"row"`` (spreadsheet row,
+        header = 1) or ``"observation"`` (SAS, SPSS and Stata files, first record = 1).
     """
 
     frame: pd.DataFrame
@@ -51,12 +59,8 @@ class RawTable:
     # Row number in the file (header = 1) of each data row; blank lines are skipped when
     # reading, so positions and file rows differ after one.
     lines: list[int] | None = None
-    # Variable labels of a SAS, SPSS or Stata file, for display: {column: label}.
     labels: dict[str, str] = field(default_factory=dict)
-    # Cells without value labels (the stored codes) of the columns that have value labels.
     codes: dict[str, pd.Series] = field(default_factory=dict)
-    # What a row number counts: a spreadsheet "row" (header = 1) or an "observation" of a
-    # statistical package's file (first record = 1). Messages name it so.
     row_kind: str = "row"
 
     @property
