@@ -62,7 +62,8 @@ def test_xlsx_with_several_sheets_needs_a_name(tmp_path) -> None:
     [
         ("a.csv", "", "the file is empty"),
         ("a.csv", "id,x\n", "header but no data rows"),
-        ("a.csv", "id;x\n1;2\n", "semicolon-separated"),
+        ("a.tsv", "id;x\n1;2\n", "semicolon-separated"),
+        ("a.csv", "id;x\n1,5;2.5\n", "decimal mark is ambiguous"),
         ("a.csv", "id,id\n1,2\n", "appears 2 times"),
         ("a.csv", "id,\n1,2\n", "column 2 has no name"),
         ("a.csv", "id,x\n1,2,3\n", "row has 3 cells"),

@@ -134,11 +134,12 @@ def _norm(name: str) -> str:
 
 
 def _rows_text(table: RawTable, positions: Sequence[int], limit: int = 10) -> str:
-    # Rows of a wide visits file repeat (one per visit): each is named once.
+    """ "rows 3, 5" (or "observations 2, 4"), at most ``limit`` numbers; each row once (the
+    rows of a wide visits file repeat, one per visit)."""
     rows = list(dict.fromkeys(table.row_number(int(p)) for p in positions))
     nums = [str(r) for r in rows[:limit]]
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return ", ".join(nums) + more
+    return f"{table.row_kind}s " + ", ".join(nums) + more
 
 
 # Words that make a column name personal data wherever they stand in it ("Phone No.",
@@ -196,7 +197,7 @@ def _require_columns(
             raise DataError(
                 f"{what} column {col!r} not found ({did_you_mean(col, present)})",
                 file=table.path,
-                row=1,
+                row=table.header_row,
                 column=col,
                 fix=f"rename the column in the file or correct {trial.source}",
             )
@@ -237,9 +238,10 @@ def _require_nonempty(table: RawTable, values: pd.Series, column: str, what: str
     empty = list(values.index[values == ""])
     if len(empty):
         raise DataError(
-            f"{len(empty)} row(s) have no {what} (rows {_rows_text(table, empty)})",
+            f"{len(empty)} row(s) have no {what} ({_rows_text(table, empty)})",
             file=table.path,
             row=table.row_number(int(empty[0])),
+            row_kind=table.row_kind,
             column=column,
             fix=fix,
         )
@@ -285,7 +287,7 @@ def _match_labels(
         )
     if unknown:
         parts = [
-            f"{short(label)!r} (rows {_rows_text(table, pos, 5)}; {did_you_mean(label, known)})"
+            f"{short(label)!r} ({_rows_text(table, pos, 5)}; {did_you_mean(label, known)})"
             for label, pos in list(unknown.items())[:10]
         ]
         if len(unknown) > 10:
@@ -296,6 +298,7 @@ def _match_labels(
             + ", ".join(map(repr, known)),
             file=table.path,
             row=table.row_number(first),
+            row_kind=table.row_kind,
             column=column,
             fix=f"correct the labels in the file, or the {what}s in the trial description",
         )
@@ -316,7 +319,7 @@ def parse_numbers(
     Empty cells and the configured missing-value codes are missing without a query.
     Values outside ``value_range`` (inclusive) are set missing with a query.
     """
-    text = table.frame[column].str.strip()
+    text = table.number_text(column).str.strip()
     empty = (text == "") | text.isin(set(missing_values))
     is_number = text.str.fullmatch(_NUMBER.pattern)
     bad = text.index[~empty & ~is_number]
@@ -365,9 +368,9 @@ def _drop_exact_duplicates(
             pd.Series(frame.index, index=frame.index).groupby(group.to_numpy()).transform("first")
         )
         for pos in frame.index[dup]:
-            kept = table.row_number(int(first.loc[pos]))
+            kept = f"{table.row_kind} {table.row_number(int(first.loc[pos]))}"
             log.add(table, [pos], key_column, [ids.loc[pos]], "exact_duplicate",
-                    f"row dropped (identical to row {kept})", [ids.loc[pos]])  # fmt: skip
+                    f"row dropped (identical to {kept})", [ids.loc[pos]])  # fmt: skip
     return frame.loc[~dup]
 
 
@@ -378,9 +381,10 @@ def _raise_conflicts(table: RawTable, frame: pd.DataFrame, keys: list[str], what
         first = frame.loc[positions[0], keys].tolist()
         raise DataError(
             f"{conflict.sum()} rows share the same {what} but differ in other cells "
-            f"(first: {', '.join(map(str, first))}; rows {_rows_text(table, list(positions))})",
+            f"(first: {', '.join(map(str, first))}; {_rows_text(table, list(positions))})",
             file=table.path,
             row=table.row_number(int(positions[0])),
+            row_kind=table.row_kind,
             column=keys[0],
             fix="keep one row per " + what + " (correct or remove the others)",
         )
@@ -409,6 +413,7 @@ def _refuse_units(table: RawTable, column: str, text: pd.Series, declared: str |
         f"{int(with_unit.sum())} of {len(values)} cells)",
         file=table.path,
         row=table.row_number(int(first)),
+        row_kind=table.row_kind,
         column=column,
         fix="write the numbers alone (put the unit in the column name, e.g. 'Age (years)'), "
         f"or declare {{name: {column}, type: categorical}} if the text is a category",
@@ -491,6 +496,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
             + ", ".join(map(str, s_ids.loc[no_arm].tolist()[:10])),
             file=subjects.path,
             row=subjects.row_number(int(no_arm[0])),
+            row_kind=subjects.row_kind,
             column=arm_col,
             fix="every randomized subject needs the arm they were allocated to",
         )
@@ -562,6 +568,7 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
             + (" ..." if len(missing_ids) > 10 else ""),
             file=visits.path,
             row=visits.row_number(int(stray[0])),
+            row_kind=visits.row_kind,
             column=sid_col,
             fix="add them to the subjects file with their arm, or correct the identifiers",
         )
@@ -800,6 +807,7 @@ def _check_visit_arms(
             f"{given.loc[pos]!r} here ({len(bad)} row(s) disagree)",
             file=visits.path,
             row=visits.row_number(pos),
+            row_kind=visits.row_kind,
             column=arm_col,
             fix="the subjects file is authoritative for the allocated arm; correct one of them",
         )

@@ -1,8 +1,8 @@
 """The one exception hierarchy of trialflow.
 
 Every error a user can cause derives from :class:`TrialflowError`; its message says
-what is wrong and what to do. Location details (file, row, column) are attributes so
-that callers can render them consistently.
+what is wrong and what to do. Location details (file, row or observation, column) are
+attributes so that callers can render them consistently.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ class TrialflowError(Exception):
         row: int | None = None,
         column: str | None = None,
         fix: str | None = None,
+        row_kind: str = "row",
     ) -> None:
         self.message = message
         self.file = file
         self.row = row
         self.column = column
         self.fix = fix
+        # "row" of a spreadsheet or text file, "observation" of a SAS, SPSS or Stata file.
+        self.row_kind = row_kind
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -32,7 +35,7 @@ class TrialflowError(Exception):
         if self.file is not None:
             where.append(f"file {self.file}")
         if self.row is not None:
-            where.append(f"row {self.row}")
+            where.append(f"{self.row_kind} {self.row}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
         text = self.message

@@ -82,6 +82,7 @@ def clean_adverse_events(
             f"file ({len(unknown)} row(s))",
             file=table.path,
             row=table.row_number(int(unknown[0])),
+            row_kind=table.row_kind,
             column=sid_col,
             fix="correct the identifier, or add the subject to the subjects file",
         )

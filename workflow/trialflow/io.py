@@ -2,7 +2,8 @@
 
 Raw files are read with every cell as text so that parsing (numbers, labels, missing codes)
 happens in one place, :mod:`trialflow.clean`, where each problem becomes a data query.
-Row numbers follow the spreadsheet convention: the header is row 1, the first data row is 2.
+Row numbers follow the spreadsheet convention: the header is row 1, the first data row is 2;
+in SAS, SPSS and Stata files they are observation numbers (the first record is 1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from trialflow.errors import DataError
+from trialflow.formats import STATISTICAL, read_statistical
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".tab": "\t"}
 EXCEL = {".xlsx", ".xlsm"}
@@ -41,6 +43,14 @@ class RawTable:
     notes
         Data queries raised while reading (encoding fallback and the like), as dicts with the
         keys of :data:`trialflow.clean.QUERY_COLUMNS`.
+    labels
+        Variable labels of a SAS, SPSS or Stata file, ``{column: label}``, for display.
+    codes
+        For columns with value labels, the stored codes as text (``frame`` holds the labels);
+        :meth:`number_text` reads numbers from them.
+    row_kind
+        What :meth:`row_number` counts and messages call it: ``"row"`` (spreadsheet row,
+        header = 1) or ``"observation"`` (SAS, SPSS and Stata files, first record = 1).
     """
 
     frame: pd.DataFrame
@@ -52,6 +62,18 @@ class RawTable:
     # For a table reshaped from a wide file (trialflow.wide): per column, the file's column
     # each row's cell came from, so that queries name the cell a user can find.
     origins: dict[str, list[str]] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, pd.Series] = field(default_factory=dict)
+    row_kind: str = "row"
+
+    @property
+    def header_row(self) -> int | None:
+        """Row number of the header (1), or None when the file has no header row."""
+        return 1 if self.row_kind == "row" else None
+
+    def number_text(self, column: str) -> pd.Series:
+        """The column's cells as text for reading numbers: stored codes, not value labels."""
+        return self.codes.get(column, self.frame[column])
 
     def column_named(self, name: str) -> str | None:
         """The file's column called ``name`` in any case (and spacing around it), or None."""
@@ -68,11 +90,14 @@ class RawTable:
         found = [self.column_named(name) for name in names]
         for name, column in zip(names, found, strict=True):
             if column is None:
-                raise DataError(f"{what} has no {name!r} column", file=self.path, row=1, fix=fix)
+                raise DataError(
+                    f"{what} has no {name!r} column", file=self.path, row=self.header_row, fix=fix
+                )
         return [str(c) for c in found]
 
     def row_number(self, position: int) -> int:
-        """Spreadsheet row number of the data row at 0-based ``position``."""
+        """Row number (spreadsheet row or observation, see ``row_kind``) of the data row at
+        0-based ``position``."""
         if self.lines is not None:
             return self.lines[position]
         return position + FIRST_DATA_ROW
@@ -145,13 +170,16 @@ def _check_header(header: list[str], path: str) -> None:
 
 
 def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
-    """Read a CSV, TSV or XLSX file (chosen by extension) with every cell as text.
+    """Read a data file (chosen by extension) with every cell as text.
+
+    CSV, TSV and text files, Excel workbooks (.xlsx, .xlsm), and SAS (.xpt, .sas7bdat),
+    SPSS (.sav, .zsav) and Stata (.dta) files (see :mod:`trialflow.formats`).
 
     Raises
     ------
     DataError
-        Missing or empty file, no data rows, unknown extension, wrong delimiter,
-        duplicated column names, or an ambiguous workbook.
+        Missing or empty file, no data rows, unknown extension, wrong delimiter or decimal
+        mark, duplicated column names, an ambiguous workbook or an unreadable file.
     """
     p = Path(path)
     name = str(path)
@@ -160,63 +188,167 @@ def read_table(path: str | Path, *, sheet: str | None = None) -> RawTable:
         raise DataError(
             "file not found", file=name, fix="check the path under data: in the trial description"
         )
-    if suffix not in DELIMITERS and suffix not in EXCEL:
+    if suffix not in DELIMITERS and suffix not in EXCEL and suffix not in STATISTICAL:
         raise DataError(
             f"unsupported file type {suffix or '(none)'!r}",
             file=name,
-            fix="export the data as .csv, .tsv or .xlsx",
+            fix="export the data as .csv, .tsv, .xlsx, .sav, .dta or .xpt",
         )
     notes: list[dict[str, Any]] = []
+    if suffix in STATISTICAL:
+        return _read_statistical(p, name)
     if suffix in EXCEL:
         frame, data_lines = _read_excel(p, name, sheet)
     else:
-        raw = p.read_bytes()
-        if not raw.strip():
-            raise DataError("the file is empty", file=name, fix="export the data again")
-        text = _decode(raw, name, notes)
-        delimiter = DELIMITERS[suffix]
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        rows, lines = [], []
-        # A record is one spreadsheet row, even when a quoted cell spans several lines.
-        for number, record in enumerate(reader, start=1):
-            if any(cell.strip() for cell in record):
-                rows.append(record)
-                lines.append(number)
-        header = rows[0] if rows else []
-        if len(header) == 1:
-            for other, label in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "bar")):
-                if other != delimiter and other in header[0]:
-                    raise DataError(
-                        f"the header has a single column but contains {label}s: the file looks "
-                        f"{label}-separated, not {'tab' if delimiter == chr(9) else 'comma'}"
-                        "-separated",
-                        file=name,
-                        row=1,
-                        fix=f"save it as {'.tsv' if other == chr(9) else '.csv'} with "
-                        f"{'tabs' if other == chr(9) else 'commas'} between columns",
-                    )
-        _check_header(header, name)
-        width = len(header)
-        for i, r in enumerate(rows[1:]):
-            if len(r) > width and any(c.strip() for c in r[width:]):
-                raise DataError(
-                    f"row has {len(r)} cells but the header has {width} columns",
-                    file=name,
-                    row=lines[i + 1],
-                    fix="quote cells that contain the delimiter, or remove the extra cells",
-                )
-        body = [(r + [""] * width)[:width] for r in rows[1:]]
-        frame = pd.DataFrame(body, columns=[h.strip() for h in header], dtype=object)
-        data_lines = lines[1:]
-    if frame.empty:
-        raise DataError(
-            "the file has a header but no data rows", file=name, fix="export the data rows too"
-        )
+        frame, data_lines = _read_delimited(p, name, DELIMITERS[suffix], notes)
+    _require_rows(frame, name)
     frame = frame.astype(object).where(frame.notna(), "")
     # A CSV's cells are text already; a workbook's may be numbers or dates.
     if suffix in EXCEL:
         frame = frame.map(lambda x: x if isinstance(x, str) else str(x))
     return RawTable(frame=frame.reset_index(drop=True), path=name, notes=notes, lines=data_lines)
+
+
+def _require_rows(frame: pd.DataFrame, name: str) -> None:
+    if frame.empty:
+        raise DataError(
+            "the file has a header but no data rows", file=name, fix="export the data rows too"
+        )
+
+
+def _read_statistical(p: Path, name: str) -> RawTable:
+    """A SAS, SPSS or Stata file; its rows are numbered as observations (first = 1)."""
+    table = read_statistical(p, name)
+    _check_header([str(c) for c in table.frame.columns], name)
+    if table.frame.empty:
+        raise DataError(
+            "the file has variables but no observations", file=name, fix="export the data again"
+        )
+    n = len(table.frame)
+    return RawTable(
+        frame=table.frame.reset_index(drop=True),
+        path=name,
+        lines=list(range(1, n + 1)),
+        labels=table.labels,
+        codes={c: s.reset_index(drop=True) for c, s in table.codes.items()},
+        row_kind="observation",
+    )
+
+
+def _records(text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """The non-blank records of delimited text and their row numbers (header = 1)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, lines = [], []
+    # A record is one spreadsheet row, even when a quoted cell spans several lines.
+    for number, record in enumerate(reader, start=1):
+        if any(cell.strip() for cell in record):
+            rows.append(record)
+            lines.append(number)
+    return rows, lines
+
+
+def _read_delimited(
+    p: Path, name: str, delimiter: str, notes: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, list[int]]:
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise DataError("the file is empty", file=name, fix="export the data again")
+    text = _decode(raw, name, notes)
+    rows, lines = _records(text, delimiter)
+    header = rows[0] if rows else []
+    if delimiter == "," and len(header) == 1 and ";" in header[0]:
+        # A spreadsheet set to a European locale saves "CSV" with ";" and decimal commas.
+        rows, lines = _records(text, ";")
+        rows = _european_numbers(rows, name, notes)
+        header = rows[0]
+    elif len(header) == 1:
+        _refuse_other_delimiter(header[0], delimiter, name)
+    _check_header(header, name)
+    width = len(header)
+    for i, r in enumerate(rows[1:]):
+        if len(r) > width and any(c.strip() for c in r[width:]):
+            raise DataError(
+                f"row has {len(r)} cells but the header has {width} columns",
+                file=name,
+                row=lines[i + 1],
+                fix="quote cells that contain the delimiter, or remove the extra cells",
+            )
+    body = [(r + [""] * width)[:width] for r in rows[1:]]
+    return pd.DataFrame(body, columns=[h.strip() for h in header], dtype=object), lines[1:]
+
+
+def _refuse_other_delimiter(header: str, delimiter: str, name: str) -> None:
+    """A single-column header holding another delimiter: the file was saved differently."""
+    for other, label in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "bar")):
+        if other != delimiter and other in header:
+            raise DataError(
+                f"the header has a single column but contains {label}s: the file looks "
+                f"{label}-separated, not {'tab' if delimiter == chr(9) else 'comma'}"
+                "-separated",
+                file=name,
+                row=1,
+                fix=f"save it as {'.tsv' if other == chr(9) else '.csv'} with "
+                f"{'tabs' if other == chr(9) else 'commas'} between columns",
+            )
+
+
+_COMMA_DECIMAL = re.compile(r"[+-]?[0-9]+,([0-9]+)")
+_POINT_DECIMAL = re.compile(r"[+-]?[0-9]*\.([0-9]+)")
+SEMICOLON_FIX = (
+    "save it again as CSV with commas between columns and decimal points (6.4), e.g. "
+    "with the spreadsheet's language set to English, or as .xlsx"
+)
+
+
+def _european_numbers(
+    rows: list[list[str]], name: str, notes: list[dict[str, Any]]
+) -> list[list[str]]:
+    """Rows of a ";"-separated file with decimal commas in number cells as points.
+
+    Only cells that are a number written with a decimal comma change ("6,4" becomes "6.4");
+    text stays as it is. A file whose decimal mark cannot be told (both marks, or only
+    three-digit groups such as "1,500") stops with a DataError.
+    """
+    cells = [c.strip() for r in rows[1:] for c in r]
+    commas = [m.group(1) for c in cells if (m := _COMMA_DECIMAL.fullmatch(c))]
+    points = [m.group(1) for c in cells if (m := _POINT_DECIMAL.fullmatch(c))]
+    marks = commas or points
+    found = ""
+    if commas and points:
+        found = "it holds both decimal commas (6,4) and decimal points (6.4)"
+    elif marks and all(len(d) == 3 for d in marks):
+        example = next(
+            c for c in cells if _COMMA_DECIMAL.fullmatch(c) or _POINT_DECIMAL.fullmatch(c)
+        )
+        found = f"every number with a mark, such as {example!r}, may be a decimal or thousands"
+    if found:
+        raise DataError(
+            f"the file is semicolon-separated but its decimal mark is ambiguous: {found}",
+            file=name,
+            fix=SEMICOLON_FIX,
+        )
+    mark = "decimal commas (6,4 read as 6.4)" if commas else "decimal points"
+    if not marks:
+        mark = "whole numbers only"
+    notes.append(
+        {
+            "file": name,
+            "row": None,
+            "column": "",
+            "value": "",
+            "rule": "semicolon_separated",
+            "action": f"file is ';'-separated with {mark}; read as such (save it as CSV with "
+            "commas and decimal points to silence)",
+        }
+    )
+    if not commas:
+        return rows
+    return [rows[0], *([_point(c) for c in r] for r in rows[1:])]
+
+
+def _point(cell: str) -> str:
+    """A number cell with a decimal comma written with a point; any other cell unchanged."""
+    return cell.strip().replace(",", ".") if _COMMA_DECIMAL.fullmatch(cell.strip()) else cell
 
 
 def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, list[int]]:

@@ -51,6 +51,7 @@ def clean_screening(
             f"subject {ids.loc[unknown[0]]!r} of the screening log is not in the subjects file",
             file=table.path,
             row=table.row_number(int(unknown[0])),
+            row_kind=table.row_kind,
             column=sid_col,
             fix="correct the identifier, or leave it empty for a person not randomized",
         )

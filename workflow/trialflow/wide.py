@@ -242,6 +242,8 @@ def to_long(trial: TrialConfig, table: RawTable) -> RawTable:
         notes=table.notes,
         lines=[table.row_number(int(p)) for p in both.index],
         origins=origins,
+        labels=table.labels,
+        row_kind=table.row_kind,
     )
 
 

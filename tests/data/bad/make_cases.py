@@ -141,8 +141,23 @@ def _(c: Case) -> None:
 
 @case("wrong_delimiter")
 def _(c: Case) -> None:
-    c.files["visits.csv"] = _csv(c.visits, sep=";")
-    error(c, "semicolon-separated", file="visits.csv", row=1)
+    c.files["visits.csv"] = _csv(c.visits, sep="\t")
+    error(c, "tab-separated", file="visits.csv", row=1)
+
+
+@case("semicolon_decimal_comma")
+def _(c: Case) -> None:
+    # A spreadsheet in a European locale: ";" between columns, decimal commas.
+    c.files["visits.csv"] = _csv(c.visits, sep=";").replace(b".", b",")
+    query(c, "semicolon_separated")
+
+
+@case("semicolon_mixed_decimals")
+def _(c: Case) -> None:
+    text = _csv(c.visits, sep=";").split(b"\n")
+    text[1:4] = [line.replace(b".", b",") for line in text[1:4]]
+    c.files["visits.csv"] = b"\n".join(text)
+    error(c, "semicolon-separated", "decimal mark is ambiguous", file="visits.csv")
 
 
 @case("duplicate_column_names")
