@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -197,3 +199,37 @@ def test_display_labels_replace_codes_for_readers(walk_trial) -> None:
     assert out["Sex"].tolist()[:2] == ["Female", "Male"] and out["level"].tolist()[0] == "Female"
     assert "Weight-bearing: events" in out.columns
     assert frame["arm"].iloc[0] == "nonweightbearing"  # the data keep their labels
+
+
+def test_reproducibility_appendix_checks_the_installed_versions_against_the_lock(
+    tmp_path: Path,
+) -> None:
+    from importlib.metadata import version
+
+    from trialflow.report import lock_status
+
+    (tmp_path / "requirements.lock").write_text(
+        f"# header\nnumpy=={version('numpy')}\npandas==0.0.1\nno-such-package-here==1.0\n",
+        encoding="utf-8",
+    )
+    text = lock_status(tmp_path)
+    assert "2 of 3 pinned packages installed" in text
+    assert f"1 at other versions: pandas {version('pandas')} (pinned 0.0.1)" in text
+    assert "numpy" not in text
+    (tmp_path / "requirements.lock").write_text(f"numpy=={version('numpy')}\n", encoding="utf-8")
+    assert lock_status(tmp_path).endswith(
+        "1 of 1 pinned packages installed, all at their pinned versions"
+    )
+    assert lock_status(tmp_path / "nowhere") == "no requirements.lock in the project folder"
+
+
+def test_reproducibility_appendix_names_the_blas_numpy_uses() -> None:
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from trialflow.report import blas
+
+    np.ones(2) @ np.ones(2)
+    apis = {i["internal_api"] for i in threadpool_info() if i.get("user_api") == "blas"}
+    text = blas()
+    assert apis and all(api in text for api in apis)

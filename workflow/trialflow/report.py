@@ -64,7 +64,13 @@ PACKAGES = (
     "seaborn",
     "snakemake",
     "jinja2",
+    "openpyxl",
+    "pyreadstat",
+    "python-docx",
+    "threadpoolctl",
+    "weasyprint",
 )
+LOCK_FILE = "requirements.lock"
 ARM_COLORS = ("#0072B2", "#E69F00")
 # Queries of one rule listed in the report; the rest are counted and left to queries.csv.
 QUERIES_PER_RULE = 20
@@ -188,22 +194,69 @@ def generated_stamp() -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _installed(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def lock_status(root: Path) -> str:
+    """Whether the installed packages have the exact versions of the project's lock file."""
+    lock = root / LOCK_FILE
+    if not lock.is_file():
+        return f"no {LOCK_FILE} in the project folder"
+    pinned = dict(
+        line.split("==", 1)
+        for line in lock.read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    installed = {n: _installed(n) for n in pinned}
+    # Extras not installed (tests, cluster) are counted, not reported as differences.
+    absent = sum(v == "not installed" for v in installed.values())
+    differ = [
+        f"{n} {installed[n]} (pinned {v})"
+        for n, v in pinned.items()
+        if installed[n] not in (v, "not installed")
+    ]
+    head = f"{LOCK_FILE} (SHA-256 {sha256(lock)[:16]}): {len(pinned) - absent} of {len(pinned)} "
+    head += "pinned packages installed"
+    if not differ:
+        return head + ", all at their pinned versions"
+    return head + f"; {len(differ)} at other versions: " + "; ".join(differ)
+
+
+def blas() -> str:
+    """The BLAS library numpy calls, its version and threading layer (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return (
+        "; ".join(
+            f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('threading_layer', '')} "
+            f"threading, {i.get('architecture', '')})".replace("  ", " ")
+            for i in found
+        )
+        or "not detected"
+    )
+
+
 def provenance(trial: TrialConfig, input_files: Sequence[Path], root: Path) -> dict[str, Any]:
     """Versions, input checksums and the configuration as run."""
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = "not installed"
     source = Path(trial.source)
+    seed = dict(trial.sensitivity).get("seed", 20261201)
     return {
         "trialflow_version": __version__,
         "git_commit": _git_commit(root),
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "packages": packages,
-        "seeds": "none in the analysis; plot jitter and the subject sample of large "
-        "spaghetti plots use fixed seeds in trialflow.figures",
+        "os": f"{platform.system()} {platform.release()} ({platform.machine()}, "
+        f"{platform.libc_ver()[0] or 'libc'} {platform.libc_ver()[1]})",
+        "blas": blas(),
+        "lock": lock_status(root),
+        "packages": {name: _installed(name) for name in PACKAGES},
+        "seeds": f"sensitivity analyses: {seed} (sensitivity: seed; every imputation's stream "
+        "derives from it, the outcome and the imputation's number); plot jitter and the "
+        "subject sample of large spaghetti plots use fixed seeds in trialflow.figures",
         "inputs": [
             {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256(Path(p))}
             for p in input_files
