@@ -120,7 +120,5 @@ rule index:
     resources:
         mem_mb=1000,
         runtime=10,
-    params:
-        trials_dir=TRIALS_DIR,
     script:
         "../scripts/index.py"
