@@ -815,6 +815,21 @@ def _check_visit_arms(
 
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     """Read the trial's raw files (paths relative to ``root``) and clean them."""
+    if trial.data_format == "redcap":
+        from trialflow.redcap import read_redcap
+
+        result = clean_trial(trial, *read_redcap(trial, root))
+    else:
+        result = clean_trial(trial, *_read_tables(trial, root))
+    if trial.adverse_events_path:
+        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
+    if trial.screening_path:
+        result = _with_screening(result, trial, data_file(trial, "screening", root))
+    return result
+
+
+def _read_tables(trial: TrialConfig, root: str | Path) -> tuple[RawTable, RawTable]:
+    """The subjects and visits files of the trial, a wide visits file reshaped to long."""
     tables = {}
     for key, configured, sheet in (
         ("subjects", trial.subjects_path, trial.subjects_sheet),
@@ -828,12 +843,7 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         tables[key] = table
     if trial.visits_layout == "wide":
         tables["visits"] = to_long(trial, tables["visits"])
-    result = clean_trial(trial, tables["subjects"], tables["visits"])
-    if trial.adverse_events_path:
-        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
-    if trial.screening_path:
-        result = _with_screening(result, trial, data_file(trial, "screening", root))
-    return result
+    return tables["subjects"], tables["visits"]
 
 
 def _extra_table(path: Path, configured: str) -> tuple[RawTable, _Log]:
