@@ -4,6 +4,7 @@ does cleans to the same data as its CSV twin, with queries naming the export's c
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from trialflow.errors import ConfigError, DataError
 from trialflow.redcap import parse_choices, read_redcap
 
 from .conftest import ROOT
+from .test_workflow import _project, _snakemake
 
 TRIAL = ROOT / "config" / "trials" / "weightbearing_redcap.yaml"
 TWIN = ROOT / "config" / "trials" / "weightbearing.yaml"
@@ -226,3 +228,21 @@ def test_redcap_keys_are_required(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(content), encoding="utf-8")
     with pytest.raises(ConfigError, match="'dictionary' is a required property"):
         load_trial(path)
+
+
+@pytest.mark.workflow
+def test_workflow_gives_the_csv_twins_effects(tmp_path: Path) -> None:
+    work = _project(tmp_path)
+    targets = [f"results/{t}/tables/effects.csv" for t in ("weightbearing", "weightbearing_redcap")]
+    config = ["--config", "trials=weightbearing,weightbearing_redcap", "job_granularity=per_step"]
+    run = _snakemake(work, *targets, *config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    twin, redcap = ((work / t).read_bytes() for t in targets)
+    assert redcap == twin
+    # The dictionary is an input of the trial's cleaning: changing it cleans the trial again.
+    dictionary = work / "data" / "raw" / "weightbearing_redcap" / "dictionary.csv"
+    dictionary.write_text(dictionary.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    again = _snakemake(work, *targets, "--dry-run", *config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: trial=(\S+)", again.stdout)
+    assert set(jobs) == {(r, "weightbearing_redcap") for r in ("clean", "derive", "models")}
