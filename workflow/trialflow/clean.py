@@ -98,7 +98,7 @@ class _Log:
             self.rows.append(
                 {
                     "file": table.path,
-                    "row": table.row_number(int(pos)),
+                    "row": table.cell_row(column, int(pos)),
                     "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
@@ -780,14 +780,17 @@ def _check_baselines(
 
 def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) -> None:
     """A dropped duplicate row keeps only its drop query, so nothing is counted twice."""
+    # Rows of the file that are not rows of this table (a REDCap export's rows read for the
+    # subjects table only, say) keep their queries.
     kept_rows = {table.row_number(int(i)) for i in kept}
+    dropped = {table.row_number(i) for i in range(len(table.frame))} - kept_rows
     log.rows = [
         r
         for r in log.rows
         if r["file"] != table.path
         or r["rule"] in ("exact_duplicate", "encoding")
         or r["row"] is None  # about a whole column, not a row
-        or r["row"] in kept_rows
+        or r["row"] not in dropped
     ]
 
 

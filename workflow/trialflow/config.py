@@ -505,7 +505,8 @@ def _check_layout(data: Mapping[str, Any], fail: Callable[[str, str, str], Confi
 def _check_redcap(
     data: Mapping[str, Any], labels: Sequence[str], fail: Callable[[str, str, str], ConfigError]
 ) -> None:
-    """A REDCap export maps events to the trial's visits, each visit from one event."""
+    """A REDCap export maps events to the trial's visits (several events may be one visit:
+    ``baseline_arm_1`` and ``baseline_arm_2`` of a project with REDCap arms)."""
     tables_keys = ("subjects", "visits", "subjects_sheet", "visits_sheet", "wide_columns")
     for key in tables_keys:
         if key in data:
@@ -516,7 +517,6 @@ def _check_redcap(
             )
     if data.get("layout", "long") != "long":
         raise fail("data.layout", "a REDCap export is never wide", "remove layout")
-    seen: dict[str, str] = {}
     for event, label in data["events"].items():
         if label not in labels:
             raise fail(
@@ -524,13 +524,6 @@ def _check_redcap(
                 f"{label!r} is not one of the visits ({did_you_mean(label, labels)})",
                 "map each event to a label from the visits list",
             )
-        if label in seen:
-            raise fail(
-                f"data.events.{event}",
-                f"visit {label!r} is also the visit of event {seen[label]!r}",
-                "map each visit from one event",
-            )
-        seen[label] = event
 
 
 def _check_analysis(

@@ -220,25 +220,30 @@ def _record_positions(records: RawTable) -> dict[str, list[int]]:
 def subjects_table(trial: TrialConfig, records: RawTable, fields: dict[str, Field]) -> RawTable:
     """One row per record: identifier and subject-level fields (choice labels).
 
-    A record's row is the export row holding its arm (else its first row).
+    A record's row is the export row holding its arm (else its first row); each field's cell
+    keeps the row it was read from.
     """
     names = subject_fields(trial)
     cells: dict[str, list[str]] = {trial.subject_id_column: [], **{n: [] for n in names}}
+    cell_lines: dict[str, list[int]] = {n: [] for n in names}
     lines = []
     for positions in _record_positions(records).values():
         cells[trial.subject_id_column].append(str(records.frame.iloc[positions[0], 0]))
-        row = positions[0]
+        found = {}
         for name in names:
-            code, pos = _one_value(records, positions, name)
-            cells[name].append(_label(records, fields[name], code, pos))
-            if name == trial.arm_column and pos is not None:
-                row = pos
-        lines.append(records.row_number(row))
+            code, found[name] = _one_value(records, positions, name)
+            cells[name].append(_label(records, fields[name], code, found[name]))
+        arm_at = found[trial.arm_column]
+        row = records.row_number(positions[0] if arm_at is None else arm_at)
+        lines.append(row)
+        for name, pos in found.items():
+            cell_lines[name].append(row if pos is None else records.row_number(pos))
     return RawTable(
         frame=pd.DataFrame(cells, dtype=str),
         path=records.path,
         lines=lines,
         origins={trial.subject_id_column: [str(records.frame.columns[0])] * len(lines)},
+        cell_lines=cell_lines,
     )
 
 
