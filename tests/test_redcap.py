@@ -241,6 +241,10 @@ def test_export_without_events_stops(tmp_path: Path) -> None:
         ({"events": {"baseline_arm_1": "week13"}}, "data.events.baseline_arm_1: 'week13'"),
         ({"subjects": "s.csv"}, "key data.subjects: is given with format: redcap"),
         ({"randomisation": {"column": "x"}}, "key data.randomisation"),
+        (
+            {"format": "tables", "subjects": "s.csv", "visits": "v.csv"},
+            "key data.records: is a key of REDCap exports",
+        ),
     ],
 )
 def test_redcap_keys_are_checked(tmp_path: Path, data: dict[str, Any], message: str) -> None:

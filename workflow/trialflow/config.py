@@ -445,6 +445,9 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
     if redcap:
         _check_redcap(data, labels, fail)
         columns["arm"] = data["randomisation"]["field"]
+    for key in ("records", "dictionary", "events", "randomisation"):
+        if key in data and not redcap:
+            raise fail(f"data.{key}", "is a key of REDCap exports", "add format: redcap")
     return TrialConfig(
         name=name,
         title=content["title"],
