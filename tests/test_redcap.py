@@ -15,7 +15,7 @@ import yaml
 from trialflow.clean import CleanResult, read_and_clean
 from trialflow.config import TrialConfig, load_trial
 from trialflow.errors import ConfigError, DataError
-from trialflow.redcap import parse_choices, read_redcap
+from trialflow.redcap import CHOICES, parse_choices, read_redcap
 
 from .conftest import ROOT
 from .test_workflow import _project, _snakemake
@@ -277,3 +277,25 @@ def test_workflow_gives_the_csv_twins_effects(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: trial=(\S+)", again.stdout)
     assert set(jobs) == {(r, "weightbearing_redcap") for r in ("clean", "derive", "models")}
+
+
+def _dictionary_with(field: str, **change: str) -> pd.DataFrame:
+    dictionary = pd.read_csv(DICTIONARY, dtype=str, keep_default_na=False)
+    where = dictionary["Variable / Field Name"] == field
+    for column, value in change.items():
+        dictionary.loc[where, column] = value
+    return dictionary
+
+
+def test_yes_no_fields_read_as_yes_and_no(tmp_path: Path) -> None:
+    export = _export()
+    export["sex"] = export["sex"].map({"1": "1", "2": "0", "": ""})
+    dictionary = _dictionary_with("sex", **{"Field Type": "yesno", CHOICES: ""})
+    subjects, _ = read_redcap(_trial(tmp_path, export=export, dictionary=dictionary), ROOT)
+    assert set(subjects.frame["sex"]) == {"Yes", "No"}
+
+
+def test_checkbox_field_is_refused(tmp_path: Path) -> None:
+    dictionary = _dictionary_with("sex", **{"Field Type": "checkbox"})
+    with pytest.raises(DataError, match="field 'sex' is a checkbox"):
+        read_redcap(_trial(tmp_path, dictionary=dictionary), ROOT)
