@@ -53,6 +53,8 @@ def get_raw_inputs(wildcards) -> dict:
         inputs["raw_adverse_events"] = trial.adverse_events_path
     if trial.screening_path:
         inputs["raw_screening"] = trial.screening_path
+    if trial.dictionary_path:
+        inputs["raw_dictionary"] = trial.dictionary_path
     return inputs
 
 

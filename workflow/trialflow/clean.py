@@ -98,7 +98,7 @@ class _Log:
             self.rows.append(
                 {
                     "file": table.path,
-                    "row": table.row_number(int(pos)),
+                    "row": table.cell_row(column, int(pos)),
                     "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
@@ -780,14 +780,17 @@ def _check_baselines(
 
 def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) -> None:
     """A dropped duplicate row keeps only its drop query, so nothing is counted twice."""
+    # Rows of the file that are not rows of this table (a REDCap export's rows read for the
+    # subjects table only, say) keep their queries.
     kept_rows = {table.row_number(int(i)) for i in kept}
+    dropped = {table.row_number(i) for i in range(len(table.frame))} - kept_rows
     log.rows = [
         r
         for r in log.rows
         if r["file"] != table.path
         or r["rule"] in ("exact_duplicate", "encoding")
         or r["row"] is None  # about a whole column, not a row
-        or r["row"] in kept_rows
+        or r["row"] not in dropped
     ]
 
 
@@ -815,6 +818,21 @@ def _check_visit_arms(
 
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     """Read the trial's raw files (paths relative to ``root``) and clean them."""
+    if trial.data_format == "redcap":
+        from trialflow.redcap import read_redcap
+
+        result = clean_trial(trial, *read_redcap(trial, root))
+    else:
+        result = clean_trial(trial, *_read_tables(trial, root))
+    if trial.adverse_events_path:
+        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
+    if trial.screening_path:
+        result = _with_screening(result, trial, data_file(trial, "screening", root))
+    return result
+
+
+def _read_tables(trial: TrialConfig, root: str | Path) -> tuple[RawTable, RawTable]:
+    """The subjects and visits files of the trial, a wide visits file reshaped to long."""
     tables = {}
     for key, configured, sheet in (
         ("subjects", trial.subjects_path, trial.subjects_sheet),
@@ -828,12 +846,7 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         tables[key] = table
     if trial.visits_layout == "wide":
         tables["visits"] = to_long(trial, tables["visits"])
-    result = clean_trial(trial, tables["subjects"], tables["visits"])
-    if trial.adverse_events_path:
-        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
-    if trial.screening_path:
-        result = _with_screening(result, trial, data_file(trial, "screening", root))
-    return result
+    return tables["subjects"], tables["visits"]
 
 
 def _extra_table(path: Path, configured: str) -> tuple[RawTable, _Log]:

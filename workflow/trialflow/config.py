@@ -98,6 +98,9 @@ class TrialConfig:
     wide_columns: str = "{outcome}_{visit}"
     adverse_events_path: str | None = None
     screening_path: str | None = None
+    # "redcap": one REDCap export (subjects_path = visits_path = the records; trialflow.redcap)
+    data_format: str = "tables"
+    dictionary_path: str | None = None
     withdrawal_reason_column: str | None = None
     missing_values: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
@@ -438,12 +441,21 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
     _check_estimand(content.get("estimand") or {}, [o.name for o in outcomes], post_labels, fail)
     data = content["data"]
     _check_layout(data, fail)
+    redcap = data.get("format") == "redcap"
+    if redcap:
+        _check_redcap(data, labels, fail)
+        columns["arm"] = data["randomisation"]["field"]
+    for key in ("records", "dictionary", "events", "randomisation"):
+        if key in data and not redcap:
+            raise fail(f"data.{key}", "is a key of REDCap exports", "add format: redcap")
     return TrialConfig(
         name=name,
         title=content["title"],
         source=source,
-        subjects_path=data["subjects"],
-        visits_path=data["visits"],
+        subjects_path=data["records"] if redcap else data["subjects"],
+        visits_path=data["records"] if redcap else data["visits"],
+        data_format=data.get("format", "tables"),
+        dictionary_path=data.get("dictionary"),
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
         visits_layout=data.get("layout", "long"),
@@ -490,6 +502,30 @@ def _check_layout(data: Mapping[str, Any], fail: Callable[[str, str, str], Confi
                 f"{pattern!r} must contain {placeholder} exactly once "
                 f"(it has it {pattern.count(placeholder)} times)",
                 'name the columns with both placeholders, e.g. "{outcome}_{visit}" for pain_week12',
+            )
+
+
+def _check_redcap(
+    data: Mapping[str, Any], labels: Sequence[str], fail: Callable[[str, str, str], ConfigError]
+) -> None:
+    """A REDCap export maps events to the trial's visits (several events may be one visit:
+    ``baseline_arm_1`` and ``baseline_arm_2`` of a project with REDCap arms)."""
+    tables_keys = ("subjects", "visits", "subjects_sheet", "visits_sheet", "wide_columns")
+    for key in tables_keys:
+        if key in data:
+            raise fail(
+                f"data.{key}",
+                "is given with format: redcap (the records export holds subjects and visits)",
+                f"remove {key}, or remove format: redcap to read a subjects and a visits file",
+            )
+    if data.get("layout", "long") != "long":
+        raise fail("data.layout", "a REDCap export is never wide", "remove layout")
+    for event, label in data["events"].items():
+        if label not in labels:
+            raise fail(
+                f"data.events.{event}",
+                f"{label!r} is not one of the visits ({did_you_mean(label, labels)})",
+                "map each event to a label from the visits list",
             )
 
 

@@ -65,6 +65,9 @@ class RawTable:
     labels: dict[str, str] = field(default_factory=dict)
     codes: dict[str, pd.Series] = field(default_factory=dict)
     row_kind: str = "row"
+    # For a table assembled from cells of several rows (a REDCap export, trialflow.redcap):
+    # per column, the row number of each row's cell.
+    cell_lines: dict[str, list[int]] | None = None
 
     @property
     def header_row(self) -> int | None:
@@ -101,6 +104,12 @@ class RawTable:
         if self.lines is not None:
             return self.lines[position]
         return position + FIRST_DATA_ROW
+
+    def cell_row(self, column: str, position: int) -> int:
+        """Row number of the cell of ``column`` in the data row at ``position``."""
+        if self.cell_lines is not None and column in self.cell_lines:
+            return self.cell_lines[column][position]
+        return self.row_number(position)
 
     def file_column(self, column: str, position: int) -> str:
         """The file's column holding the cell of ``column`` in the data row at ``position``."""

@@ -67,6 +67,8 @@ def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
         "visits": trial.visits_path,
         "adverse_events": trial.adverse_events_path or "",
         "screening": trial.screening_path or "",
+        "records": trial.visits_path,
+        "dictionary": trial.dictionary_path or "",
     }[key]
     path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
     if not path.is_file():

@@ -101,7 +101,9 @@ def prepare_workflow(
         content = load_yaml(project / path)
         filled = validate_trial_schema(content, TRIAL_SCHEMA, source=path)
         trial = parse_trial(filled, name=name, source=path)
-        keys = ["subjects", "visits"]
+        keys = (
+            ["records", "dictionary"] if trial.data_format == "redcap" else ["subjects", "visits"]
+        )
         keys += ["adverse_events"] if trial.adverse_events_path else []
         keys += ["screening"] if trial.screening_path else []
         for key in keys:
