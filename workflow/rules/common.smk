@@ -53,6 +53,8 @@ def get_raw_inputs(wildcards) -> dict:
         inputs["raw_adverse_events"] = trial.adverse_events_path
     if trial.screening_path:
         inputs["raw_screening"] = trial.screening_path
+    for i, path in enumerate(trial.sdtm.findings[1:] if trial.sdtm else (), start=1):
+        inputs[f"raw_findings_{i}"] = path
     return inputs
 
 

@@ -95,10 +95,11 @@ class _Log:
         subject_ids: Iterable[Any],
     ) -> None:
         for pos, value, sid in zip(positions, values, subject_ids, strict=True):
+            file, row = table.cell_source(column, int(pos))
             self.rows.append(
                 {
-                    "file": table.path,
-                    "row": table.row_number(int(pos)),
+                    "file": file,
+                    "row": row,
                     "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
@@ -815,6 +816,10 @@ def _check_visit_arms(
 
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     """Read the trial's raw files (paths relative to ``root``) and clean them."""
+    if trial.sdtm is not None:
+        from trialflow.sdtm import clean_sdtm
+
+        return _with_extra_files(clean_sdtm(trial, root), trial, root)
     tables = {}
     for key, configured, sheet in (
         ("subjects", trial.subjects_path, trial.subjects_sheet),
@@ -828,7 +833,11 @@ def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
         tables[key] = table
     if trial.visits_layout == "wide":
         tables["visits"] = to_long(trial, tables["visits"])
-    result = clean_trial(trial, tables["subjects"], tables["visits"])
+    return _with_extra_files(clean_trial(trial, tables["subjects"], tables["visits"]), trial, root)
+
+
+def _with_extra_files(result: CleanResult, trial: TrialConfig, root: str | Path) -> CleanResult:
+    """The cleaning result with the trial's adverse events and screening log, if it has them."""
     if trial.adverse_events_path:
         result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
     if trial.screening_path:

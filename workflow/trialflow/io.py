@@ -65,6 +65,9 @@ class RawTable:
     labels: dict[str, str] = field(default_factory=dict)
     codes: dict[str, pd.Series] = field(default_factory=dict)
     row_kind: str = "row"
+    # For a table assembled from several files (trialflow.sdtm): per column, the file and row
+    # each row's cell came from, so that queries name that file's row.
+    sources: dict[str, list[tuple[str, int]]] | None = None
 
     @property
     def header_row(self) -> int | None:
@@ -101,6 +104,13 @@ class RawTable:
         if self.lines is not None:
             return self.lines[position]
         return position + FIRST_DATA_ROW
+
+    def cell_source(self, column: str, position: int) -> tuple[str, int]:
+        """The file and row number holding the cell of ``column`` in the data row at
+        ``position`` (this table's file and row unless it was assembled from several)."""
+        if self.sources is not None and column in self.sources:
+            return self.sources[column][position]
+        return self.path, self.row_number(position)
 
     def file_column(self, column: str, position: int) -> str:
         """The file's column holding the cell of ``column`` in the data row at ``position``."""
