@@ -171,6 +171,8 @@ def test_findings_of_a_subject_not_in_dm_stop(tmp_path: Path) -> None:
         ({"tests": {"pain": {"domain": "QS", "testcd": "PAIN"}, "walk": {"domain": "QS",
           "testcd": "SIXMW"}, "pian": {"domain": "QS", "testcd": "X"}}},
          "key data.tests.pian: 'pian' is not an outcome (did you mean 'pain'?)"),
+        ({"tests": {"pain": {"domain": "QS", "testcd": "PAIN"}, "walk": {"domain": "qs",
+          "testcd": "pain"}}}, "key data.tests.walk: 'walk' and 'pain' are both read from QS"),
         ({"visit_labels": {"WEEK 6": "week_6"}}, "key data.visit_labels.WEEK 6: 'week_6'"),
         ({"subjects": "subjects.csv"}, "key data.subjects: is not read with format: sdtm"),
         ({"screening": "log.csv"}, "key data.screening: is not read with format: sdtm"),

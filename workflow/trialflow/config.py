@@ -557,6 +557,16 @@ def _sdtm_source(
             f"no test for outcome(s) {', '.join(map(repr, missing))}",
             "give each outcome its domain and test code, e.g. {domain: QS, testcd: PAINVAS}",
         )
+    seen: dict[tuple[str, str], str] = {}
+    for name, test in tests.items():
+        code = (test["domain"].upper(), test["testcd"].strip().upper())
+        if code in seen:
+            raise fail(
+                f"data.tests.{name}",
+                f"{name!r} and {seen[code]!r} are both read from {code[0]} test {code[1]!r}",
+                "give each outcome its own test code",
+            )
+        seen[code] = name
     visit_labels = {str(k).strip(): v for k, v in (data.get("visit_labels") or {}).items()}
     for visit, label in visit_labels.items():
         if label is not None and label not in labels:
