@@ -521,28 +521,10 @@ _SDTM_KEYS = ("dm", "findings", "tests", "visit_labels")
 _TABLE_KEYS = ("subjects", "visits", "wide_columns", "subjects_sheet", "visits_sheet")
 
 
-def _sdtm_source(
-    data: Mapping[str, Any],
-    outcomes: Sequence[str],
-    labels: Sequence[str],
-    fail: Callable[[str, str, str], ConfigError],
-) -> SdtmSource | None:
-    """The SDTM input of ``data.format: sdtm``: every outcome read from one test, every
-    visit label one of the visits; None for other formats."""
-    if data.get("format", "table") != "sdtm":
-        for key in _SDTM_KEYS:
-            if key in data:
-                raise fail(f"data.{key}", "is an SDTM key", "add format: sdtm under data:")
-        return None
-    for key in (*_TABLE_KEYS, "screening"):
-        if key in data:
-            raise fail(
-                f"data.{key}",
-                "is not read with format: sdtm (DM gives the subjects and those screened, the "
-                "findings domains the visits)",
-                f"remove {key}",
-            )
-    tests = data["tests"]
+def _check_tests(
+    tests: Mapping[str, Any], outcomes: Sequence[str], fail: Callable[[str, str, str], ConfigError]
+) -> None:
+    """data.tests names every outcome once and reads each from a test of its own."""
     for name in tests:
         if name not in outcomes:
             raise fail(
@@ -567,6 +549,31 @@ def _sdtm_source(
                 "give each outcome its own test code",
             )
         seen[code] = name
+
+
+def _sdtm_source(
+    data: Mapping[str, Any],
+    outcomes: Sequence[str],
+    labels: Sequence[str],
+    fail: Callable[[str, str, str], ConfigError],
+) -> SdtmSource | None:
+    """The SDTM input of ``data.format: sdtm``: every outcome read from one test, every
+    visit label one of the visits; None for other formats."""
+    if data.get("format", "table") != "sdtm":
+        for key in _SDTM_KEYS:
+            if key in data:
+                raise fail(f"data.{key}", "is an SDTM key", "add format: sdtm under data:")
+        return None
+    for key in (*_TABLE_KEYS, "screening"):
+        if key in data:
+            raise fail(
+                f"data.{key}",
+                "is not read with format: sdtm (DM gives the subjects and those screened, the "
+                "findings domains the visits)",
+                f"remove {key}",
+            )
+    tests = data["tests"]
+    _check_tests(tests, outcomes, fail)
     visit_labels = {str(k).strip(): v for k, v in (data.get("visit_labels") or {}).items()}
     for visit, label in visit_labels.items():
         if label is not None and label not in labels:
