@@ -69,6 +69,7 @@ class _Finding:
 
 def _query(file: str, row: int | None, column: str, value: str, rule: str, action: str,
            subject: str = "") -> dict[str, Any]:  # fmt: skip
+    """A data query (the keys of trialflow.clean.QUERY_COLUMNS)."""
     return {"file": file, "row": row, "column": column, "value": value, "rule": rule,
             "action": action, "subject_id": subject}  # fmt: skip
 
@@ -151,7 +152,7 @@ def _subjects(trial: TrialConfig, dm: RawTable, randomized: pd.Series) -> RawTab
         notes=dm.notes,
         lines=[dm.row_number(int(p)) for p in kept],
         origins={ours: [theirs] * len(frame) for ours, theirs in columns.items()},
-        labels=dm.labels,
+        labels={ours: dm.labels[theirs] for ours, theirs in columns.items() if theirs in dm.labels},
         row_kind=dm.row_kind,
     )
 
@@ -228,7 +229,9 @@ def _visit_labels(
     return written, written.map(lambda w: mapping.get(_visit_key(w), ""))
 
 
-def _ignored(table: RawTable, column: str, values: pd.Series, rule: str, what: str) -> list:
+def _ignored(
+    table: RawTable, column: str, values: pd.Series, rule: str, what: str
+) -> list[dict[str, Any]]:
     """One query per distinct value of the rows left out, with their count."""
     queries = []
     for value, count in values.value_counts(sort=False).sort_index().items():
@@ -377,7 +380,8 @@ def read_sdtm(trial: TrialConfig, root: str | Path = ".") -> SdtmTables:
         table = _read(trial, f"findings[{i}]", root)
         queries += [{**note, "subject_id": ""} for note in table.notes]
         found, asked = _read_findings(trial, table, dict(zip(ids.str.strip(), reason, strict=True)))
-        findings += found
+        # A test not done (no result) is a missing value, as an empty cell of a visits file.
+        findings += [f for f in found if f.text != ""]
         queries += asked
     visits = _pivot(trial, _unique(findings, queries), ", ".join(trial.sdtm.findings))
     return SdtmTables(
