@@ -219,3 +219,11 @@ def test_workflow_gives_the_sdtm_twin_the_effects_of_the_csv_files(tmp_path: Pat
     assert counts[("excluded", "")] == 3
     assert counts[("exclusion_reason", "screen failure")] == 2
     assert counts[("exclusion_reason", "not assigned")] == 1
+
+
+def test_visitnum_is_read_when_there_is_no_visit_variable(tmp_path: Path) -> None:
+    qs = [{k: v for k, v in row.items() if k != "VISIT"} for row in QS]
+    labels = {"visit_labels": {1: "baseline", 2.0: "week6", 3: "week12"}}
+    result = read_and_clean(load_trial(_write(tmp_path, DM, qs, labels)))
+    assert result.visits["visit"].tolist()[:3] == ["baseline", "week6", "week12"]
+    assert len(result.visits) == 12
