@@ -55,6 +55,8 @@ def get_raw_inputs(wildcards) -> dict:
         inputs["raw_screening"] = trial.screening_path
     if trial.dictionary_path:
         inputs["raw_dictionary"] = trial.dictionary_path
+    for i, path in enumerate(trial.sdtm.findings[1:] if trial.sdtm else (), start=1):
+        inputs[f"raw_findings_{i}"] = path
     return inputs
 
 

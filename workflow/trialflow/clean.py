@@ -95,10 +95,11 @@ class _Log:
         subject_ids: Iterable[Any],
     ) -> None:
         for pos, value, sid in zip(positions, values, subject_ids, strict=True):
+            file, row = table.cell_source(column, int(pos))
             self.rows.append(
                 {
-                    "file": table.path,
-                    "row": table.cell_row(column, int(pos)),
+                    "file": file,
+                    "row": row,
                     "column": table.file_column(column, int(pos)),
                     "value": "" if value is None else str(value),
                     "rule": rule,
@@ -818,17 +819,17 @@ def _check_visit_arms(
 
 def read_and_clean(trial: TrialConfig, root: str | Path = ".") -> CleanResult:
     """Read the trial's raw files (paths relative to ``root``) and clean them."""
+    if trial.sdtm is not None:
+        from trialflow.sdtm import clean_sdtm
+
+        return _with_extra_files(clean_sdtm(trial, root), trial, root)
     if trial.data_format == "redcap":
         from trialflow.redcap import read_redcap
 
         result = clean_trial(trial, *read_redcap(trial, root))
     else:
         result = clean_trial(trial, *_read_tables(trial, root))
-    if trial.adverse_events_path:
-        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
-    if trial.screening_path:
-        result = _with_screening(result, trial, data_file(trial, "screening", root))
-    return result
+    return _with_extra_files(result, trial, root)
 
 
 def _read_tables(trial: TrialConfig, root: str | Path) -> tuple[RawTable, RawTable]:
@@ -847,6 +848,15 @@ def _read_tables(trial: TrialConfig, root: str | Path) -> tuple[RawTable, RawTab
     if trial.visits_layout == "wide":
         tables["visits"] = to_long(trial, tables["visits"])
     return tables["subjects"], tables["visits"]
+
+
+def _with_extra_files(result: CleanResult, trial: TrialConfig, root: str | Path) -> CleanResult:
+    """The cleaning result with the trial's adverse events and screening log, if it has them."""
+    if trial.adverse_events_path:
+        result = _with_adverse_events(result, trial, data_file(trial, "adverse_events", root))
+    if trial.screening_path:
+        result = _with_screening(result, trial, data_file(trial, "screening", root))
+    return result
 
 
 def _extra_table(path: Path, configured: str) -> tuple[RawTable, _Log]:

@@ -74,6 +74,27 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class SdtmTest:
+    """The findings test an outcome is read from: SDTM domain (QS, VS, LB) and test code."""
+
+    outcome: str
+    domain: str
+    testcd: str
+
+
+@dataclass(frozen=True)
+class SdtmSource:
+    """A trial's CDISC SDTM input (``data.format: sdtm``; see :mod:`trialflow.sdtm`)."""
+
+    dm: str
+    findings: tuple[str, ...]
+    tests: tuple[SdtmTest, ...]
+    # SDTM VISIT (or VISITNUM) -> visit label, None for a visit not analysed; empty: the
+    # VISIT is the visit label.
+    visit_labels: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """A validated trial description."""
 
@@ -102,6 +123,7 @@ class TrialConfig:
     data_format: str = "tables"
     dictionary_path: str | None = None
     withdrawal_reason_column: str | None = None
+    sdtm: SdtmSource | None = None  # data.format: sdtm
     missing_values: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
     description: str = ""
@@ -448,14 +470,16 @@ def parse_trial(content: Mapping[str, Any], *, name: str, source: str) -> TrialC
     for key in ("records", "dictionary", "events", "randomisation"):
         if key in data and not redcap:
             raise fail(f"data.{key}", "is a key of REDCap exports", "add format: redcap")
+    sdtm = _sdtm_source(data, [o.name for o in outcomes], labels, fail)
     return TrialConfig(
         name=name,
         title=content["title"],
         source=source,
-        subjects_path=data["records"] if redcap else data["subjects"],
-        visits_path=data["records"] if redcap else data["visits"],
+        subjects_path=data["records"] if redcap else (sdtm.dm if sdtm else data["subjects"]),
+        visits_path=data["records"] if redcap else (sdtm.findings[0] if sdtm else data["visits"]),
         data_format=data.get("format", "tables"),
         dictionary_path=data.get("dictionary"),
+        sdtm=sdtm,
         subjects_sheet=data.get("subjects_sheet"),
         visits_sheet=data.get("visits_sheet"),
         visits_layout=data.get("layout", "long"),
@@ -527,6 +551,81 @@ def _check_redcap(
                 f"{label!r} is not one of the visits ({did_you_mean(label, labels)})",
                 "map each event to a label from the visits list",
             )
+
+
+_SDTM_KEYS = ("dm", "findings", "tests", "visit_labels")
+_TABLE_KEYS = ("subjects", "visits", "wide_columns", "subjects_sheet", "visits_sheet")
+
+
+def _check_tests(
+    tests: Mapping[str, Any], outcomes: Sequence[str], fail: Callable[[str, str, str], ConfigError]
+) -> None:
+    """data.tests names every outcome once and reads each from a test of its own."""
+    for name in tests:
+        if name not in outcomes:
+            raise fail(
+                f"data.tests.{name}",
+                f"{name!r} is not an outcome ({did_you_mean(name, outcomes)})",
+                "use the outcomes' names as keys",
+            )
+    missing = [o for o in outcomes if o not in tests]
+    if missing:
+        raise fail(
+            "data.tests",
+            f"no test for outcome(s) {', '.join(map(repr, missing))}",
+            "give each outcome its domain and test code, e.g. {domain: QS, testcd: PAINVAS}",
+        )
+    seen: dict[tuple[str, str], str] = {}
+    for name, test in tests.items():
+        code = (test["domain"].upper(), test["testcd"].strip().upper())
+        if code in seen:
+            raise fail(
+                f"data.tests.{name}",
+                f"{name!r} and {seen[code]!r} are both read from {code[0]} test {code[1]!r}",
+                "give each outcome its own test code",
+            )
+        seen[code] = name
+
+
+def _sdtm_source(
+    data: Mapping[str, Any],
+    outcomes: Sequence[str],
+    labels: Sequence[str],
+    fail: Callable[[str, str, str], ConfigError],
+) -> SdtmSource | None:
+    """The SDTM input of ``data.format: sdtm``: every outcome read from one test, every
+    visit label one of the visits; None for other formats."""
+    if data.get("format", "tables") != "sdtm":
+        for key in _SDTM_KEYS:
+            if key in data:
+                raise fail(f"data.{key}", "is an SDTM key", "add format: sdtm under data:")
+        return None
+    for key in (*_TABLE_KEYS, "screening"):
+        if key in data:
+            raise fail(
+                f"data.{key}",
+                "is not read with format: sdtm (DM gives the subjects and those screened, the "
+                "findings domains the visits)",
+                f"remove {key}",
+            )
+    tests = data["tests"]
+    _check_tests(tests, outcomes, fail)
+    visit_labels = {str(k).strip(): v for k, v in (data.get("visit_labels") or {}).items()}
+    for visit, label in visit_labels.items():
+        if label is not None and label not in labels:
+            raise fail(
+                f"data.visit_labels.{visit}",
+                f"{label!r} is not one of the visits ({did_you_mean(label, labels)})",
+                "map each SDTM visit to a label of visits:, or to null to leave it out",
+            )
+    return SdtmSource(
+        dm=data["dm"],
+        findings=tuple(data["findings"]),
+        tests=tuple(
+            SdtmTest(o, tests[o]["domain"].upper(), tests[o]["testcd"].strip()) for o in outcomes
+        ),
+        visit_labels=visit_labels,
+    )
 
 
 def _check_analysis(

@@ -68,6 +68,9 @@ class RawTable:
     # For a table assembled from cells of several rows (a REDCap export, trialflow.redcap):
     # per column, the row number of each row's cell.
     cell_lines: dict[str, list[int]] | None = None
+    # For a table assembled from several files (trialflow.sdtm): per column, the file and row
+    # each row's cell came from, so that queries name that file's row.
+    sources: dict[str, list[tuple[str, int]]] | None = None
 
     @property
     def header_row(self) -> int | None:
@@ -110,6 +113,13 @@ class RawTable:
         if self.cell_lines is not None and column in self.cell_lines:
             return self.cell_lines[column][position]
         return self.row_number(position)
+
+    def cell_source(self, column: str, position: int) -> tuple[str, int]:
+        """The file and row number holding the cell of ``column`` in the data row at
+        ``position`` (this table's file and row unless it was assembled from several)."""
+        if self.sources is not None and column in self.sources:
+            return self.sources[column][position]
+        return self.path, self.cell_row(column, position)
 
     def file_column(self, column: str, position: int) -> str:
         """The file's column holding the cell of ``column`` in the data row at ``position``."""

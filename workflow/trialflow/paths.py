@@ -60,6 +60,22 @@ def confine(
     )
 
 
+def raw_files(trial: TrialConfig) -> dict[str, str]:
+    """The trial's raw files by their key under ``data:`` (``findings[0]`` for a list item)."""
+    if trial.sdtm is not None:
+        files = {"dm": trial.sdtm.dm}
+        files.update({f"findings[{i}]": p for i, p in enumerate(trial.sdtm.findings)})
+    elif trial.data_format == "redcap":
+        files = {"records": trial.visits_path, "dictionary": trial.dictionary_path or ""}
+    else:
+        files = {"subjects": trial.subjects_path, "visits": trial.visits_path}
+    if trial.adverse_events_path:
+        files["adverse_events"] = trial.adverse_events_path
+    if trial.screening_path:
+        files["screening"] = trial.screening_path
+    return files
+
+
 def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
     """The raw file under ``data.<key>`` (relative to ``root``); a ConfigError if missing."""
     configured = {
@@ -67,8 +83,7 @@ def data_file(trial: TrialConfig, key: str, root: str | Path = ".") -> Path:
         "visits": trial.visits_path,
         "adverse_events": trial.adverse_events_path or "",
         "screening": trial.screening_path or "",
-        "records": trial.visits_path,
-        "dictionary": trial.dictionary_path or "",
+        **raw_files(trial),
     }[key]
     path = Path(configured) if Path(configured).is_absolute() else Path(root) / configured
     if not path.is_file():

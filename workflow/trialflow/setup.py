@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from trialflow.config import TRIAL_SCHEMA, TrialConfig, load_yaml, parse_trial, trial_names
 from trialflow.config import validate_schema as validate_trial_schema
 from trialflow.errors import TrialflowError
-from trialflow.paths import confine, data_file
+from trialflow.paths import confine, data_file, raw_files
 
 BOOLEAN_KEYS = ("debug", "allow_outside_paths")
 
@@ -101,15 +101,10 @@ def prepare_workflow(
         content = load_yaml(project / path)
         filled = validate_trial_schema(content, TRIAL_SCHEMA, source=path)
         trial = parse_trial(filled, name=name, source=path)
-        keys = (
-            ["records", "dictionary"] if trial.data_format == "redcap" else ["subjects", "visits"]
-        )
-        keys += ["adverse_events"] if trial.adverse_events_path else []
-        keys += ["screening"] if trial.screening_path else []
-        for key in keys:
+        for key, configured in raw_files(trial).items():
             if not config["allow_outside_paths"]:
                 confine(
-                    content["data"][key],
+                    configured,
                     roots=config["data_roots"],
                     project=project,
                     what="data file",

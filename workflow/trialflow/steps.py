@@ -169,7 +169,9 @@ def report(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
         tables_dir=Path(paths["effects"]).parent,
         models_dir=Path(paths["models"]),
         figures_dir=Path(paths["figures"]),
-        input_files=[Path(paths[k]) for k in ("trial", "raw_subjects", "raw_visits")],
+        input_files=[Path(paths[k]) for k in ("trial", "raw_subjects", "raw_visits")]
+        # The other findings domains of an SDTM trial (the first is raw_visits).
+        + [Path(p) for k, p in paths.items() if k.startswith("raw_findings_")],
     )
     # CSV tables keep the data's labels; what people read shows the display labels.
     tables = write_report_tables(inputs)
