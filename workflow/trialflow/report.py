@@ -227,18 +227,24 @@ def lock_status(root: Path) -> str:
 
 
 def blas() -> str:
-    """The BLAS library numpy calls, its version and threading layer (threadpoolctl)."""
+    """The BLAS libraries numpy and scipy call: name, version, threading layer.
+
+    Both are loaded first, so the text does not depend on which modules the job happened to
+    import before (the report is the same from a one-job and a per-step run).
+    """
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_info
 
-    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return (
-        "; ".join(
-            f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('threading_layer', '')} "
-            f"threading, {i.get('architecture', '')})".replace("  ", " ")
-            for i in found
-        )
-        or "not detected"
+    found = sorted(
+        {
+            f"{i.get('internal_api')} {i.get('version') or ''} "
+            f"({i.get('threading_layer', '')} threading, {i.get('architecture', '')})"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        }
     )
+    return "; ".join(found) or "not detected"
 
 
 def provenance(trial: TrialConfig, input_files: Sequence[Path], root: Path) -> dict[str, Any]:
