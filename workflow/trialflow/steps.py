@@ -47,7 +47,8 @@ def clean(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
 
 
 def derive(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
-    """Build ADSL, ADEFF and the CONSORT flow counts."""
+    """Build ADSL, ADEFF and the CONSORT flow counts, and their ADaM exchange versions."""
+    from trialflow.adam import write_adam
     from trialflow.clean import load_clean
     from trialflow.derive import derive as build
     from trialflow.io import write_csv
@@ -64,6 +65,7 @@ def derive(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
     write_csv(out.adsl, paths["adsl"])
     write_csv(out.adeff, paths["adeff"])
     write_csv(out.flow, paths["flow"])
+    write_adam(out.adsl, out.adeff, trial, paths)
 
 
 def models(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
