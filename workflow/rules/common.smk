@@ -175,6 +175,7 @@ OUTPUTS = {
         ),
         "completion": f"{T}/tables/visit_completion.csv",
         "adverse_events_table": f"{T}/tables/adverse_events.csv",
+        "tables_docx": f"{T}/tables/tables.docx",
     },
 }
 

@@ -156,7 +156,8 @@ def _shown(frame: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
 
 
 def report(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
-    """Publication tables and the self-contained HTML report."""
+    """Publication tables (CSV, HTML, Word) and the self-contained HTML report."""
+    from trialflow.docx_tables import journal_tables, write_docx_tables
     from trialflow.io import write_table, write_text
     from trialflow.report import (
         display_inputs,
@@ -181,6 +182,8 @@ def report(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
         write_table(tables[name], paths[name])
     write_table(tables["adverse_events"], paths["adverse_events_table"])
     write_text(readable["table1_html"], paths["table1_html"])
+    title = f"Tables - {shown.trial.title}"
+    write_docx_tables(journal_tables(shown, readable), paths["tables_docx"], title=title)
     write_text(render_report(shown, tables=readable), paths["report"])
     logger.info("%s: report written to %s", trial.name, paths["report"])
 
