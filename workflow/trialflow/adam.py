@@ -231,26 +231,46 @@ def _is_text(column: pd.Series) -> bool:
 
 
 def transport_frame(dataset: AdamDataset) -> pd.DataFrame:
-    """The dataset's values as transport version 5 holds them: numbers as doubles, text in
-    ASCII (empty for missing); stops if a name, label or value does not fit."""
+    """The dataset's values as transport version 5 holds them: numbers (doubles in the file;
+    whole-number codes kept as integers for the CSV), text in ASCII (empty for missing) as
+    Python strings; stops if a name, label or value does not fit."""
     _check_names(dataset)
     out: dict[str, pd.Series] = {}
+    index = dataset.frame.index
     for variable in dataset.variables:
         column = dataset.frame[variable.name]
-        if not _is_text(column):
-            out[variable.name] = column.astype("float64")
-            continue
-        text = column.astype(object).where(column.notna(), "").astype(str)
-        text = text.map({v: ascii_text(v) for v in pd.unique(text)})
-        too_long = text.str.len() > MAX_TEXT
-        if too_long.any():
-            raise DataError(
-                f"{dataset.name}.{variable.name}: the value {text[too_long].iloc[0]!r} is longer "
-                f"than the {MAX_TEXT} characters a SAS transport file holds",
-                fix="shorten the value in the input file",
-            )
-        out[variable.name] = text
-    return pd.DataFrame(out, index=dataset.frame.index)
+        if _is_text(column):
+            text = _ascii_column(dataset.name, variable.name, column)
+            # Kept as Python objects: pandas would otherwise infer its string type.
+            out[variable.name] = pd.Series(text, index=index, dtype=object)
+        elif pd.api.types.is_integer_dtype(column):  # a code or an order: 1, not 1.0
+            out[variable.name] = pd.Series(column.to_numpy(dtype="int64"), index=index)
+        else:
+            values = column.to_numpy(dtype="float64", na_value=np.nan)
+            out[variable.name] = pd.Series(values, index=index)
+    return pd.DataFrame(out)
+
+
+def _ascii_column(dataset: str, name: str, column: pd.Series) -> np.ndarray:
+    """A text column as an array of ASCII Python strings, checked against the 200-byte limit.
+
+    Work is per distinct value (a subject identifier repeats over visits and outcomes), and
+    Python strings are what the transport writer walks through fastest."""
+    text = column.to_numpy(dtype=object, na_value="")
+    text = text.astype(str).astype(object) if not all(isinstance(v, str) for v in text) else text
+    distinct = pd.unique(text)
+    foreign = {v: ascii_text(v) for v in distinct if not v.isascii()}
+    if foreign:
+        text = pd.Series(text).replace(foreign).to_numpy(dtype=object)
+        distinct = pd.unique(text)
+    longest = max(distinct, key=len, default="")
+    if len(longest) > MAX_TEXT:
+        raise DataError(
+            f"{dataset}.{name}: the value {longest!r} is longer than the {MAX_TEXT} characters "
+            "a SAS transport file holds",
+            fix="shorten the value in the input file",
+        )
+    return text
 
 
 def _check_names(dataset: AdamDataset) -> None:
@@ -268,17 +288,19 @@ def _check_names(dataset: AdamDataset) -> None:
         )
 
 
-def define_table(datasets: Sequence[AdamDataset]) -> pd.DataFrame:
+def define_table(
+    datasets: Sequence[AdamDataset], frames: Sequence[pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """One row per variable: dataset, variable, label, type, length, origin, codelist.
 
-    ``length`` is the transport length: 8 for numbers, the longest value for text."""
+    ``length`` is the transport length: 8 for numbers, the longest value for text. ``frames``
+    are the datasets' :func:`transport_frame` (computed when not given)."""
     rows = []
-    for dataset in datasets:
-        frame = transport_frame(dataset)
+    frames = frames or [transport_frame(d) for d in datasets]
+    for dataset, frame in zip(datasets, frames, strict=True):
         for v in dataset.variables:
             text = _is_text(frame[v.name])
-            widths = frame[v.name].str.len() if text else pd.Series([8])
-            length = max(1, int(widths.max())) if len(widths) else 1
+            widths = [len(t) for t in pd.unique(frame[v.name])] if text else [8]
             rows.append(
                 {
                     "dataset": dataset.name,
@@ -286,7 +308,7 @@ def define_table(datasets: Sequence[AdamDataset]) -> pd.DataFrame:
                     "variable": v.name,
                     "label": v.label,
                     "type": "Char" if text else "Num",
-                    "length": length,
+                    "length": max([1, *widths]),
                     "origin": ascii_text(v.origin),
                     "codelist": ascii_text(v.codelist),
                 }
@@ -294,13 +316,14 @@ def define_table(datasets: Sequence[AdamDataset]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_xpt(dataset: AdamDataset, path: str | Path) -> None:
-    """The dataset as SAS transport version 5, with labels and a fixed time stamp."""
+def write_xpt(dataset: AdamDataset, path: str | Path, frame: pd.DataFrame | None = None) -> None:
+    """The dataset as SAS transport version 5, with labels and a fixed time stamp (``frame``:
+    its :func:`transport_frame`, computed when not given)."""
     import pyreadstat
 
     from trialflow.io import atomic_path
 
-    frame = transport_frame(dataset)
+    frame = transport_frame(dataset) if frame is None else frame
     labels: dict[str, str | None] = {v.name: v.label for v in dataset.variables}
     with atomic_path(path) as tmp:
         pyreadstat.write_xport(
@@ -338,8 +361,9 @@ def write_adam(adsl: pd.DataFrame, adeff: pd.DataFrame, trial: TrialConfig,
     from trialflow.io import write_csv
 
     datasets = adam_datasets(adsl, adeff, trial)
-    for dataset in datasets:
+    frames = [transport_frame(d) for d in datasets]
+    for dataset, frame in zip(datasets, frames, strict=True):
         key = f"adam_{dataset.name.lower()}"
-        write_csv(transport_frame(dataset), paths[key])
-        write_xpt(dataset, paths[f"{key}_xpt"])
-    write_csv(define_table(datasets), paths["adam_define"])
+        write_csv(frame, paths[key])
+        write_xpt(dataset, paths[f"{key}_xpt"], frame)
+    write_csv(define_table(datasets, frames), paths["adam_define"])
