@@ -116,6 +116,7 @@ def _treatment(frame: pd.DataFrame, trial: TrialConfig, *, subjid: bool) -> dict
 
 
 def _treatment_variables(trial: TrialConfig, *, subjid: bool) -> list[Variable]:
+    """The metadata of the variables :func:`_treatment` makes."""
     text, numbers = _arm_codelist(trial)
     subject = f"Collected: subjects file column {trial.subject_id_column!r}"
     return [
