@@ -118,9 +118,11 @@ def test_rerun_from_scratch_one_job_per_step_is_byte_identical(
     outputs = [
         p
         for p in sorted((bundled_run / "results").rglob("*"))
-        if p.suffix in {".csv", ".json", ".html", ".png", ".svg"} and "logs" not in p.parts
+        if p.suffix in {".csv", ".json", ".html", ".png", ".svg", ".xpt", ".docx"}
+        and "logs" not in p.parts
     ]
     assert len(outputs) >= 2 * 50
+    assert {p.suffix for p in outputs} >= {".xpt", ".docx"}
     assert (bundled_run / "results" / "weightbearing" / "logs" / "analyse.log").exists()
     assert not (bundled_run / "results" / "weightbearing" / "logs" / "models.log").exists()
     assert (again / "results" / "weightbearing" / "logs" / "models.log").exists()
@@ -466,3 +468,60 @@ def test_readers_see_display_labels_not_codes(bundled_run: Path, trial: str, cod
     assert "Week 12" in text or "Week 26" in text
     csv = (bundled_run / "results" / trial / "tables" / "effects.csv").read_text()
     assert codes[1] in csv  # CSV outputs keep the data's labels
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_word_tables_show_the_report_tables_cell_for_cell(bundled_run: Path, trial: str) -> None:
+    import docx
+
+    from trialflow.config import load_trial
+    from trialflow.docx_tables import header_rows, journal_tables
+    from trialflow.io import neutralise_formulas
+    from trialflow.report import display_inputs, load_report_inputs, write_report_tables
+
+    results = bundled_run / "results" / trial
+    inputs = load_report_inputs(
+        trial=load_trial(bundled_run / "config" / "trials" / f"{trial}.yaml"),
+        analysis_dir=results / "analysis",
+        tables_dir=results / "tables",
+        models_dir=results / "models",
+        figures_dir=results / "figures",
+        input_files=[],
+    )
+    shown = display_inputs(inputs)
+    expected = journal_tables(shown, write_report_tables(shown))
+    document = docx.Document(str(results / "tables" / "tables.docx"))
+    # Both bundled trials have secondary outcomes and ran the sensitivity analyses.
+    assert len(document.tables) == len(expected) == (5 if trial == "weightbearing" else 4)
+    titles = [p.text for p in document.paragraphs if p.text.startswith("Table ")]
+    assert titles == [f"Table {i}. {t.title}" for i, t in enumerate(expected, start=1)]
+    paragraphs = {p.text for p in document.paragraphs}
+    for table, want in zip(document.tables, expected, strict=True):
+        cells = [[c.text for c in row.cells] for row in table.rows]
+        body = want.frame.fillna("").astype(str).to_numpy().tolist()
+        assert cells == [*header_rows(list(want.frame.columns)), *body], want.title
+        assert want.note in paragraphs
+    # The outcome tables' cells are the CSV tables' cells (only the headers show display labels;
+    # the CSV guards a leading minus from spreadsheets).
+    for name, index in (("primary_outcome", 1), ("secondary_outcomes", 2)):
+        csv = pd.read_csv(results / "tables" / f"{name}.csv", dtype=str, keep_default_na=False)
+        cells = [[c.text for c in r.cells] for r in document.tables[index].rows[2:]]
+        shown = neutralise_formulas(pd.DataFrame(cells, columns=csv.columns))
+        assert shown.to_numpy().tolist() == csv.to_numpy().tolist()
+    html = (results / "report.html").read_text(encoding="utf-8")
+    assert expected[1].note in html  # the model note is the report's
+
+
+@pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
+def test_adam_datasets_are_written_for_every_trial(bundled_run: Path, trial: str) -> None:
+    import pyreadstat
+
+    results = bundled_run / "results" / trial
+    adsl = pd.read_csv(results / "analysis" / "adsl.csv", dtype={"subject_id": str})
+    xpt, meta = pyreadstat.read_xport(str(results / "adam" / "adsl.xpt"))
+    assert meta.table_name == "ADSL" and len(xpt) == len(adsl)
+    assert list(xpt["USUBJID"]) == [f"{trial}-{s}" for s in adsl["subject_id"]]
+    adeff, _ = pyreadstat.read_xport(str(results / "adam" / "adeff.xpt"))
+    assert len(adeff) == len(pd.read_csv(results / "analysis" / "adeff.csv"))
+    define = pd.read_csv(results / "adam" / "define.csv")
+    assert set(define["dataset"]) == {"ADSL", "ADEFF"}

@@ -116,6 +116,11 @@ OUTPUTS = {
         adsl=f"{T}/analysis/adsl.csv",
         adeff=f"{T}/analysis/adeff.csv",
         flow=f"{T}/analysis/flow.csv",
+        adam_adsl=f"{T}/adam/adsl.csv",
+        adam_adsl_xpt=f"{T}/adam/adsl.xpt",
+        adam_adeff=f"{T}/adam/adeff.csv",
+        adam_adeff_xpt=f"{T}/adam/adeff.xpt",
+        adam_define=f"{T}/adam/define.csv",
     ),
     "models": dict(
         effects=f"{T}/tables/effects.csv",
@@ -174,6 +179,7 @@ OUTPUTS = {
         ),
         "completion": f"{T}/tables/visit_completion.csv",
         "adverse_events_table": f"{T}/tables/adverse_events.csv",
+        "tables_docx": f"{T}/tables/tables.docx",
     },
 }
 

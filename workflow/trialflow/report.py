@@ -818,6 +818,62 @@ def write_report_tables(inputs: ReportInputs) -> dict[str, Any]:
     return tables
 
 
+def model_note(inputs: ReportInputs) -> str:
+    """The model written under the outcome tables: MMRM, covariance, df method, estimand."""
+    trial = inputs.trial
+    opts = trial.options
+    ci = ci_label(opts["alpha"])
+    used = sorted(
+        {
+            str(rec.get("mmrm", {}).get("info", {}).get("covariance_used"))
+            for rec in inputs.models.values()
+            if rec.get("mmrm", {}).get("fitted")
+        }
+    )
+    structure = " / ".join(structure_name(u) for u in used) or structure_name(opts["covariance"])
+    return (
+        f"Model: MMRM of {mmrm_formula(trial)}; {structure} residual "
+        "covariance across visits within participant (see the diagnostics for each outcome); "
+        f"REML; {DF_WORDS[opts['df']]}; intention to treat. "
+        + (
+            f"Change ({ci}) is the least-squares mean change from baseline"
+            if opts["response"] == "change"
+            else f"LS mean ({ci}) is the least-squares mean of the outcome"
+        )
+        + ", using every participant in the model; n and "
+        f"the baseline mean (SD) are of those observed at {trial.primary_visit}. Difference is "
+        f"{trial.treatment} minus {trial.control}."
+    )
+
+
+def table_notes(inputs: ReportInputs) -> dict[str, str]:
+    """The notes the report writes with its publication tables (the Word tables reuse them):
+    table1, primary, secondary, harms and the two parts of the sensitivity table's note."""
+    trial = inputs.trial
+    model = model_note(inputs)
+    multiplicity = (
+        "p (Holm): Holm-adjusted across the secondary outcomes at "
+        f"{trial.primary_visit} (an outcome that could not be estimated counts as p = 1)."
+    )
+    return {
+        "table1": "Mean (SD) for continuous characteristics (median [IQR] where skewed: "
+        "|skewness| > 1), n (%) for categorical ones; SMD = standardized mean difference "
+        f"({trial.treatment} vs {trial.control}). No p-values, as CONSORT advises for "
+        "randomized comparisons.",
+        "primary": model,
+        "secondary": f"{model} {multiplicity}",
+        "harms": "Participants with at least one adverse event, a serious one and a related "
+        "one, and each event term, by arm; percentages are of the participants randomized "
+        "to the arm",
+        "sensitivity_rows": f"Every row is {trial.treatment} minus {trial.control} at "
+        f"{trial.primary_visit}",
+        "sensitivity_methods": "Multiple imputation: Rubin's rules (t intervals on "
+        "Barnard-Rubin df). Conditional mean imputation: jackknife standard errors, normal "
+        "intervals. Completers and per protocol: the primary MMRM and the ANCOVA refitted to "
+        "those participants only.",
+    }
+
+
 def render_report(
     inputs: ReportInputs,
     *,
@@ -845,29 +901,7 @@ def render_report(
         queries.groupby("rule", sort=False).head(QUERIES_PER_RULE) if len(queries) else queries
     )
     diagnostics, model_warnings = _diagnostics(inputs)
-    opts = trial.options
-    ci = ci_label(opts["alpha"])
-    used = sorted(
-        {
-            str(rec.get("mmrm", {}).get("info", {}).get("covariance_used"))
-            for rec in inputs.models.values()
-            if rec.get("mmrm", {}).get("fitted")
-        }
-    )
-    structure = " / ".join(structure_name(u) for u in used) or structure_name(opts["covariance"])
-    model_note = (
-        f"Model: MMRM of {mmrm_formula(trial)}; {structure} residual "
-        "covariance across visits within participant (see the diagnostics for each outcome); "
-        f"REML; {DF_WORDS[opts['df']]}; intention to treat. "
-        + (
-            f"Change ({ci}) is the least-squares mean change from baseline"
-            if opts["response"] == "change"
-            else f"LS mean ({ci}) is the least-squares mean of the outcome"
-        )
-        + ", using every participant in the model; n and "
-        f"the baseline mean (SD) are of those observed at {trial.primary_visit}. Difference is "
-        f"{trial.treatment} minus {trial.control}."
-    )
+    ci = ci_label(trial.options["alpha"])
     sections = [
         ("summary", "Trial summary"),
         ("consort", "Participant flow"),
@@ -905,9 +939,7 @@ def render_report(
         table1=tables["table1"],
         primary_table=primary_table,
         secondary_table=secondary_table,
-        model_note=model_note,
-        multiplicity_note="p (Holm): Holm-adjusted across the secondary outcomes at "
-        f"{trial.primary_visit} (an outcome that could not be estimated counts as p = 1).",
+        notes=table_notes(inputs),
         ci=ci,
         primary_sentences=[
             result_sentence(o, trial, inputs.effects, inputs.lsmeans) for o in primary

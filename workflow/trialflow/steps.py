@@ -47,7 +47,8 @@ def clean(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
 
 
 def derive(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
-    """Build ADSL, ADEFF and the CONSORT flow counts."""
+    """Build ADSL, ADEFF and the CONSORT flow counts, and their ADaM exchange versions."""
+    from trialflow.adam import write_adam
     from trialflow.clean import load_clean
     from trialflow.derive import derive as build
     from trialflow.io import write_csv
@@ -64,6 +65,7 @@ def derive(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
     write_csv(out.adsl, paths["adsl"])
     write_csv(out.adeff, paths["adeff"])
     write_csv(out.flow, paths["flow"])
+    write_adam(out.adsl, out.adeff, trial, paths)
 
 
 def models(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
@@ -154,7 +156,8 @@ def _shown(frame: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
 
 
 def report(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
-    """Publication tables and the self-contained HTML report."""
+    """Publication tables (CSV, HTML, Word) and the self-contained HTML report."""
+    from trialflow.docx_tables import journal_tables, write_docx_tables
     from trialflow.io import write_table, write_text
     from trialflow.report import (
         display_inputs,
@@ -181,6 +184,8 @@ def report(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
         write_table(tables[name], paths[name])
     write_table(tables["adverse_events"], paths["adverse_events_table"])
     write_text(readable["table1_html"], paths["table1_html"])
+    title = f"Tables - {shown.trial.title}"
+    write_docx_tables(journal_tables(shown, readable), paths["tables_docx"], title=title)
     write_text(render_report(shown, tables=readable), paths["report"])
     logger.info("%s: report written to %s", trial.name, paths["report"])
 
