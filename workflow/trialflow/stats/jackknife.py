@@ -114,13 +114,13 @@ def leave_one_out_effects(
     sigma: np.ndarray,
     strategies: Sequence[str],
     delta_indicator: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Treatment effect of each leave-one-subject-out replicate, and its slope in delta.
 
     ``beta`` (n x p) and ``sigma`` (n x visits x visits) are the MMRM refitted without each
     subject; ``delta_indicator`` (n x visits) marks the values delta is added to. Returns the
-    effects (n x strategies x visits) and slopes (n x visits). Replicates of
-    :func:`lonely_subjects` come out as NaN (the caller re-analyses them literally).
+    effects (n x strategies x visits), the slopes (n x visits) and the :func:`lonely_subjects`,
+    whose replicates come out as NaN (the caller re-analyses them literally).
     """
     ancova = Ancova(data.z)
     z = ancova.z
@@ -139,4 +139,4 @@ def leave_one_out_effects(
     slopes = rows @ delta_totals - np.einsum("nq,nq->n", rows, z)[:, None] * delta_indicator
     lonely = lonely_subjects(ancova)
     effects[lonely], slopes[lonely] = np.nan, np.nan
-    return effects, slopes
+    return effects, slopes, lonely

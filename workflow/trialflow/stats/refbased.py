@@ -40,7 +40,7 @@ from trialflow.stats.imputation import (
     fill,
     strategy_means,
 )
-from trialflow.stats.jackknife import leave_one_out_effects, lonely_subjects
+from trialflow.stats.jackknife import leave_one_out_effects
 from trialflow.stats.pooling import Pooled, rubin
 
 __all__ = ["Jackknife", "MultipleImputation", "conditional_mean", "multiple_imputation"]
@@ -166,9 +166,10 @@ def conditional_mean(
     full = (refitter.beta, refitter.sigma)
     estimate, slope = _cmi(data, full, strategies, np.ones(n, dtype=bool))
     beta, sigma = _leave_one_out_refits(data, refitter)
-    loo, loo_slope = leave_one_out_effects(data, beta, sigma, strategies, _delta_indicator(data))
+    delta = _delta_indicator(data)
+    loo, loo_slope, lonely = leave_one_out_effects(data, beta, sigma, strategies, delta)
     # Without its only subject at some covariate level, the ANCOVA loses that column.
-    for i in lonely_subjects(Ancova(data.z)):
+    for i in lonely:
         keep = np.arange(n) != i
         loo[i], loo_slope[i] = _cmi(data, (beta[i], sigma[i]), strategies, keep)
     return Jackknife(

@@ -59,10 +59,6 @@ def logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     return (beta[0], cov[0]) if ok[0] else None
 
 
-# Fitted probabilities held at once (fits x subjects) by logistic_many.
-_CHUNK_VALUES = 4_000_000
-
-
 def _information(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = special.expit(beta @ x.T)
     # One matrix product for every fit: weights (fits x n) times each row's outer product.
@@ -92,11 +88,6 @@ def logistic_many(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     fit takes the Newton steps it would take alone and stops when its own step is below 1e-11.
     """
     m, p = y.shape[0], x.shape[1]
-    chunk = max(1, _CHUNK_VALUES // max(x.shape[0], 1))
-    if m > chunk:
-        # Fits in slices: each holds fits x subjects probabilities at a time.
-        parts = [logistic_many(x, y[a : a + chunk]) for a in range(0, m, chunk)]
-        return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))  # type: ignore[return-value]
     beta = np.zeros((m, p))
     if m > 1:
         # Completed datasets differ little: from the first fit's optimum the others need a
