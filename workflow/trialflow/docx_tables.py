@@ -168,9 +168,10 @@ def _add_table(document: DocumentType, number: int, table: JournalTable) -> None
     body = [[_cell_text(v) for v in row] for row in table.frame.itertuples(index=False)]
     grid = document.add_table(rows=len(header) + len(body), cols=len(header[0]))
     _write_header(grid, header)
-    for i, texts in enumerate(body, start=len(header)):
-        for j, text in enumerate(texts):
-            _put(grid.cell(i, j), text, centred=j > 0)
+    # Row by row: Table.cell(i, j) walks the whole grid on every call.
+    for row, texts in zip(grid.rows[len(header) :], body, strict=True):
+        for j, (cell, text) in enumerate(zip(row.cells, texts, strict=True)):
+            _put(cell, text, centred=j > 0)
     _three_lines(grid, len(header))
     note = document.add_paragraph()
     note.add_run(table.note).font.size = Pt(NOTE_PT)
