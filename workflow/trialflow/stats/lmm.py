@@ -40,7 +40,7 @@ from trialflow.stats.inference import (
 )
 from trialflow.stats.lmm_engine import Blocks, RemlFit, fit_reml, unpack
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, build_mean_model
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult, gradient_size
 
 # The random slope is on week / 12, as R's ``I(week / 12)`` in the reference programs: on raw
 # weeks the slope variance is tiny next to the intercept variance, a badly scaled problem.
@@ -442,7 +442,7 @@ def _lmm_info(
         "df_method": method,
         "random_slope": random_slope,
         "variance_components": components,
-        "reml_gradient_max_abs": float(np.max(np.abs(reml.gradient))),
+        "reml_gradient_max_abs": gradient_size(reml.gradient),
         "coefficients": dict(zip(mean.names, map(float, reml.state.beta), strict=True)),
         "reference_grid": mean.reference_grid,
         "baseline_visit": baseline_visit,

@@ -56,7 +56,7 @@ from trialflow.stats.inference import (
     type3_table,
 )
 from trialflow.stats.meanmodel import MeanModel, MeanSpec, Subgroup, build_mean_model
-from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult
+from trialflow.stats.results import EFFECT_COLUMNS, LSMEAN_COLUMNS, ModelResult, gradient_size
 
 __all__ = ["MeanSpec", "fit_mmrm", "fit_prepared", "intervals", "prepare_mmrm"]
 
@@ -1069,7 +1069,7 @@ def _result(
         "method": "REML",
         "optimizer": "L-BFGS-B then Newton (scipy)",
         "iterations": fit.iterations,
-        "gradient_norm": float(np.max(np.abs(fit.gradient))),
+        "gradient_norm": gradient_size(fit.gradient),
         "covariance_requested": choice.requested,
         "covariance_used": fit.structure.code,
         "fallback_reason": choice.fallback_reason,

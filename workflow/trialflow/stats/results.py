@@ -37,6 +37,16 @@ LSMEAN_COLUMNS: tuple[str, ...] = (
 )
 
 
+def gradient_size(gradient: np.ndarray) -> float:
+    """Largest absolute gradient component at the optimum, to two significant digits.
+
+    At a converged optimum the gradient is rounding noise, whose last digits depend on how the
+    BLAS happened to align its arrays in that process; two digits say how converged the fit is
+    and are the same whichever process or worker ran it.
+    """
+    return float(f"{float(np.max(np.abs(gradient))):.1e}")
+
+
 def jsonable(value: Any) -> Any:
     """Convert DataFrames, numpy scalars and arrays to JSON types (NaN and inf become None)."""
     if isinstance(value, pd.DataFrame):
