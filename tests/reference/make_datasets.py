@@ -9,9 +9,10 @@ are derived, so the derived columns are exact functions of the written values.
 Two forms of missing response are produced on purpose: a sporadically missed visit is kept as
 a row with an empty ``value``, while visits after a dropout have no row at all.
 
-The two bundled trials are added as they reach the models: raw files -> clean -> derive with
-trialflow itself (ADEFF joined with the ADSL covariates), so the R references are fitted to
-exactly the rows the workflow analyses.
+The two bundled trials are built from their raw files by ``bundled_inputs.py``, which applies
+the README's cleaning rules and derives baseline and change without importing trialflow, so the
+R references also check trialflow's cleaning and derivation
+(``tests/test_reference_inputs.py`` compares the two).
 
 Run from the project root: ``python tests/reference/make_datasets.py``.
 """
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bundled_inputs import bundled_dataset, index_entry
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ("exercise_education", "weightbearing")
 FLOAT_FORMAT = "%.4f"
 
@@ -224,32 +225,6 @@ DATASETS: list[dict[str, str]] = [
 ]
 
 
-def bundled_trial(name: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """A bundled trial as the models see it, in the reference format, and its index entry."""
-    from trialflow.analysis import outcome_data
-    from trialflow.clean import read_and_clean
-    from trialflow.config import load_trial
-    from trialflow.derive import derive
-
-    trial = load_trial(ROOT / "config" / "trials" / f"{name}.yaml")
-    derived = derive(read_and_clean(trial, root=ROOT), trial)
-    parts = [outcome_data(derived.adeff, derived.adsl, trial, o) for o in trial.outcomes]
-    frame = pd.concat(parts, ignore_index=True)
-    frame = frame.loc[frame["value"].notna()]  # missed visits have no row, as in the R data
-    frame["visit_index"] = frame["visit_index"] + 1
-    covariates = [c.name for c in trial.covariates]
-    columns = ["subject_id", "arm", "visit", "visit_index", "week", "outcome", "value"]
-    frame = frame[[*columns, "baseline", "change", *covariates]]
-    entry = {
-        "dataset": name,
-        "control": trial.control,
-        "treatment": trial.treatment,
-        "baseline_visit": trial.baseline_visit,
-        "covariates": ";".join(covariates),
-    }
-    return frame, entry
-
-
 def make_lmm_boundary(seed: int = 1) -> pd.DataFrame:
     """30 subjects x 3 visits of normal values centred within subject (no arm effect).
 
@@ -276,10 +251,9 @@ def main() -> None:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     index = list(DATASETS)
     for name in BUNDLED:
-        frame, entry = bundled_trial(name)
         # Values are written as the raw files hold them (at most 2 decimals): no rounding.
-        frame.to_csv(DATA_DIR / f"{name}.csv", index=False, lineterminator="\n")
-        index.append(entry)
+        bundled_dataset(name).to_csv(DATA_DIR / f"{name}.csv", index=False, lineterminator="\n")
+        index.append(index_entry(name))
     builders = {"sim_dropout": make_sim_dropout, "sim_catcov": make_sim_catcov}
     for entry in DATASETS:
         frame = builders[entry["dataset"]]()

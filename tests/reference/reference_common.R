@@ -1,7 +1,7 @@
 # Helpers shared by the R reference programs in tests/reference/ (make_references.R,
 # make_mmrm_references.R, make_plan_references.R, make_kr_references.R,
-# make_subgroup_references.R, make_lmm_boundary_references.R). Each program sources this file
-# from the package root:
+# make_subgroup_references.R, make_lmm_boundary_references.R, make_effectsize_references.R).
+# Each program sources this file from the package root:
 #   source(file.path("tests", "reference", "reference_common.R"))
 # Sourcing only defines the objects below (and creates the output directory); it loads no
 # package. The functions call nlme, lme4/lmerTest and numDeriv, which the calling program
