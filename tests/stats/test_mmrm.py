@@ -266,7 +266,7 @@ def test_result_shape_and_info(trial: pd.DataFrame) -> None:
     ls = result.lsmeans.set_index(["visit", "arm"])["estimate"]
     for row in result.effects.itertuples():
         assert_allclose(row.estimate, ls[(row.visit, "active")] - ls[(row.visit, "control")])
-    result.to_dict()  # JSON-serialisable
+    # to_dict() read back from JSON: tests/stats/test_results.py.
 
 
 def test_missing_rows_as_nan_or_absent_agree(trial: pd.DataFrame) -> None:
