@@ -1,6 +1,6 @@
 """The MMRM's convergence checks, each one alone.
 
-README, "Analysis plan", covariance of the MMRM: a structure that "does not converge
+README, "The analysis plan", covariance of the MMRM: a structure that "does not converge
 (optimizer failure, a gradient that is not small, or a Hessian that is not positive definite)"
 is replaced by the next fallback. Each check must decide on its own: a point that only one
 check rejects is rejected, so disabling any one check is noticed.

@@ -1,9 +1,9 @@
 """The MMRM's covariance fallbacks: which structures are tried, in which order, and the record.
 
-README, "Analysis plan", covariance of the MMRM: "If the requested structure does not converge
-..., the structures in `analysis.fallback` (default Toeplitz, then AR(1), then compound
-symmetry, the order trial SAPs commonly pre-specify) are tried in turn; the structure used and
-the reason are written to `models/<outcome>.json`, the `note` column and the log."
+README, "The analysis plan", covariance of the MMRM: "If the requested structure does not
+converge ..., the structures in `analysis.fallback` (default Toeplitz, then AR(1), then
+compound symmetry, the order trial SAPs commonly pre-specify) are tried in turn; the structure
+used and the reason are written to `models/<outcome>.json`, the `note` column and the log."
 
 The data are built so that structures fail for a known reason: a visit that repeats another
 visit exactly puts a correlation of +-1 on the boundary of every structure that has to fit it.
