@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import TinyTrial
 from trialflow import analysis
 from trialflow.errors import ModelError
 from trialflow.stats.mmrm import fit_mmrm
 from trialflow.stats.results import ModelResult
 from trialflow.stats.subgroups import fit_subgroup
+
+from ..conftest import TinyTrial
 
 VISITS = ["week4", "week8", "week12"]
 DEFAULT_ORDER = ("toep", "ar1", "cs")
