@@ -106,10 +106,32 @@ def test_partial_autocorrelation_round_trip() -> None:
 
 
 def test_nearest_positive_definite_floors_eigenvalues() -> None:
-    s = np.array([[1.0, 0.99, 0.0], [0.99, 1.0, 0.99], [0.0, 0.99, 1.0]])
-    assert np.linalg.eigvalsh(s).min() < 0
-    fixed = nearest_positive_definite(s)
-    assert np.linalg.eigvalsh(fixed).min() > 0
+    """The symmetric matrix nearest in Frobenius norm with eigenvalues >= floor * largest.
+
+    Higham (1988), "Computing a nearest symmetric positive semidefinite matrix", Linear
+    Algebra Appl. 103:103-118, Theorem 2.1: the nearest positive semidefinite matrix to a
+    symmetric A = V diag(l) V' is V diag(max(l, 0)) V'; with a floor c the same argument gives
+    V diag(max(l, c)) V'. For the tridiagonal Toeplitz matrix below the eigenpairs are known by
+    hand: 1 - b sqrt(2) with u = (1, -sqrt(2), 1) / 2, 1 with (1, 0, -1) / sqrt(2), and
+    1 + b sqrt(2) with (1, sqrt(2), 1) / 2 (b = 0.99), so only the first eigenvalue moves:
+    the answer is S + (c - (1 - b sqrt(2))) u u'.
+    """
+    b = 0.99
+    s = np.array([[1.0, b, 0.0], [b, 1.0, b], [0.0, b, 1.0]])
+    u = np.array([1.0, -np.sqrt(2.0), 1.0]) / 2.0
+    low, top = 1.0 - b * np.sqrt(2.0), 1.0 + b * np.sqrt(2.0)
+    assert low < 0
+    for floor in (1e-3, 0.0, 0.1):
+        expected = s + (floor * top - low) * np.outer(u, u)
+        fixed = nearest_positive_definite(s, floor=floor)
+        assert_allclose(fixed, expected, rtol=0, atol=1e-12)
+        assert_allclose(np.linalg.eigvalsh(fixed), [floor * top, 1.0, top], rtol=0, atol=1e-12)
+    # Only the symmetric part counts (the nearest symmetric matrix to A is (A + A') / 2).
+    skew = np.array([[0.0, 0.3, -0.2], [-0.3, 0.0, 0.1], [0.2, -0.1, 0.0]])
+    assert_allclose(nearest_positive_definite(s + skew), nearest_positive_definite(s), atol=1e-12)
+    # A matrix that already satisfies the floor is its own nearest matrix.
+    good = s + 0.5 * np.eye(3)
+    assert_allclose(nearest_positive_definite(good), good, rtol=0, atol=1e-12)
 
 
 def test_unknown_structure() -> None:

@@ -531,23 +531,8 @@ def _fit_structure(
             hessian = _hessian(problem, structure, theta)
         except FloatingPointError:
             return _failed(structure, theta, iterations, "covariance on the boundary")
-    problems: list[str] = []
-    if not (result.success or newton_converged):
-        problems.append(f"L-BFGS-B: {result.message}")
-    eig = np.linalg.eigvalsh(hessian)
-    hessian_pd = bool(np.all(np.isfinite(eig)) and eig.min() > 1e-8 * max(eig.max(), 1e-300))
-    if not hessian_pd:
-        problems.append(
-            "Hessian of the REML log-likelihood not positive definite "
-            f"(smallest eigenvalue {eig.min():.3g}): a variance or correlation is on the boundary"
-        )
-    grad_max = float(np.max(np.abs(grad)))
-    if grad_max > _GRADIENT_TOLERANCE:
-        problems.append(f"gradient not small (max |gradient| {grad_max:.3g})")
-    elif hessian_pd:
-        decrement = float(grad @ np.linalg.solve(hessian, grad))
-        if decrement > _DECREMENT_TOLERANCE:
-            problems.append(f"not at a stationary point (Newton decrement {decrement:.3g})")
+    optimizer = None if result.success or newton_converged else f"L-BFGS-B: {result.message}"
+    problems = _convergence_problems(optimizer, grad, hessian)
     return _Fit(
         structure=structure,
         theta=theta,
@@ -558,6 +543,36 @@ def _fit_structure(
         converged=not problems,
         reason="; ".join(problems),
     )
+
+
+def _convergence_problems(
+    optimizer: str | None, gradient: np.ndarray, hessian: np.ndarray
+) -> list[str]:
+    """Why a REML fit is not at an interior optimum (empty when it is).
+
+    ``optimizer`` is the optimizer's failure message (None when it succeeded); ``gradient``
+    and ``hessian`` are those of -2 REML at the final point. Each check stands alone: an
+    optimizer failure, a gradient that is not small, a Hessian that is not positive definite
+    (a boundary or a parameter the data do not identify); at a positive-definite Hessian with
+    a small gradient, a Newton decrement that is not small.
+    """
+    problems = [] if optimizer is None else [optimizer]
+    eig = np.linalg.eigvalsh(hessian)
+    hessian_pd = bool(np.all(np.isfinite(eig)) and eig.min() > 1e-8 * max(eig.max(), 1e-300))
+    if not hessian_pd:
+        problems.append(
+            "Hessian of the REML log-likelihood not positive definite "
+            f"(smallest eigenvalue {eig.min():.3g}): a variance or correlation is on the "
+            "boundary, or not identified by the data"
+        )
+    grad_max = float(np.max(np.abs(gradient)))
+    if grad_max > _GRADIENT_TOLERANCE:
+        problems.append(f"gradient not small (max |gradient| {grad_max:.3g})")
+    elif hessian_pd:
+        decrement = float(gradient @ np.linalg.solve(hessian, gradient))
+        if decrement > _DECREMENT_TOLERANCE:
+            problems.append(f"not at a stationary point (Newton decrement {decrement:.3g})")
+    return problems
 
 
 def _failed(structure: CovarianceStructure, theta: np.ndarray, iterations: int, why: str) -> _Fit:
