@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from numpy.testing import assert_allclose
 
 from .conftest import BASE_SUBJECTS, BASE_TRIAL, BASE_VISITS, ROOT
 
@@ -70,25 +71,95 @@ def test_bundled_trials_produce_the_analysis_datasets(bundled_run: Path, trial: 
     assert (bundled_run / "results" / trial / "logs" / "analyse.log").exists()
 
 
+# R's numbers for the bundled trials under the default plan, as tests/test_analysis.py compares
+# the library with them: (file, filter, {column: relative tolerance}). Programs:
+# tests/reference/make_mmrm_references.R (nlme::gls + emmeans, unstructured) and
+# tests/reference/make_references.R (lmerTest::lmer, lm); tolerances as in the README.
+R_TABLES = {
+    ("effects", "mmrm"): ("mmrm_effects.csv", {"covariance": "us"},
+                          {"estimate": 1e-4, "std_error": 1e-4, "df": 1e-2}),
+    ("effects", "lmm"): ("lmm_effects.csv", {}, {"estimate": 1e-4, "std_error": 1e-4, "df": 1e-2}),
+    ("effects", "ancova"): ("ancova_effects.csv", {},
+                            {"estimate": 1e-8, "std_error": 1e-8, "p_value": 1e-8, "n": 0}),
+    ("lsmeans", "mmrm"): ("mmrm_lsmeans.csv", {"covariance": "us"},
+                          {"estimate": 1e-4, "std_error": 1e-4}),
+    ("lsmeans", "lmm"): ("lmm_lsmeans.csv", {}, {"estimate": 1e-4, "std_error": 1e-4}),
+    ("lsmeans", "ancova"): ("ancova_lsmeans.csv", {}, {"estimate": 1e-8, "std_error": 1e-8}),
+}  # fmt: skip
+
+
+def _r_reference(name: str, trial: str, where: dict[str, str]) -> pd.DataFrame:
+    ref = pd.read_csv(ROOT / "tests" / "reference" / "output" / name, keep_default_na=False)
+    ref = ref.loc[ref["dataset"] == trial]
+    for column, value in where.items():
+        ref = ref.loc[ref[column] == value]
+    return ref
+
+
 @pytest.mark.parametrize("trial", ["exercise_education", "weightbearing"])
 def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) -> None:
+    """README, What you get: effects.csv and lsmeans.csv hold every outcome, analysis (mmrm,
+    lmm, ancova) and post-baseline visit (LS means: every visit of the LMM) in the stated
+    columns; the workflow's files hold R's numbers on the same data (README, Validation); ``n``
+    and ``n_analysed`` are the participants observed at the visit and in the model, counted
+    again from the workflow's own adeff.csv and adsl.csv and equal to R's model sizes."""
+    from trialflow.config import load_trial
+    from trialflow.derive import read_analysis_datasets
+
+    from .counting import expected_n, expected_n_analysed, observed_rows
+
+    config = load_trial(bundled_run / "config" / "trials" / f"{trial}.yaml")
     results = bundled_run / "results" / trial
     effects = pd.read_csv(results / "tables" / "effects.csv")
     assert list(effects.columns[:11]) == [
         "outcome", "analysis", "contrast", "visit", "estimate", "std_error", "df",
         "ci_lower", "ci_upper", "p_value", "n",
     ]  # fmt: skip
-    assert set(effects["analysis"]) == {"mmrm", "lmm", "ancova"}
+    post = [v.label for v in config.post_baseline_visits]
+    analyses = ("mmrm", "lmm", "ancova")
+    plan = [(o.name, a, v) for o in config.outcomes for a in analyses for v in post]
+    assert list(zip(effects["outcome"], effects["analysis"], effects["visit"], strict=True)) == plan
     lsmeans = pd.read_csv(results / "tables" / "lsmeans.csv")
     assert list(lsmeans.columns) == [
         "outcome", "analysis", "visit", "arm", "estimate", "std_error", "df",
         "ci_lower", "ci_upper", "n", "response", "df_method",
     ]  # fmt: skip
+    tables = {"effects": effects, "lsmeans": lsmeans}
+    for (table, analysis), (name, where, tolerances) in R_TABLES.items():
+        ours = tables[table].loc[tables[table]["analysis"] == analysis]
+        keys = ["outcome", "visit"] + (["arm"] if table == "lsmeans" else [])
+        ref = _r_reference(name, trial, where)
+        merged = ours.merge(ref, on=keys, suffixes=("", "_r"), validate="one_to_one")
+        assert len(merged) == len(ours) == len(ref), (table, analysis)
+        for column, rtol in tolerances.items():
+            assert_allclose(merged[column], merged[f"{column}_r"], rtol=rtol, err_msg=column)
+    adsl, adeff = read_analysis_datasets(
+        adsl=str(results / "analysis" / "adsl.csv"),
+        adeff=str(results / "analysis" / "adeff.csv"),
+        meta=str(results / "analysis" / "covariates.json"),
+    )
+    rows = observed_rows(adeff, adsl, config)
+    for r in effects.itertuples():
+        assert r.n == expected_n(rows, r.analysis, r.outcome, r.visit)
+        assert r.n_analysed == expected_n_analysed(rows, r.analysis, r.outcome, r.visit)
+    # R's model sizes: nobs of lm per visit (above), the subjects of the gls and lmer fits.
+    for analysis, name, where in (("mmrm", "mmrm_fit.csv", {"covariance": "us"}),
+                                  ("lmm", "lmm_fit.csv", {})):  # fmt: skip
+        sizes = _r_reference(name, trial, where).set_index("outcome")["n_subjects"]
+        ours = effects.loc[effects["analysis"] == analysis].groupby("outcome")["n_analysed"]
+        assert ours.unique().map(list).to_dict() == {o: [n] for o, n in sizes.items()}
     type3 = pd.read_csv(results / "tables" / "type3.csv")
     assert list(type3.columns) == [
         "outcome", "analysis", "effect", "num_df", "den_df", "F", "p_value", "df_method",
     ]  # fmt: skip
-    assert {"arm", "visit", "arm:visit", "baseline"} <= set(type3["effect"])
+    covariates = [c.name for c in config.covariates]
+    terms = {
+        "mmrm": ["baseline", *covariates, "arm", "visit", "arm:visit"],
+        "lmm": [*covariates, "arm", "visit", "arm:visit"],
+    }
+    for (outcome, analysis), rows_t3 in type3.groupby(["outcome", "analysis"], sort=False):
+        assert list(rows_t3["effect"]) == terms[analysis], (outcome, analysis)
+    assert set(type3["outcome"]) == {o.name for o in config.outcomes}
     subgroups = pd.read_csv(results / "tables" / "subgroups.csv", dtype={"level": str})
     if trial == "weightbearing":  # the only bundled trial that states subgroups
         assert set(subgroups["outcome"]) == set(effects["outcome"])
@@ -103,6 +174,8 @@ def test_bundled_trials_produce_the_model_tables(bundled_run: Path, trial: str) 
         record = json.loads((results / "models" / f"{outcome}.json").read_text())
         assert record["mmrm"]["info"]["formula"].startswith("change ~ baseline")
         assert record["mmrm"]["covariance"] is not None
+        mmrm = effects.loc[(effects["outcome"] == outcome) & (effects["analysis"] == "mmrm")]
+        assert (mmrm["n_analysed"] == record["mmrm"]["info"]["n_subjects"]).all()
 
 
 def test_rerun_from_scratch_one_job_per_step_is_byte_identical(
@@ -236,18 +309,48 @@ def test_report_renders_in_headless_chromium(bundled_run: Path, tmp_path: Path, 
     assert console == []
 
 
+# The files each trial declares for Snakemake's report (report() in workflow/rules/common.smk:
+# the sensitivity table, the figures' PNGs, the HTML report, Table 1 and the outcome tables).
+REPORT_FILES = ("report.html", "tables/table1.html", "tables/primary_outcome.csv",
+                "tables/secondary_outcomes.csv", "tables/sensitivity.csv")  # fmt: skip
+
+
 def test_snakemake_report_archive(bundled_run: Path) -> None:
+    """README: "Snakemake's own report archive: snakemake --cores 2 --report
+    results/report.zip". The archive holds every file the trials declare for it, each once and
+    byte for byte as in results/, and nothing else besides its own page."""
+    import hashlib
+
     run = _snakemake(bundled_run, "--report", "report.zip")
     assert run.returncode == 0, run.stderr[-3000:]
-    archive = bundled_run / "report.zip"
-    assert archive.stat().st_size > 100_000
-    with zipfile.ZipFile(archive) as z:
-        names = z.namelist()
-        page = z.read(next(n for n in names if n.endswith("report/report.html"))).decode()
+    results = bundled_run / "results"
+    declared = [
+        path
+        for trial in ("exercise_education", "weightbearing")
+        for path in [
+            *(results / trial / name for name in REPORT_FILES),
+            *sorted((results / trial / "figures").glob("*.png")),
+        ]
+    ]
+    assert sum(p.name == "consort.png" for p in declared) == 2  # both trials' figures
+    by_content = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in declared}
+    assert len(by_content) == len(declared)  # no two declared files are the same bytes
+    found: list[Path] = []
+    with zipfile.ZipFile(bundled_run / "report.zip") as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        page = z.read("report/report.html").decode()
+        for name in names:
+            if name == "report/report.html":
+                continue
+            assert name.startswith("report/data/raw/"), name
+            match = by_content.get(hashlib.sha256(z.read(name)).hexdigest())
+            assert match is not None, f"{name} is no declared result file"
+            assert Path(name).name == match.name
+            found.append(match)
+    assert sorted(found) == sorted(declared)
     # The introduction names the trials in words (no Python list), and every caption renders.
     assert "analysed the trial(s) exercise_education, weightbearing:" in page
     assert "[&#39;" not in page and "['" not in page.split("analysed the trial(s)")[1][:200]
-    assert any(n.endswith("sensitivity.csv") for n in names)
     assert "{{" not in page.split("analysed the trial(s)")[1][:2000]
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import pandas as pd
 
 from trialflow.config import TrialConfig
+from trialflow.tables import ci_label
 
 __all__ = ["checklist"]
 
 MANUSCRIPT = "not supplied by the data: state it in the manuscript"
-# (section, item, where in this report); None: an open-science key of the trial description.
+# (section, item, where in this report); None: an open-science key of the trial description;
+# {ci}: the confidence level the trial's alpha gives (e.g. 95% CI).
 _ITEMS: tuple[tuple[str, str, str | None], ...] = (
     ("Title and abstract", "Identification as a randomised trial; structured abstract",
      MANUSCRIPT),
@@ -50,7 +52,7 @@ _ITEMS: tuple[tuple[str, str, str | None], ...] = (
     ("Results", "Numbers analysed in each analysis",
      "2. Numbers analysed; n in every table and sentence"),
     ("Results", "Outcomes and estimation: effect sizes with precision",
-     "4. Primary outcome; 5. Secondary outcomes (difference, 95% CI, p)"),
+     "4. Primary outcome; 5. Secondary outcomes (difference, {ci}, p)"),
     ("Results", "Harms: all important harms in each arm", MANUSCRIPT),
     ("Results", "Ancillary analyses (subgroups, sensitivity)",
      "8. Supportive analyses; 9. Estimand and sensitivity analyses"),
@@ -73,7 +75,7 @@ def checklist(trial: TrialConfig, *, harms: bool = False) -> pd.DataFrame:
         elif harms and item.startswith("Harms: all"):
             text = "6. Harms (tables/adverse_events.csv)"
         else:
-            text = str(where)
+            text = str(where).format(ci=ci_label(trial.options["alpha"]))
         if text[:1].isdigit():
             text = f"Section {text}"
         rows.append({"section": section, "item": item, "where in this report": text})
