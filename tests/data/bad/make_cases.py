@@ -3,8 +3,9 @@
 Each case is a small trial (12 subjects, 3 visits, 2 outcomes, covariates age and sex) broken
 in one way, with ``expected.yaml`` saying what must happen: ``outcome: error`` (the run stops
 with a message naming the file, the row and column where there is one, and the fix) or
-``outcome: query`` (the run completes and the listed rules appear in queries.csv, every
-randomized subject accounted for). Run from the project root:
+``outcome: query`` (the run completes, queries.csv holds exactly the listed queries, each
+with its file, row, column, value, rule, action and subject, and every randomized subject is
+accounted for). Run from the project root:
 ``python tests/data/bad/make_cases.py``; a test checks that the committed corpus is what this
 script writes.
 """
@@ -110,8 +111,36 @@ def error(c: Case, *message: str, file: str, row: int | None = None,
         c.expected["column"] = column
 
 
-def query(c: Case, *rules: str) -> None:
-    c.expected = {"outcome": "query", "rules": list(rules)}
+def query(c: Case, *queries: dict[str, Any]) -> None:
+    """The run completes with exactly these queries (none: an empty query log)."""
+    c.expected = {"outcome": "query", "queries": [_Flow(x) for x in queries]}
+
+
+def q(file: str, row: int | None, column: str, value: str, rule: str, action: str,
+      subject_id: str = "", *, last_row: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One expected row of queries.csv; with ``last_row``, the same query at every row from
+    ``row`` to ``last_row``."""
+    rows: dict[str, Any] = {"row": row} if last_row is None else {"row_range": [row, last_row]}
+    return {"file": file, **rows, "column": column, "value": value, "rule": rule,
+            "action": action, "subject_id": subject_id}  # fmt: skip
+
+
+class _Flow(dict):
+    """A mapping written on one line of expected.yaml (one query, one line)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, with :class:`_Flow` mappings on one line (yaml.SafeDumper unchanged)."""
+
+
+_Dumper.add_representer(
+    _Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
+
+# The action of each kind of query (trialflow's words, as queries.csv shows them).
+SET_MISSING = "set missing"
+OUT_OF_RANGE = "set missing (allowed range 0 to 10)"
+NO_COVARIATE = "missing; subject left out of covariate-adjusted models"
 
 
 # --- files --------------------------------------------------------------------------------
@@ -149,7 +178,9 @@ def _(c: Case) -> None:
 def _(c: Case) -> None:
     # A spreadsheet in a European locale: ";" between columns, decimal commas.
     c.files["visits.csv"] = _csv(c.visits, sep=";").replace(b".", b",")
-    query(c, "semicolon_separated")
+    query(c, q("visits.csv", None, "", "", "semicolon_separated",
+               "file is ';'-separated with decimal commas (6,4 read as 6.4); read as such (save it "
+               "as CSV with commas and decimal points to silence)"))  # fmt: skip
 
 
 @case("semicolon_mixed_decimals")
@@ -191,7 +222,9 @@ def _(c: Case) -> None:
 def _(c: Case) -> None:
     c.subjects["site"] = ["Montr\u00e9al"] * 12
     c.files["subjects.csv"] = c.subjects.to_csv(index=False, lineterminator="\n").encode("latin-1")
-    query(c, "encoding")
+    # The row of the first byte that is not UTF-8: every data row has one.
+    query(c, q("subjects.csv", 2, "", "", "encoding",
+               "file is not UTF-8; read as Latin-1 (re-save it as UTF-8 to silence)"))  # fmt: skip
 
 
 @case("blank_lines")
@@ -216,30 +249,31 @@ def _(c: Case) -> None:
 
 
 # --- numbers ------------------------------------------------------------------------------
-def _text_case(name: str, text: str, rule: str) -> None:
+def _text_case(name: str, text: str, rule: str, action: str) -> None:
     @case(name)
     def _(c: Case) -> None:
-        c.visits.loc[4, "pain"] = text
-        query(c, rule)
+        c.visits.loc[4, "pain"] = text  # S02 at week6: row 6 of the file
+        query(c, q("visits.csv", 6, "pain", text, rule, action, "S02"))
 
 
-for _name, _text, _rule in [
-    ("text_na", "n/a", "not_a_number"),
-    ("text_missing", "missing", "not_a_number"),
-    ("text_less_than", "<5", "not_a_number"),
-    ("text_nan", "NaN", "not_a_number"),
-    ("text_inf", "inf", "not_a_number"),
-    ("decimal_comma", "5,5", "decimal_comma"),
-    ("out_of_range", "12.5", "out_of_range"),
-    ("negative_value", "-1", "out_of_range"),
+for _name, _text, _rule, _action in [
+    ("text_na", "n/a", "not_a_number", SET_MISSING),
+    ("text_missing", "missing", "not_a_number", SET_MISSING),
+    ("text_less_than", "<5", "not_a_number", SET_MISSING),
+    ("text_nan", "NaN", "not_a_number", SET_MISSING),
+    ("text_inf", "inf", "not_a_number", SET_MISSING),
+    ("decimal_comma", "5,5", "decimal_comma", "set missing; write decimals with a point (12.5)"),
+    ("out_of_range", "12.5", "out_of_range", OUT_OF_RANGE),
+    ("negative_value", "-1", "out_of_range", OUT_OF_RANGE),
 ]:
-    _text_case(_name, _text, _rule)
+    _text_case(_name, _text, _rule, _action)
 
 
 @case("thousands_separator")
 def _(c: Case) -> None:
     c.visits.loc[4, "6MWD"] = "1,250"
-    query(c, "thousands_separator")
+    query(c, q("visits.csv", 6, "6MWD", "1,250", "thousands_separator",
+               "set missing; write numbers without separators", "S02"))  # fmt: skip
 
 
 @case("missing_value_codes")
@@ -254,7 +288,8 @@ def _(c: Case) -> None:
 @case("duplicated_rows")
 def _(c: Case) -> None:
     c.visits = pd.concat([c.visits.iloc[:5], c.visits.iloc[[4]], c.visits.iloc[5:]])
-    query(c, "exact_duplicate")
+    query(c, q("visits.csv", 7, "subject_id", "S02", "exact_duplicate",
+               "row dropped (identical to row 6)", "S02"))  # fmt: skip
 
 
 @case("conflicting_duplicates")
@@ -294,7 +329,12 @@ def _(c: Case) -> None:
 @case("arm_case_whitespace")
 def _(c: Case) -> None:
     c.subjects.loc[3, "arm"] = " EXERCISE "
-    query(c, "label_case", "label_whitespace")
+    query(
+        c,
+        q("subjects.csv", 5, "arm", "' EXERCISE '", "label_whitespace",
+          "leading/trailing spaces removed", "S04"),
+        q("subjects.csv", 5, "arm", "EXERCISE", "label_case", "read as arm 'exercise'", "S04"),
+    )  # fmt: skip
 
 
 @case("unknown_visit")
@@ -305,8 +345,11 @@ def _(c: Case) -> None:
 
 @case("visit_labels_as_numbers")
 def _(c: Case) -> None:
-    c.visits["visit"] = c.visits["visit"].map({"baseline": "0", "week6": "6", "week12": "12"})
-    query(c, "visit_as_week")
+    weeks = {"baseline": "0", "week6": "6", "week12": "12"}
+    pairs = zip(c.visits["subject_id"], c.visits["visit"], strict=True)
+    query(c, *[q("visits.csv", row, "visit", weeks[v], "visit_as_week", f"read as visit '{v}'", s)
+               for row, (s, v) in enumerate(pairs, start=2)])  # fmt: skip
+    c.visits["visit"] = c.visits["visit"].map(weeks)
 
 
 @case("more_visits_than_configured")
@@ -321,7 +364,9 @@ def _(c: Case) -> None:
 def _(c: Case) -> None:
     drop = (c.visits["subject_id"] == "S03") & (c.visits["visit"] == "baseline")
     c.visits = c.visits.loc[~drop]
-    query(c, "no_baseline")
+    query(c, q("subjects.csv", 4, "subject_id", "S03", "no_baseline",
+               "no baseline visit: left out of change-from-baseline analyses; counted in the ITT "
+               "population", "S03"))  # fmt: skip
 
 
 @case("no_baseline_anyone")
@@ -340,25 +385,29 @@ def _(c: Case) -> None:
 def _(c: Case) -> None:
     c.subjects.loc[c.subjects.index[2:], "arm"] = "exercise"
     c.subjects.loc[0, "arm"] = "control"
-    query(c, "small_arm")
+    query(c, q("subjects.csv", None, "arm", "", "small_arm",
+               "only 1 subject in arm 'control': variances within the arm cannot be estimated; "
+               "some analyses will report 'not estimable'"))  # fmt: skip
 
 
 @case("outcome_entirely_missing")
 def _(c: Case) -> None:
     c.visits["6MWD"] = ""
-    query(c, "outcome_empty")
+    query(c, q("visits.csv", None, "6MWD", "", "outcome_empty",
+               "no value at any visit: not analysed"))  # fmt: skip
 
 
 @case("outcome_constant")
 def _(c: Case) -> None:
     c.visits["6MWD"] = "400"
-    query(c, "outcome_constant")
+    query(c, q("visits.csv", None, "6MWD", "", "outcome_constant",
+               "every value is 400: models of this outcome are not estimable"))  # fmt: skip
 
 
 @case("missing_covariate_value")
 def _(c: Case) -> None:
     c.subjects.loc[2, "age"] = ""
-    query(c, "missing_covariate")
+    query(c, q("subjects.csv", 4, "age", "", "missing_covariate", NO_COVARIATE, "S03"))
 
 
 @case("covariate_entirely_missing")
@@ -478,7 +527,12 @@ def _(c: Case) -> None:
 @case("covariate_overflow")
 def _(c: Case) -> None:
     c.subjects.loc[3, "age"] = "1e999"
-    query(c, "not_finite", "missing_covariate")
+    query(
+        c,
+        q("subjects.csv", 5, "age", "1e999", "not_finite", "set missing (too large to be a number)",
+          "S04"),
+        q("subjects.csv", 5, "age", "1e999", "missing_covariate", NO_COVARIATE, "S04"),
+    )  # fmt: skip
 
 
 @case("covariate_with_units")
@@ -499,8 +553,12 @@ def _(c: Case) -> None:
 def _(c: Case) -> None:
     c.config["data"]["subjects"] = "subjects.xlsx"
     c.files["subjects.xlsx"] = b"formula-cells"  # written by write_case
-    query(c, "not_a_number")
-    c.expected["rows"] = {"not_a_number": [3, 5]}
+    query(
+        c,
+        *[q("subjects.xlsx", row, "age", value, rule, action, sid)
+          for row, value, sid in [(3, "#DIV/0!", "S02"), (5, "=C2*2", "S04")]
+          for rule, action in [("not_a_number", SET_MISSING), ("missing_covariate", NO_COVARIATE)]],
+    )  # fmt: skip
 
 
 @case("utf16_tab_text")
@@ -518,22 +576,27 @@ def _(c: Case) -> None:
     c.visits["note"] = ""
     c.visits.loc[0, "note"] = "first line\nsecond line\nthird line"
     c.visits.loc[6, "pain"] = "12.5"
-    query(c, "out_of_range")
-    c.expected["rows"] = {"out_of_range": [8]}
+    query(c, q("visits.csv", 8, "pain", "12.5", "out_of_range", OUT_OF_RANGE, "S03"))
 
 
 @case("many_exact_duplicates")
 def _(c: Case) -> None:
     # Thousands of identical rows, as a repeated export produces: dropped in linear time.
     c.visits = pd.concat([c.visits, *[c.visits.iloc[[4]]] * 3000], ignore_index=True)
-    query(c, "exact_duplicate")
+    query(c, q("visits.csv", 38, "subject_id", "S02", "exact_duplicate",
+               "row dropped (identical to row 6)", "S02", last_row=3037))  # fmt: skip
 
 
 @case("formula_text_in_cells")
 def _(c: Case) -> None:
     c.visits.loc[4, "pain"] = '=HYPERLINK("http://example.org","x")'
     c.visits.loc[5, "6MWD"] = "@SUM(1+1)"
-    query(c, "not_a_number")
+    query(
+        c,
+        q("visits.csv", 6, "pain", '=HYPERLINK("http://example.org","x")', "not_a_number",
+          SET_MISSING, "S02"),
+        q("visits.csv", 7, "6MWD", "@SUM(1+1)", "not_a_number", SET_MISSING, "S02"),
+    )  # fmt: skip
 
 
 # --- harms ---------------------------------------------------------------------------------
@@ -551,8 +614,16 @@ def _(c: Case) -> None:
         + "S04,Fall,mild,no,no,-2\n"  # negative week
         + "S05,Fall,mild,yes,no,week 7\n"  # week is not a number
     ).encode()
-    query(c, "missing_term", "not_yes_no", "bad_week")
-    c.expected["rows"] = {"missing_term": [3], "not_yes_no": [4], "bad_week": [5, 6]}
+    week = "set missing (the week of onset is a number of weeks from randomisation, >= 0)"
+    query(
+        c,
+        q("adverse_events.csv", 3, "term", "", "missing_term", "kept as 'term not recorded'",
+          "S02"),
+        q("adverse_events.csv", 4, "serious", "perhaps", "not_yes_no",
+          "set missing (write yes or no)", "S03"),
+        q("adverse_events.csv", 5, "week", "-2", "bad_week", week, "S04"),
+        q("adverse_events.csv", 6, "week", "week 7", "bad_week", week, "S05"),
+    )  # fmt: skip
 
 
 @case("adverse_events_unknown_subject")
@@ -581,7 +652,8 @@ def _(c: Case) -> None:
     c.config["data"]["screening"] = "screening.csv"
     lines = [f"S{i:02d}," for i in range(1, 12)] + [",Declined", ",Not eligible"]
     c.files["screening.csv"] = ("subject_id,reason\n" + "\n".join(lines) + "\n").encode()
-    query(c, "not_in_screening_log")
+    query(c, q("screening.csv", None, "subject_id", "", "not_in_screening_log",
+               "1 randomized subject(s) not in the log, counted as assessed (S12)"))  # fmt: skip
 
 
 def _yaml_case(name: str, text: bytes, message: str, row: int) -> None:
@@ -648,7 +720,8 @@ def write_case(name: str, folder: Path) -> None:
             yaml.safe_dump(c.config, sort_keys=False), encoding="utf-8"
         )
     (folder / "expected.yaml").write_text(
-        yaml.safe_dump({"case": name, **c.expected}, sort_keys=False), encoding="utf-8"
+        yaml.dump({"case": name, **c.expected}, Dumper=_Dumper, sort_keys=False, width=200),
+        encoding="utf-8",
     )
 
 
