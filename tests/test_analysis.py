@@ -11,6 +11,7 @@ import pytest
 from numpy.testing import assert_allclose
 from statsmodels.stats.multitest import multipletests
 
+from trialflow import analysis as analysis_module
 from trialflow.analysis import (
     ANOVA_TABLE_COLUMNS,
     EFFECT_TABLE_COLUMNS,
@@ -24,6 +25,11 @@ from trialflow.derive import derive
 from .conftest import ROOT
 
 REFERENCE = ROOT / "tests" / "reference" / "output"
+
+
+def replace_options(trial, **options):
+    """The trial with some of its analysis options changed."""
+    return dataclasses.replace(trial, analysis={**trial.analysis, **options})
 
 
 @pytest.fixture(scope="module", params=["exercise_education", "weightbearing"])
@@ -269,3 +275,58 @@ def test_a_subgroup_that_cannot_be_analysed_is_a_row_with_the_reason(group, why)
     assert rows["estimate"].isna().all()
     # The other analyses are untouched.
     assert result.effects["estimate"].notna().any()
+
+
+def test_an_unexpected_failure_of_one_model_does_not_stop_the_others(monkeypatch) -> None:
+    """README, "The analysis plan": a model that cannot be fitted "becomes rows with
+    converged = False and the reason in note; the other outcomes and models still run" -- for
+    any exception, not only the data limitations a ModelError names."""
+    trial = load_trial(ROOT / "config" / "trials" / "weightbearing.yaml")
+    d = derive(read_and_clean(trial, root=ROOT), trial)
+    fit_lmm = analysis_module.MODELS["lmm"]
+
+    def broken(plan):
+        if plan.data["outcome"].iloc[0] == "hba1c":
+            raise KeyError("a column the model expected")
+        return fit_lmm(plan)
+
+    monkeypatch.setitem(analysis_module.MODELS, "lmm", broken)
+    eff = analyse_trial(d.adeff, d.adsl, trial).effects
+    failed = eff.loc[(eff["outcome"] == "hba1c") & (eff["analysis"] == "lmm")]
+    assert len(failed) == len(trial.post_baseline_visits)
+    assert failed["estimate"].isna().all() and not failed["converged"].any()
+    assert failed["note"].str.contains("unexpected error \\(KeyError").all()
+    others = eff.loc[~((eff["outcome"] == "hba1c") & (eff["analysis"] == "lmm"))]
+    assert others["estimate"].notna().all()
+
+
+def test_the_ancova_follows_the_trials_response(bundled) -> None:
+    """README, "The analysis plan": "the ANCOVA follows the same response, baseline and
+    covariates at each visit". With the baseline in the model, the arm effect is the same for
+    change and value, but every LS mean of the value is the LS mean of the change plus the mean
+    baseline of the rows the ANCOVA used at that visit (change = value - baseline)."""
+    trial, d, result = bundled
+    on_value = replace_options(trial, response="value")
+    value = analyse_trial(d.adeff, d.adsl, on_value)
+    keys = ["outcome", "visit", "arm"]
+    ls_change = result.lsmeans.loc[result.lsmeans["analysis"] == "ancova"].set_index(keys)
+    ls_value = value.lsmeans.loc[value.lsmeans["analysis"] == "ancova"].set_index(keys)
+    used = d.adeff.loc[d.adeff["anl01fl"] == "Y"]
+    mean_baseline = used.groupby(["outcome", "visit"])["baseline"].mean()
+    shift = [mean_baseline[o, v] for o, v, _ in ls_change.index]
+    assert_allclose(
+        ls_value.loc[ls_change.index, "estimate"], ls_change["estimate"] + shift, rtol=1e-9
+    )
+    eff = ["outcome", "visit"]
+    e_change = result.effects.loc[result.effects["analysis"] == "ancova"].set_index(eff)
+    e_value = value.effects.loc[value.effects["analysis"] == "ancova"].set_index(eff)
+    assert_allclose(e_value.loc[e_change.index, "estimate"], e_change["estimate"], rtol=1e-9)
+
+
+def test_every_table_carries_the_df_method(sap) -> None:
+    """README, "The analysis plan": "Every table carries df_method" -- the LS means too."""
+    _, _, result = sap
+    ls = result.lsmeans
+    assert set(ls.loc[ls["analysis"] == "mmrm", "df_method"]) == {"kenward_roger"}
+    assert set(ls.loc[ls["analysis"] == "lmm", "df_method"]) == {"kenward_roger"}
+    assert set(ls.loc[ls["analysis"] == "ancova", "df_method"]) == {"residual"}

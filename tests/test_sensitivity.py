@@ -12,14 +12,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.testing import assert_allclose
 from scipy import stats
 
+from trialflow.analysis import analyse_trial, mean_spec, outcome_data, outcome_plan
 from trialflow.clean import read_and_clean
 from trialflow.config import load_trial
 from trialflow.derive import derive, per_protocol_flags
 from trialflow.errors import DataError
 from trialflow.sensitivity import (
     SENSITIVITY_COLUMNS,
+    _fit_primary,
     analyse_sensitivity,
     default_deltas,
     tipping_delta,
@@ -167,3 +170,20 @@ def test_a_reference_arm_without_data_at_a_visit_is_reported_not_fatal(bundled) 
     other = table.loc[table["outcome"] == "knee_strength", "estimate"]
     assert other.notna().all()
     assert result.records["pain_vas"]["reason"].startswith("arm 'education'")
+
+
+@pytest.mark.parametrize("covariance", ["us", "cs", "toep"])
+def test_the_imputation_model_is_the_trials_primary_mmrm(bundled, covariance: str) -> None:
+    """README, "Estimand and missing-data sensitivity analyses": "The imputation model is the
+    primary MMRM (the trial's mean model and covariance)": the covariance the trial states is
+    the one the imputations are drawn from, with the primary MMRM's optimum."""
+    trial, adeff, adsl = bundled
+    trial = replace(trial, analysis={**trial.analysis, "covariance": covariance})
+    outcome = trial.outcomes[0]
+    plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, mean_spec(trial.options))
+    imputation = _fit_primary(plan, outcome).choice.fit
+    assert imputation.structure.code == covariance
+    primary = analyse_trial(adeff, adsl, replace(trial, outcomes=(outcome,)))
+    info = primary.models[outcome.name]["mmrm"]["info"]
+    assert info["covariance_used"] == covariance
+    assert_allclose(imputation.evaluation.deviance, -2 * info["loglik"], rtol=1e-10)
