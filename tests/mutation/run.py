@@ -11,8 +11,9 @@ Each mutant ends as one of:
 
 - ``killed``: a selected test failed, and that test passes without the mutant;
 - ``survived``: every selected test passed with the bug in place (a gap in the tests);
-- ``stale``: the original snippet is not in the file exactly once, or the README no longer
-  holds the quoted promise (the list must be updated);
+- ``stale``: the original snippet is not in the file exactly once, the replacement is not
+  valid Python, or the documentation no longer holds the quoted promise (the list must be
+  updated);
 - ``error``: the tests could not judge the mutant (the failing test also fails without it, no
   test was selected, or pytest could not run);
 - ``timeout``: the tests ran longer than ``--timeout`` seconds (not counted as killed).
@@ -20,11 +21,11 @@ Each mutant ends as one of:
 The script also lists README bullets of the guarded sections that no mutant quotes. It exits
 with 1 when any mutant is not killed or a bullet is uncovered.
 
-Usage (from the project root; not part of CI, about half an hour on two cores)::
+Usage (from the project root; not part of CI, 20 to 40 minutes on two cores)::
 
     OPENBLAS_NUM_THREADS=1 python tests/mutation/run.py            # every mutant
     python tests/mutation/run.py --list                            # the list, checked
-    python tests/mutation/run.py --only fallback-order --only smd-weighted
+    python tests/mutation/run.py --only fallback-order-library --only smd-n-weighted
 """
 
 from __future__ import annotations
