@@ -21,7 +21,7 @@ Each mutant ends as one of:
 The script also lists README bullets of the guarded sections that no mutant quotes. It exits
 with 1 when any mutant is not killed or a bullet is uncovered.
 
-Usage (from the project root; not part of CI, about 40 minutes on two cores)::
+Usage (from the project root; not part of CI, 20 to 40 minutes on two cores)::
 
     OPENBLAS_NUM_THREADS=1 python tests/mutation/run.py            # every mutant
     python tests/mutation/run.py --list                            # the list, checked
