@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from trialflow.config import load_trial, trial_names
 from trialflow.errors import ConfigError
+from trialflow.estimand import DROPOUT_EVENT, estimand
 
 from .conftest import ROOT, TinyTrial
 
@@ -272,3 +275,14 @@ def test_sensitivity_defaults() -> None:
     assert s["methods"] == ["multiple_imputation", "conditional_mean"]
     assert s["imputations"] == 500 and s["seed"] == 20261201
     assert s["tipping_point"] == {"strategy": "mar", "points": 21}
+
+
+def test_the_default_estimand_handles_dropout_hypothetically() -> None:
+    """README, "Estimand and missing-data sensitivity analyses": without an ``estimand:``
+    block the primary estimand treats dropout by the hypothetical strategy (what the MMRM
+    estimates under MAR)."""
+    trial = dataclasses.replace(
+        load_trial(ROOT / "config" / "trials" / "weightbearing.yaml"), estimand={}
+    )
+    events = estimand(trial).events
+    assert [(e.event, e.strategy) for e in events] == [(DROPOUT_EVENT, "hypothetical")]

@@ -103,8 +103,8 @@ def test_spreadsheet_tables_neutralise_formula_text_and_keep_numbers(tmp_path) -
     frame = pd.DataFrame(
         {
             "value": ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)",
-                      "-1.5", "\tx", "plain", None],
-            "estimate": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                      "-1.5", "\tx", "plain", None, "\r=1+1"],
+            "estimate": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
         }
     )  # fmt: skip
     out = neutralise_formulas(frame)
@@ -113,6 +113,7 @@ def test_spreadsheet_tables_neutralise_formula_text_and_keep_numbers(tmp_path) -
         "plain",
     ]  # fmt: skip
     assert pd.isna(out["value"].iloc[7])
+    assert out["value"].iloc[8] == "'\r=1+1"  # a carriage return starts a formula too (OWASP)
     assert out["estimate"].equals(frame["estimate"])  # numbers are never touched
     write_table(frame, tmp_path / "t.csv")
     text = (tmp_path / "t.csv").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -233,3 +234,15 @@ def test_reproducibility_appendix_names_the_blas_numpy_uses() -> None:
     apis = {i["internal_api"] for i in threadpool_info() if i.get("user_api") == "blas"}
     text = blas()
     assert apis and all(api in text for api in apis)
+
+
+def test_the_report_may_load_nothing_from_the_network() -> None:
+    """README, "Safety and reproducibility": reports "load nothing from the network (their
+    Content-Security-Policy forbids it)": every fetch is refused but inline images (data:) and
+    the inline style sheet."""
+    template = ROOT / "workflow" / "trialflow" / "templates" / "report.html.j2"
+    text = template.read_text(encoding="utf-8")
+    found = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text)
+    assert len(found) == 1
+    policy = dict(d.strip().split(" ", 1) for d in found[0].split(";"))
+    assert policy == {"default-src": "'none'", "img-src": "data:", "style-src": "'unsafe-inline'"}

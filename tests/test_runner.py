@@ -49,3 +49,15 @@ def test_a_read_only_results_folder_stops_the_run(tmp_path, monkeypatch) -> None
     with pytest.raises(TrialflowError, match="read-only for you") as info:
         check_writable(results, ["trial_a"])
     assert "results_dir" in info.value.fix
+
+
+def test_a_storage_error_names_the_absolute_folder_of_a_relative_path(
+    tmp_path, monkeypatch
+) -> None:
+    """README, "Safety and reproducibility": a full disk or a read-only file system "stop the
+    run with that reason and the folder" -- also when the file was named relative to the
+    working directory."""
+    monkeypatch.chdir(tmp_path)
+    problem = storage_problem(OSError(errno.ENOSPC, "No space left", "results/t/report.html"))
+    assert problem is not None
+    assert f"(in {tmp_path / 'results' / 't'})" in problem.message
