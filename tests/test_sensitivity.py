@@ -187,3 +187,40 @@ def test_the_imputation_model_is_the_trials_primary_mmrm(bundled, covariance: st
     info = primary.models[outcome.name]["mmrm"]["info"]
     assert info["covariance_used"] == covariance
     assert_allclose(imputation.evaluation.deviance, -2 * info["loglik"], rtol=1e-10)
+
+
+@pytest.mark.parametrize(("better", "sign"), [("lower", 1.0), ("higher", -1.0)])
+def test_the_delta_worsens_the_treatment_arm_in_the_outcomes_direction_of_harm(
+    bundled, better: str, sign: float
+) -> None:
+    """README, "Estimand and missing-data sensitivity analyses": the delta is added "in the
+    outcome's unit and the direction of harm" -- up where lower is better, down where higher
+    is better, so the treatment effect moves towards harm as the delta grows."""
+    trial, adeff, adsl = bundled
+    pain = replace(trial.outcomes[0], better=better)
+    quick = replace(
+        _quick(trial, methods=["conditional_mean"], strategies=["mar"]), outcomes=(pain,)
+    )
+    tipping = analyse_sensitivity(adeff, adsl, quick).tipping
+    at_primary = tipping.loc[tipping["visit"] == trial.primary_visit].sort_values("delta")
+    assert len(at_primary) > 2 and at_primary["delta"].iloc[-1] > 0
+    steps = np.diff(at_primary["estimate"].to_numpy()) * sign
+    assert (steps > 0).all()
+
+
+def test_each_outcome_draws_its_own_imputations(bundled) -> None:
+    """README, "Estimand and missing-data sensitivity analyses": "Every imputation has its own
+    random stream derived from seed, the outcome and its number": two outcomes with the same
+    data get different multiple imputations (and the same deterministic conditional mean)."""
+    trial, adeff, adsl = bundled
+    pain = trial.outcomes[0]
+    twin = replace(pain, name="pain_twin", primary=False)
+    rows = adeff.loc[adeff["outcome"] == pain.name]
+    both = pd.concat([rows, rows.assign(outcome=twin.name)], ignore_index=True)
+    quick = replace(_quick(trial, strategies=["mar"], imputations=5), outcomes=(pain, twin))
+    table = analyse_sensitivity(both, adsl, quick).table
+    at = table.loc[table["visit"] == trial.primary_visit].set_index(["method", "outcome"])
+    mi = at.loc["multiple_imputation", "estimate"]
+    cm = at.loc["conditional_mean", "estimate"]
+    assert mi[pain.name] != mi[twin.name]
+    assert cm[pain.name] == cm[twin.name]
