@@ -144,3 +144,12 @@ def test_row_numbers_are_spreadsheet_rows_with_multiline_cells(write_text) -> No
     path = write_text("notes.csv", 'id,note\nA,"one\ntwo\nthree"\nB,x\n')
     table = read_table(path)
     assert [table.row_number(i) for i in range(2)] == [2, 3]
+
+
+def test_analysis_datasets_keep_formula_like_text_as_read(tmp_path) -> None:
+    """README, "Safety and reproducibility": "the analysis datasets under analysis/ keep every
+    value exactly as read" -- only tables meant for a spreadsheet are neutralised."""
+    frame = pd.DataFrame({"note": ["=1+1", "-2+3", "@SUM(1)"], "value": [1.0, -2.0, 3.0]})
+    write_csv(frame, tmp_path / "adeff.csv")
+    back = pd.read_csv(tmp_path / "adeff.csv", dtype={"note": str})
+    assert back["note"].tolist() == ["=1+1", "-2+3", "@SUM(1)"]

@@ -53,3 +53,20 @@ def test_sensitivity_on_two_workers_equals_one_process(weightbearing) -> None:
     for name in ("table", "tipping", "responders"):
         pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name), check_exact=True)
     assert (one.table["method"] == "multiple_imputation").any()
+
+
+def _blas_threads(_: object) -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_each_worker_uses_one_blas_thread() -> None:
+    """README, "Speed: jobs, threads and resources": numerical libraries never start more
+    threads than the job was given -- each worker process is one of the job's threads."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2):
+        if _blas_threads(None) < 2:
+            pytest.skip("this BLAS cannot run two threads here")
+        assert map_outcomes(_blas_threads, [0, 1], workers=2) == [1, 1]

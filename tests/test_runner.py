@@ -61,3 +61,22 @@ def test_a_storage_error_names_the_absolute_folder_of_a_relative_path(
     problem = storage_problem(OSError(errno.ENOSPC, "No space left", "results/t/report.html"))
     assert problem is not None
     assert f"(in {tmp_path / 'results' / 't'})" in problem.message
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_job_uses_as_many_blas_threads_as_it_was_given(tmp_path, threads: int) -> None:
+    """README, "Speed: jobs, threads and resources": BLAS threads are pinned to the job's
+    threads, whatever the BLAS would start on its own (3 here, or as many as it can)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> int:
+        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    seen: list[int] = []
+    with threadpool_limits(limits=3):
+        if blas_threads() <= threads:
+            pytest.skip("this BLAS cannot run more threads than the job here")
+        smk = _smk(tmp_path)
+        smk.threads = threads
+        run_script(smk, lambda _smk: seen.append(blas_threads()))
+    assert seen == [threads]

@@ -242,3 +242,19 @@ def test_a_covariate_level_lost_in_a_leave_one_out_sample_is_dropped_not_fatal()
     jk = conditional_mean(data, Refitter(ready.problem, choice.fit), ["mar", "jump_to_reference"])
     assert jk.dropped_column_fits == 1
     assert np.all(np.isfinite(jk.loo))
+
+
+def test_bootstrap_samples_keep_each_arms_size() -> None:
+    """README, "Estimand and missing-data sensitivity analyses": the MMRM's parameters are drawn
+    by refitting it "to a bootstrap sample of subjects stratified by arm": every sample has as
+    many control and as many treated subjects as the trial (3 and 5 here)."""
+    from types import SimpleNamespace
+
+    from trialflow.stats.refbased import _bootstrap_counts
+
+    treated = np.array([False, True, True, False, True, True, False, True])
+    data = SimpleNamespace(n=8, treated=treated, observed_code=np.arange(8))
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        weights = _bootstrap_counts(rng, data, 8)  # type: ignore[arg-type]
+        assert weights[~treated].sum() == 3 and weights[treated].sum() == 5
