@@ -86,6 +86,12 @@ def test_reconciliation_detects_a_lost_subject(derived) -> None:
     broken.loc[(broken["stage"] == "completed") & (broken["arm"] == "control"), "n"] += 1
     with pytest.raises(TrialflowError, match="completed \\+ withdrawn"):
         check_reconciliation(broken, d.adsl, d.adeff, clean)
+    # README, "Safety and reproducibility": every randomized participant is in flow.csv, so
+    # the arms' randomized counts add up to the total.
+    broken = d.flow.copy()
+    broken.loc[(broken["stage"] == "randomized") & (broken["arm"] == "total"), "n"] += 1
+    with pytest.raises(TrialflowError, match="randomized: arms do not add up"):
+        check_reconciliation(broken, d.adsl, d.adeff, clean)
 
 
 def test_withdrawal_reasons_are_counted(tiny: TinyTrial) -> None:

@@ -428,3 +428,12 @@ def test_residuals_match_r(dataset: str, outcome: str) -> None:
     # Normalized residuals are unit-free; they also depend on the covariance estimate (1e-3).
     assert_allclose(got["normalized_residual"], got["normalized_residual_r"], rtol=0, atol=1e-4)
     assert_allclose(got["residual"], got["observed"] - got["fitted"], rtol=0, atol=1e-12)
+
+
+def test_a_covariate_that_duplicates_the_arm_is_not_estimable() -> None:
+    """README, "Safety and reproducibility" (bad input: "a covariate that duplicates the arm"):
+    the MMRM says which column is redundant instead of failing inside the optimizer."""
+    data = simulate_trial(np.random.default_rng(5), np.zeros(3))
+    data["arm_copy"] = (data["arm"] == "active").astype(float)
+    with pytest.raises(ModelError, match=r"not estimable: column .*arm.* is a linear combination"):
+        _fit(data, covariates=["arm_copy"])
