@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -153,3 +154,25 @@ def test_analysis_datasets_keep_formula_like_text_as_read(tmp_path) -> None:
     write_csv(frame, tmp_path / "adeff.csv")
     back = pd.read_csv(tmp_path / "adeff.csv", dtype={"note": str})
     assert back["note"].tolist() == ["=1+1", "-2+3", "@SUM(1)"]
+
+
+def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    """README, "Safety and reproducibility": "Files are written to a temporary name and renamed
+    when complete, so a partial file never looks finished" -- a write that fails halfway leaves
+    neither the file nor its temporary name, and an earlier complete file untouched."""
+    target = tmp_path / "tables" / "effects.csv"
+    write_csv(pd.DataFrame({"a": [1]}), target)
+    before = target.read_bytes()
+
+    def interrupted(self, path, **kwargs) -> None:
+        Path(path).write_text("a\n1\n2")  # half a table, then the job is stopped
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_csv(pd.DataFrame({"a": [1, 2, 3]}), target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["effects.csv"]
+    with pytest.raises(KeyboardInterrupt):
+        write_csv(pd.DataFrame({"a": [1, 2, 3]}), tmp_path / "new.csv")
+    assert not (tmp_path / "new.csv").exists()
