@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +58,22 @@ def test_xlsx_with_several_sheets_needs_a_name(tmp_path) -> None:
     assert read_table(path, sheet="Visits").frame["id"].tolist() == ["2"]
     with pytest.raises(DataError, match="sheet 'Nope' not found"):
         read_table(path, sheet="Nope")
+
+
+def test_a_refused_workbook_is_closed(tmp_path) -> None:
+    """A workbook refused for its sheets is closed at once; left open, the garbage collector
+    reports it later, in whatever code runs then (it once landed in a model's warnings)."""
+    path = tmp_path / "a.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"id": [1]}).to_excel(writer, sheet_name="Subjects", index=False)
+        pd.DataFrame({"id": [2]}).to_excel(writer, sheet_name="Visits", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for sheet in (None, "Nope"):
+            with pytest.raises(DataError):
+                read_table(path, sheet=sheet)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 @pytest.mark.parametrize(

@@ -437,3 +437,25 @@ def test_a_covariate_that_duplicates_the_arm_is_not_estimable() -> None:
     data["arm_copy"] = (data["arm"] == "active").astype(float)
     with pytest.raises(ModelError, match=r"not estimable: column .*arm.* is a linear combination"):
         _fit(data, covariates=["arm_copy"])
+
+
+def test_a_warning_about_another_object_is_not_a_model_warning(monkeypatch) -> None:
+    """A model's warnings are about the model: a ResourceWarning (the garbage collector
+    reporting a file left open elsewhere) raised during the fit is not recorded, so the model
+    records are the same whichever process, and whatever ran before, fitted them."""
+    import warnings
+
+    from trialflow.stats import mmrm
+
+    fit_structure = mmrm._fit_structure
+
+    def noisy(*args, **kwargs):
+        warnings.warn(
+            "unclosed file <_io.BufferedReader name='a.xlsx'>", ResourceWarning, stacklevel=2
+        )
+        warnings.warn("a warning about the fit", RuntimeWarning, stacklevel=2)
+        return fit_structure(*args, **kwargs)
+
+    monkeypatch.setattr(mmrm, "_fit_structure", noisy)
+    result = _fit(simulate_trial(np.random.default_rng(3), np.zeros(3)))
+    assert list(result.warnings) == ["a warning about the fit"]

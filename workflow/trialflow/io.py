@@ -370,6 +370,25 @@ def _point(cell: str) -> str:
     return cell.strip().replace(",", ".") if _COMMA_DECIMAL.fullmatch(cell.strip()) else cell
 
 
+def _chosen_sheet(sheets: list[str], sheet: str | None, name: str) -> str:
+    """The sheet to read: the one named, or the only one."""
+    if sheet is None:
+        if len(sheets) > 1:
+            raise DataError(
+                f"the workbook has {len(sheets)} sheets ({', '.join(sheets)})",
+                file=name,
+                fix="name the one to read with data.subjects_sheet / data.visits_sheet",
+            )
+        return sheets[0]
+    if sheet not in sheets:
+        raise DataError(
+            f"sheet {sheet!r} not found (sheets: {', '.join(sheets)})",
+            file=name,
+            fix="correct data.subjects_sheet / data.visits_sheet",
+        )
+    return sheet
+
+
 def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, list[int]]:
     try:
         book = pd.ExcelFile(p, engine="openpyxl")
@@ -379,22 +398,9 @@ def _read_excel(p: Path, name: str, sheet: str | None) -> tuple[pd.DataFrame, li
             file=name,
             fix="open it in a spreadsheet program and save it again as .xlsx",
         ) from None
-    sheets = [str(s) for s in book.sheet_names]
-    if sheet is None:
-        if len(sheets) > 1:
-            raise DataError(
-                f"the workbook has {len(sheets)} sheets ({', '.join(sheets)})",
-                file=name,
-                fix="name the one to read with data.subjects_sheet / data.visits_sheet",
-            )
-        sheet = sheets[0]
-    elif sheet not in sheets:
-        raise DataError(
-            f"sheet {sheet!r} not found (sheets: {', '.join(sheets)})",
-            file=name,
-            fix="correct data.subjects_sheet / data.visits_sheet",
-        )
-    frame = pd.read_excel(book, sheet_name=sheet, dtype=object, header=None)
+    with book:  # closed on every path, the errors below included
+        sheet = _chosen_sheet([str(s) for s in book.sheet_names], sheet, name)
+        frame = pd.read_excel(book, sheet_name=sheet, dtype=object, header=None)
     for (row, col), text in _unreadable_cells(p, sheet).items():
         if row in frame.index and col in frame.columns:
             frame.loc[row, col] = text

@@ -65,9 +65,13 @@ def _concerns_analysis(caught: warnings.WarningMessage) -> bool:
     Returns
     -------
     bool
-        False for FutureWarning, DeprecationWarning and PendingDeprecationWarning (and their
-        subclasses) attributed to a file of pandas, pingouin, numpy or scipy; True otherwise.
+        False for a ResourceWarning, and for FutureWarning, DeprecationWarning and
+        PendingDeprecationWarning (and their subclasses) attributed to a file of pandas,
+        pingouin, numpy or scipy; True otherwise.
     """
+    if issubclass(caught.category, ResourceWarning):
+        # The garbage collector reporting another object (a file left open elsewhere).
+        return False
     if not issubclass(caught.category, _LIBRARY_DEPRECATIONS):
         return True
     try:

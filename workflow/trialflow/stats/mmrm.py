@@ -780,7 +780,9 @@ def fit_covariance(
                 fit = candidate
                 break
             reasons.append(f"{structure.label} ({code}) did not converge: {candidate.reason}")
-    notes = [str(w.message) for w in caught]
+    # A ResourceWarning is the garbage collector reporting some other object (a file left open
+    # elsewhere) that happened to be collected during the fit: it says nothing about the model.
+    notes = [str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)]
     if fit is None:
         raise ModelError(
             "the MMRM did not converge with any covariance structure tried ("
