@@ -19,11 +19,11 @@ from trialflow.stats.mmrm import (
     MeanSpec,
     _convergence_problems,
     _fit_structure,
-    fit_mmrm,
     prepare_mmrm,
 )
 
-VISITS = ["week4", "week8", "week12"]
+from .test_mmrm import VISITS, _fit
+
 TRUE_COV = np.array([[4.0, 2.4, 2.0], [2.4, 5.0, 3.2], [2.0, 3.2, 6.0]])
 
 
@@ -140,17 +140,8 @@ def test_an_unidentified_correlation_is_caught_by_the_hessian_check_alone() -> N
     assert fit.reason.startswith("Hessian of the REML log-likelihood not positive definite")
     assert ";" not in fit.reason  # no other check fired
 
-    args = {
-        "response": "change",
-        "subject": "subject",
-        "visit": "visit",
-        "arm": "arm",
-        "baseline": "baseline",
-        "reference_arm": "control",
-        "visit_order": VISITS,
-    }
     with pytest.raises(ModelError, match=r"Toeplitz \(toep\) did not converge: Hessian"):
-        fit_mmrm(data, covariance="toep", fallback=(), **args)
-    result = fit_mmrm(data, covariance="toep", fallback=("ar1",), **args)
+        _fit(data, covariance="toep", fallback=())
+    result = _fit(data, covariance="toep", fallback=("ar1",))
     assert result.info["covariance_tried"] == ["toep", "ar1"]
     assert result.info["covariance_used"] == "ar1"

@@ -26,8 +26,8 @@ from trialflow.stats.results import ModelResult
 from trialflow.stats.subgroups import fit_subgroup
 
 from ..conftest import TinyTrial
+from .test_mmrm import VISITS, _fit
 
-VISITS = ["week4", "week8", "week12"]
 DEFAULT_ORDER = ("toep", "ar1", "cs")
 
 
@@ -66,20 +66,6 @@ def _alternating(n: int = 40) -> pd.DataFrame:
     """
     y1 = np.random.default_rng(0).normal(size=n)
     return _trial(np.column_stack([y1, -y1, y1]))
-
-
-def _fit(data: pd.DataFrame, **kwargs: Any) -> ModelResult:
-    return fit_mmrm(
-        data,
-        response="change",
-        subject="subject",
-        visit="visit",
-        arm="arm",
-        baseline="baseline",
-        reference_arm="control",
-        visit_order=VISITS,
-        **kwargs,
-    )
 
 
 def test_the_default_fallback_order_is_toeplitz_then_ar1_then_cs(tiny: TinyTrial) -> None:

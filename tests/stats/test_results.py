@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 from pandas.testing import assert_frame_equal
 
-from trialflow.stats.mmrm import fit_mmrm
 from trialflow.stats.results import EFFECT_COLUMNS, ModelResult, gradient_size
 
-from .test_mmrm import VISITS, simulate_trial
+from .test_mmrm import VISITS, _fit, simulate_trial
 
 
 def _round_trip(result: ModelResult) -> dict[str, Any]:
@@ -95,16 +94,7 @@ def test_an_mmrm_record_reads_back_to_the_fit() -> None:
     """README promise: the record holds "everything" of the fit, JSON-ready: every table and
     the info read back from JSON equal the fit's own, to the last bit."""
     data = simulate_trial(np.random.default_rng(2), np.array([0.5, 1.0, 1.5]), n_per_arm=20)
-    result = fit_mmrm(
-        data,
-        response="change",
-        subject="subject",
-        visit="visit",
-        arm="arm",
-        baseline="baseline",
-        reference_arm="control",
-        visit_order=VISITS,
-    )
+    result = _fit(data)
     record = _round_trip(result)
     assert record["analysis"] == "mmrm" and record["converged"] is True
     assert record["warnings"] == list(result.warnings)
