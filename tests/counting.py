@@ -11,9 +11,12 @@ LMM models the value at every visit, baseline included, adjusted for the covaria
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from trialflow.config import TrialConfig
+from trialflow.report import ReportInputs
 
 
 def observed_rows(adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig) -> pd.DataFrame:
@@ -65,3 +68,14 @@ def expected_n_analysed(rows: pd.DataFrame, analysis: str, outcome: str, visit: 
         return expected_n(rows, analysis, outcome, visit)
     per_outcome = count(rows, FLAG[analysis], ["outcome"])
     return int(per_outcome.get(outcome, 0))
+
+
+def report_inputs(trial: TrialConfig, clean: Any, d: Any, result: Any, **more: Any) -> ReportInputs:
+    """The report's inputs from a trial's cleaning, derivation and analysis, held in memory."""
+    return ReportInputs(
+        trial=trial, adsl=d.adsl, adeff=d.adeff, flow=d.flow, queries=clean.queries,
+        effects=result.effects, lsmeans=result.lsmeans, anova=result.anova,
+        effect_sizes=result.effect_sizes, models=result.models,
+        covariate_types=clean.covariate_types, figures={}, input_files=[],
+        residuals=result.residuals, type3=result.type3, subgroups=result.subgroups, **more,
+    )  # fmt: skip

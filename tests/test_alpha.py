@@ -25,11 +25,12 @@ from trialflow.clean import read_and_clean
 from trialflow.config import TrialConfig, load_trial
 from trialflow.consort import checklist
 from trialflow.derive import derive
-from trialflow.report import ReportInputs, display_inputs, render_report, result_sentence
+from trialflow.report import display_inputs, render_report, result_sentence
 from trialflow.sensitivity import analyse_sensitivity
 from trialflow.tables import fmt_ci, fmt_number
 
 from .conftest import ROOT
+from .counting import report_inputs
 
 ALPHA = 0.10
 
@@ -58,14 +59,9 @@ def run() -> dict[str, Any]:
         _at(bundled, 0.05), outcomes=tuple(o for o in trial.outcomes if o.name in rules)
     )
     at_05 = analyse_sensitivity(d.adeff, d.adsl, responding).responders
-    inputs = ReportInputs(
-        trial=trial, adsl=d.adsl, adeff=d.adeff, flow=d.flow, queries=clean.queries,
-        effects=result.effects, lsmeans=result.lsmeans, anova=result.anova,
-        effect_sizes=result.effect_sizes, models=result.models,
-        covariate_types=clean.covariate_types, figures={}, input_files=[],
-        residuals=result.residuals, type3=result.type3, subgroups=result.subgroups,
-        sensitivity=sens.table, tipping=sens.tipping, responders=sens.responders,
-        sensitivity_summary=sens.records,
+    inputs = report_inputs(
+        trial, clean, d, result, sensitivity=sens.table, tipping=sens.tipping,
+        responders=sens.responders, sensitivity_summary=sens.records,
     )  # fmt: skip
     return {"trial": trial, "result": result, "sens": sens, "responders_05": at_05,
             "inputs": inputs, "html": render_report(display_inputs(inputs), root=ROOT)}  # fmt: skip

@@ -24,7 +24,6 @@ from trialflow.clean import read_and_clean
 from trialflow.config import load_trial
 from trialflow.derive import derive
 from trialflow.report import (
-    ReportInputs,
     _numbers_analysed,
     _supportive,
     display_inputs,
@@ -35,7 +34,7 @@ from trialflow.report import (
 from trialflow.sensitivity import analyse_sensitivity
 
 from .conftest import ROOT
-from .counting import count, expected_n, expected_n_analysed, observed_rows
+from .counting import count, expected_n, expected_n_analysed, observed_rows, report_inputs
 
 NO_BASELINE_OUTCOME = "six_minute_walk"
 
@@ -58,13 +57,7 @@ def run() -> dict[str, Any]:
     clean = dataclasses.replace(clean, subjects=subjects, visits=visits)
     d = derive(clean, trial)
     result = analyse_trial(d.adeff, d.adsl, trial)
-    inputs = ReportInputs(
-        trial=trial, adsl=d.adsl, adeff=d.adeff, flow=d.flow, queries=clean.queries,
-        effects=result.effects, lsmeans=result.lsmeans, anova=result.anova,
-        effect_sizes=result.effect_sizes, models=result.models,
-        covariate_types=clean.covariate_types, figures={}, input_files=[],
-        residuals=result.residuals, type3=result.type3, subgroups=result.subgroups,
-    )  # fmt: skip
+    inputs = report_inputs(trial, clean, d, result)
     return {
         "trial": trial,
         "d": d,
