@@ -25,7 +25,7 @@ from trialflow.parallel import map_outcomes
 from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
-from trialflow.stats.design import text_labels
+from trialflow.stats.design import sorted_categorical, text_labels
 from trialflow.stats.effect_size import hedges_g, holm
 from trialflow.stats.lmm import fit_lmm
 from trialflow.stats.meanmodel import MeanSpec
@@ -98,15 +98,37 @@ def mean_spec(options: Mapping[str, Any]) -> MeanSpec:
     )
 
 
+# ADEFF's label columns, which every model of every outcome selects, groups and sorts by.
+LABEL_COLUMNS = ("outcome", "subject_id", "arm", "visit")
+
+
+def coded_labels(adeff: pd.DataFrame) -> pd.DataFrame:
+    """ADEFF with its label columns coded once as categoricals (categories in sorted order).
+
+    The values are the same; selecting, grouping and sorting by them becomes integer work,
+    where the text of every row took most of the time of analysing a large trial.
+    """
+    coded = adeff.copy(deep=False)
+    for column in LABEL_COLUMNS:
+        # Text labels only (numbers keep their own order and pass through unchanged).
+        if pd.api.types.infer_dtype(adeff[column], skipna=True) == "string":
+            coded[column] = sorted_categorical(adeff[column])
+    return coded
+
+
 def outcome_data(
     adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, outcome: Outcome
 ) -> pd.DataFrame:
     """ADEFF rows of one outcome joined with the ADSL covariates."""
     covariates = [c.name for c in trial.covariates]
     rows = adeff.loc[adeff["outcome"] == outcome.name]
-    return rows.merge(
-        adsl[["subject_id", *covariates]], on="subject_id", how="left", validate="many_to_one"
-    )
+    keys = adsl[["subject_id", *covariates]]
+    ids = rows["subject_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        # Joined on the same codes (subjects without effect rows have none and are not needed).
+        coded = pd.Categorical(keys["subject_id"], dtype=ids.dtype)
+        keys = keys.assign(subject_id=coded).loc[coded.notna()]
+    return rows.merge(keys, on="subject_id", how="left", validate="many_to_one")
 
 
 def _not_fitted(outcome: str, analysis: str, trial: TrialConfig, reason: str) -> pd.DataFrame:
@@ -494,7 +516,9 @@ def analyse_trial(
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
     analysed = map_outcomes(
-        partial(_outcome_analysis, adeff=adeff, adsl=adsl, trial=trial), trial.outcomes, workers
+        partial(_outcome_analysis, adeff=coded_labels(adeff), adsl=adsl, trial=trial),
+        trial.outcomes,
+        workers,
     )
     for outcome, (eff, ls, anova, g, record, subgroup) in zip(
         trial.outcomes, analysed, strict=True

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from trialflow.analysis import MODELS, OutcomePlan, mean_spec, outcome_data, outcome_plan
+from trialflow.analysis import (
+    MODELS,
+    OutcomePlan,
+    coded_labels,
+    mean_spec,
+    outcome_data,
+    outcome_plan,
+)
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
 from trialflow.parallel import map_outcomes
@@ -695,7 +702,7 @@ def analyse_sensitivity(
     tables, tippings, responders = [], [], []
     records: dict[str, dict[str, Any]] = {}
     analysed = map_outcomes(
-        partial(_outcome_sensitivity, adeff=adeff, adsl=adsl, trial=trial),
+        partial(_outcome_sensitivity, adeff=coded_labels(adeff), adsl=adsl, trial=trial),
         trial.outcomes,
         workers,
     )
