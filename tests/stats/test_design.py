@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trialflow.stats.design import SUBJECT, VISIT, observed_rows, prepare_long, text_labels
+from trialflow.stats.design import (
+    ARM,
+    SUBJECT,
+    VISIT,
+    observed_rows,
+    prepare_long,
+    sorted_categorical,
+    text_labels,
+)
 
 CASES = [
     (pd.Series(["b", None, "a", "b"]), ["b", None, "a", "b"]),
@@ -64,3 +72,37 @@ def test_observed_rows_codes_name_the_rows_in_subject_and_visit_order() -> None:
     np.testing.assert_array_equal(obs.visit_code, [1, 1, 0, 1])
     np.testing.assert_array_equal(obs.arm_code, [1, 0, 0, 0])
     assert obs.subject_code.dtype == obs.visit_code.dtype == obs.arm_code.dtype == np.int64
+
+
+def test_sorted_categorical_codes_rows_as_their_labels_sort() -> None:
+    """The codes equal pandas' own sorted factorization (Python's string order, accents and
+    case included); a missing label keeps code -1."""
+    rng = np.random.default_rng(3)
+    pool = np.array(["EE-010", "EE-9", "ee-001", "Étude", "b", "B", "a b", "ab", ""], dtype=object)
+    labels = pd.Series(rng.choice(pool, size=400), dtype=object)
+    labels[rng.random(400) < 0.1] = None
+    coded = sorted_categorical(labels)
+    codes, names = pd.factorize(labels, sort=True)
+    np.testing.assert_array_equal(coded.codes, codes)
+    assert list(coded.categories) == list(names) == sorted(set(labels.dropna()))
+
+
+def test_prepared_frame_is_the_same_from_text_or_coded_labels() -> None:
+    """Labels already coded as a categorical (numbers, in their own order) prepare the same
+    rows as the same labels as plain values: subjects sorted as text, arms as text."""
+    rows = pd.DataFrame(
+        {
+            "s": [10, 9, 10, 9, 100, 100, 2],
+            "a": [1, 2, 1, 2, 2, 2, 1],
+            "v": ["w1", "w1", "w2", "w2", "w1", "w2", "w1"],
+            "r": [1.0, 2.0, 5.0, np.nan, 3.0, 6.0, 4.0],
+        }
+    )
+    coded = rows.assign(s=pd.Categorical(rows["s"]), a=pd.Categorical(rows["a"]))
+    assert list(coded["s"].cat.categories) == [2, 9, 10, 100]
+    kwargs = {"response": "r", "subject": "s", "visit": "v", "arm": "a", "reference_arm": 1}
+    plain, from_codes = prepare_long(rows, **kwargs), prepare_long(coded, **kwargs)
+    pd.testing.assert_frame_equal(plain.frame, from_codes.frame)
+    assert list(plain.frame[SUBJECT]) == ["10", "10", "100", "100", "2", "9", "9"]
+    assert list(plain.frame[SUBJECT].cat.categories) == ["10", "100", "2", "9"]
+    assert list(plain.frame[ARM].cat.categories) == ["1", "2"] and plain.arms == ("1", "2")
