@@ -14,12 +14,13 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trialflow.errors import DataError
@@ -107,6 +108,13 @@ class RawTable:
         if self.lines is not None:
             return self.lines[position]
         return position + FIRST_DATA_ROW
+
+    def row_numbers(self, positions: Sequence[int] | np.ndarray | pd.Index) -> np.ndarray:
+        """Row numbers of the data rows at 0-based ``positions`` (see :meth:`row_number`)."""
+        at = np.asarray(positions, dtype=np.int64)
+        if self.lines is not None:
+            return np.asarray(self.lines, dtype=np.int64)[at]
+        return at + FIRST_DATA_ROW
 
     def cell_row(self, column: str, position: int) -> int:
         """Row number of the cell of ``column`` in the data row at ``position``."""
@@ -260,7 +268,8 @@ def _records(text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
     rows, lines = [], []
     # A record is one spreadsheet row, even when a quoted cell spans several lines.
     for number, record in enumerate(reader, start=1):
-        if any(cell.strip() for cell in record):
+        # Not blank: some cell holds more than white space (joined, the test runs in C).
+        if "".join(record).strip():
             rows.append(record)
             lines.append(number)
     return rows, lines
@@ -292,7 +301,7 @@ def _read_delimited(
                 row=lines[i + 1],
                 fix="quote cells that contain the delimiter, or remove the extra cells",
             )
-    body = [(r + [""] * width)[:width] for r in rows[1:]]
+    body = [r if len(r) == width else (r + [""] * width)[:width] for r in rows[1:]]
     return pd.DataFrame(body, columns=[h.strip() for h in header], dtype=object), lines[1:]
 
 
