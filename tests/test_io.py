@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import stat
 import warnings
 from pathlib import Path
@@ -194,3 +195,57 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch) -> N
     with pytest.raises(KeyboardInterrupt):
         write_csv(pd.DataFrame({"a": [1, 2, 3]}), tmp_path / "new.csv")
     assert not (tmp_path / "new.csv").exists()
+
+
+def _csv_module_table(text: str, delimiter: str) -> tuple[pd.DataFrame, list[int]]:
+    """The rows as the csv module reads them (the reading of quoted or irregular files)."""
+    from trialflow.io import _records
+
+    rows, numbers = _records(text, delimiter)
+    width = len(rows[0])
+    body = [(r + [""] * width)[:width] for r in rows[1:]]
+    return pd.DataFrame(body, columns=[h.strip() for h in rows[0]], dtype=object), numbers[1:]
+
+
+def _random_text(rng: random.Random, delimiter: str) -> str:
+    """Delimited text without quotes: blank and white-space lines, short, long and empty rows."""
+    pieces = ["a", "1", "2.5", " ", "", " x ", "é", "\t", ";", ",", "#", "NA", "-", "'q'"]
+    width = rng.randint(1, 4)
+    lines = [delimiter.join(rng.choice([f"c{i}", f"c{i}", "", " c", "c0"]) for i in range(width))]
+    if rng.random() < 0.1:
+        lines.insert(0, "")
+    for _ in range(rng.randint(0, 8)):
+        cells = rng.choice([width, width, width, width - 1, width + 1, 0])
+        lines.append(
+            delimiter.join("".join(rng.choices(pieces, k=rng.randint(0, 2))) for _ in range(cells))
+        )
+    return "\n".join(lines) + rng.choice(["", "\n", "\n\n"])
+
+
+def test_plain_files_read_by_the_c_parser_as_by_the_csv_module() -> None:
+    """Reading is exact whatever the path: where pandas' C parser reads a plain file, its
+    rows, cells and row numbers are those of the csv module's reading, and it declines the
+    files it could read differently (quotes, short headers, extra cells, blank first line)."""
+    from trialflow.io import _plain_table
+
+    rng = random.Random(11)
+    taken = 0
+    for _ in range(2000):
+        delimiter = rng.choice([",", "\t", ";"])
+        text = _random_text(rng, delimiter)
+        fast = _plain_table(text, delimiter)
+        if fast is None:
+            continue
+        taken += 1
+        frame, numbers = fast
+        expected, expected_numbers = _csv_module_table(text, delimiter)
+        assert numbers == expected_numbers, text
+        pd.testing.assert_frame_equal(frame, expected)
+    assert taken > 100  # the comparison ran on many files, not only on declined ones
+    assert _plain_table('id,arm\n1,"a,b"\n', ",") is None
+    assert _plain_table("\nid,arm\n1,a\n", ",") is None
+    assert _plain_table("id,arm\n1,a,b\n", ",") is None
+    assert _plain_table("id,id\n1,a\n", ",") is None
+    frame, numbers = _plain_table("id,arm\n\n1 , a\n2\n", ",") or (None, None)
+    assert numbers == [3, 4] and frame is not None
+    assert frame.to_dict("list") == {"id": ["1 ", "2"], "arm": [" a", ""]}

@@ -275,6 +275,40 @@ def _records(text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
     return rows, lines
 
 
+def _plain_table(text: str, delimiter: str) -> tuple[pd.DataFrame, list[int]] | None:
+    """The data rows and their row numbers of delimited text read by pandas' C parser, as
+    :func:`_records` would read them; None for text that needs the csv module's reading.
+
+    Only text without quotes, carriage returns or NUL characters, whose first line is a
+    header of several columns and whose rows have no more cells than it: there a record is
+    a line and a cell what lies between delimiters, so both readers agree. The C parser
+    reads a large trial's file several times faster than a Python loop over its records.
+    """
+    first = text.split("\n", 1)[0]
+    if any(c in text for c in ('"', "\r", "\x00")) or delimiter not in first:
+        return None
+    try:
+        cells = pd.read_csv(
+            io.StringIO(text), sep=delimiter, header=None, dtype=object, na_filter=False,
+            quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c",
+        )  # fmt: skip
+    except (pd.errors.ParserError, ValueError):
+        return None
+    filled = np.zeros(len(cells), dtype=bool)
+    for _, column in cells.items():
+        codes, distinct = pd.factorize(column, use_na_sentinel=False)
+        filled |= np.array([bool(str(v).strip()) for v in distinct], dtype=bool)[codes]
+    keep = np.flatnonzero(filled)
+    if not len(keep) or keep[0] != 0:
+        return None
+    names = [str(h).strip() for h in cells.iloc[0]]
+    if not all(names) or len(set(names)) != len(names):
+        return None  # the csv module's reading names the problem
+    body = cells.iloc[keep[1:]].reset_index(drop=True)
+    body.columns = names
+    return body, (keep[1:] + 1).tolist()
+
+
 def _read_delimited(
     p: Path, name: str, delimiter: str, notes: list[dict[str, Any]]
 ) -> tuple[pd.DataFrame, list[int]]:
@@ -282,6 +316,9 @@ def _read_delimited(
     if not raw.strip():
         raise DataError("the file is empty", file=name, fix="export the data again")
     text = _decode(raw, name, notes)
+    plain = _plain_table(text, delimiter)
+    if plain is not None:
+        return plain
     rows, lines = _records(text, delimiter)
     header = rows[0] if rows else []
     if delimiter == "," and len(header) == 1 and ";" in header[0]:
