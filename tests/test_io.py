@@ -7,6 +7,7 @@ import os
 import random
 import stat
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -208,8 +209,10 @@ def _csv_module_table(text: str, delimiter: str) -> tuple[pd.DataFrame, list[int
 
 
 def _random_text(rng: random.Random, delimiter: str) -> str:
-    """Delimited text without quotes: blank and white-space lines, short, long and empty rows."""
+    """Delimited text: blank and white-space lines, short, long and empty rows, quoted cells
+    (with delimiters, quotes and line ends inside), stray quotes, CRLF and lone CR line ends."""
     pieces = ["a", "1", "2.5", " ", "", " x ", "é", "\t", ";", ",", "#", "NA", "-", "'q'"]
+    pieces += ['"', '""', '"a,b"', '"p""q"', '"x\ny"', '"u;v"', 'r"s', "\r"]
     width = rng.randint(1, 4)
     lines = [delimiter.join(rng.choice([f"c{i}", f"c{i}", "", " c", "c0"]) for i in range(width))]
     if rng.random() < 0.1:
@@ -219,17 +222,19 @@ def _random_text(rng: random.Random, delimiter: str) -> str:
         lines.append(
             delimiter.join("".join(rng.choices(pieces, k=rng.randint(0, 2))) for _ in range(cells))
         )
-    return "\n".join(lines) + rng.choice(["", "\n", "\n\n"])
+    end = rng.choice(["\n", "\n", "\r\n"])
+    return end.join(lines) + rng.choice(["", end, end + end])
 
 
 def test_plain_files_read_by_the_c_parser_as_by_the_csv_module() -> None:
-    """Reading is exact whatever the path: where pandas' C parser reads a plain file, its
-    rows, cells and row numbers are those of the csv module's reading, and it declines the
-    files it could read differently (quotes, short headers, extra cells, blank first line)."""
+    """Reading is exact whatever the path: where pandas' C parser reads a file, its rows,
+    cells and row numbers are those of the csv module's reading, and it declines the files
+    it could read differently (cells spanning lines, lone CR, short headers, extra cells,
+    blank first line)."""
     from trialflow.io import _plain_table
 
     rng = random.Random(11)
-    taken = 0
+    taken, kinds = 0, Counter[str]()
     for _ in range(2000):
         delimiter = rng.choice([",", "\t", ";"])
         text = _random_text(rng, delimiter)
@@ -237,12 +242,17 @@ def test_plain_files_read_by_the_c_parser_as_by_the_csv_module() -> None:
         if fast is None:
             continue
         taken += 1
+        kinds.update(k for k in ('"', "\r\n") if k in text)
         frame, numbers = fast
         expected, expected_numbers = _csv_module_table(text, delimiter)
         assert numbers == expected_numbers, text
         pd.testing.assert_frame_equal(frame, expected)
-    assert taken > 100  # the comparison ran on many files, not only on declined ones
-    assert _plain_table('id,arm\n1,"a,b"\n', ",") is None
+    # The comparison ran on many files, quoted and CRLF ones too, not only on declined ones.
+    assert taken > 80 and kinds['"'] > 20 and kinds["\r\n"] > 20
+    assert _plain_table('id,arm\n1,"a\nb"\n', ",") is None
+    assert _plain_table("id,arm\r1,a\r", ",") is None
+    quoted, _ = _plain_table('id,arm\r\n1,"a,""b"""\r\n', ",") or (None, None)
+    assert quoted is not None and quoted.to_dict("list") == {"id": ["1"], "arm": ['a,"b"']}
     assert _plain_table("\nid,arm\n1,a\n", ",") is None
     assert _plain_table("id,arm\n1,a,b\n", ",") is None
     assert _plain_table("id,id\n1,a\n", ",") is None

@@ -279,34 +279,55 @@ def _plain_table(text: str, delimiter: str) -> tuple[pd.DataFrame, list[int]] | 
     """The data rows and their row numbers of delimited text read by pandas' C parser, as
     :func:`_records` would read them; None for text that needs the csv module's reading.
 
-    Only text without quotes, carriage returns or NUL characters, whose first line is a
-    header of several columns and whose rows have no more cells than it: there a record is
-    a line and a cell what lies between delimiters, so both readers agree. The C parser
-    reads a large trial's file several times faster than a Python loop over its records.
+    The C parser reads a large trial's file several times faster than a Python loop over its
+    records. It is used where both readers are known to agree: a header of several named
+    columns on the first line, no row longer than it, line ends ``\\n`` or ``\\r\\n``, no NUL
+    character, and every line holding a quote a whole record that the csv module reads to
+    the same cells.
     """
     first = text.split("\n", 1)[0]
-    if any(c in text for c in ('"', "\r", "\x00")) or delimiter not in first:
+    if "\x00" in text or text.count("\r") != text.count("\r\n") or delimiter not in first:
         return None
     try:
         cells = pd.read_csv(
             io.StringIO(text), sep=delimiter, header=None, dtype=object, na_filter=False,
-            quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c",
+            skip_blank_lines=False, engine="c",
         )  # fmt: skip
     except (pd.errors.ParserError, ValueError):
+        return None
+    if '"' in text and not _quoted_lines_agree(text, cells, delimiter):
         return None
     filled = np.zeros(len(cells), dtype=bool)
     for _, column in cells.items():
         codes, distinct = pd.factorize(column, use_na_sentinel=False)
         filled |= np.array([bool(str(v).strip()) for v in distinct], dtype=bool)[codes]
     keep = np.flatnonzero(filled)
-    if not len(keep) or keep[0] != 0:
-        return None
     names = [str(h).strip() for h in cells.iloc[0]]
-    if not all(names) or len(set(names)) != len(names):
+    if not len(keep) or keep[0] != 0 or not all(names) or len(set(names)) != len(names):
         return None  # the csv module's reading names the problem
     body = cells.iloc[keep[1:]].reset_index(drop=True)
     body.columns = names
     return body, (keep[1:] + 1).tolist()
+
+
+def _quoted_lines_agree(text: str, cells: pd.DataFrame, delimiter: str) -> bool:
+    """Every line of ``text`` is one row of ``cells``, and each line holding a quote is a
+    whole record of the csv module with the same cells (padded to the header's width)."""
+    lines = text.split("\n")
+    if len(cells) != len(lines) - text.endswith("\n"):
+        return False
+    width = cells.shape[1]
+    for i, line in enumerate(lines):
+        if '"' not in line:
+            continue
+        # A record the csv module continues on the next line would swallow the sentinel.
+        sentinel = io.StringIO(line.removesuffix("\r") + "\n\x01", newline="")
+        records = list(csv.reader(sentinel, delimiter=delimiter))
+        if len(records) != 2 or records[1] != ["\x01"] or len(records[0]) > width:
+            return False
+        if records[0] + [""] * (width - len(records[0])) != cells.iloc[i].tolist():
+            return False
+    return True
 
 
 def _read_delimited(
