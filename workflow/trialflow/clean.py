@@ -236,6 +236,11 @@ def _strip(values: pd.Series) -> pd.Series:
     return _on_distinct(values, lambda text: text.str.strip())
 
 
+def _matches(values: pd.Series, pattern: re.Pattern[str]) -> pd.Series:
+    """Whether each cell matches ``pattern`` whole."""
+    return _on_distinct(values, lambda text: text.str.fullmatch(pattern.pattern)).astype(bool)
+
+
 def _trim(table: RawTable, column: str, log: _Log, ids: pd.Series) -> pd.Series:
     raw = table.frame[column]
     trimmed = _strip(raw)
@@ -339,7 +344,7 @@ def parse_numbers(
     """
     text = _strip(table.number_text(column))
     empty = (text == "") | text.isin(set(missing_values))
-    is_number = _on_distinct(text, lambda t: t.str.fullmatch(_NUMBER.pattern)).astype(bool)
+    is_number = _matches(text, _NUMBER)
     bad = text.index[~empty & ~is_number]
     for pos in bad:
         value = text.loc[pos]
@@ -422,9 +427,9 @@ def _refuse_units(table: RawTable, column: str, text: pd.Series, declared: str |
     Read as text they would make one factor level per distinct number; read as numbers every
     cell would be a query. Either way the analysis would be wrong without a word.
     """
-    values = text.str.strip()
+    values = _strip(text)
     values = values[values != ""]
-    with_unit = values.str.fullmatch(_NUMBER_WITH_UNIT.pattern)
+    with_unit = _matches(values, _NUMBER_WITH_UNIT)
     if declared == "categorical" or not len(values) or with_unit.mean() < 0.5:
         return
     first = values.index[with_unit.to_numpy()][0]
@@ -443,11 +448,11 @@ def _refuse_units(table: RawTable, column: str, text: pd.Series, declared: str |
 def _covariate_type(declared: str | None, text: pd.Series, missing: Sequence[str]) -> str:
     if declared is not None:
         return declared
-    values = text.str.strip()
+    values = _strip(text)
     values = values[(values != "") & ~values.isin(set(missing))]
     # Mostly numbers: a numeric column with a few bad cells (each becomes a query), not a
     # factor with one level per distinct number.
-    if len(values) and values.str.fullmatch(_NUMBER.pattern).mean() >= 0.5:
+    if len(values) and _matches(values, _NUMBER).mean() >= 0.5:
         return "numeric"
     return "categorical"
 
@@ -683,13 +688,13 @@ def _merge_spellings(
     present = text[text != ""]
     if present.empty:
         return text
-    key = present.map(lambda x: " ".join(x.lower().split()))
     counts = present.value_counts()
+    # Each distinct spelling once: its key, then the commonest spelling of each key.
+    key_of = {x: " ".join(x.lower().split()) for x in counts.index}
     canonical: dict[str, str] = {}
-    for k in sorted(set(key)):
-        spellings = sorted(set(present[key == k]), key=lambda x: (-counts[x], x))
-        canonical[k] = spellings[0]
-    target = present.map(lambda x: canonical[" ".join(x.lower().split())])
+    for spelling in sorted(counts.index, key=lambda x: (-counts[x], x)):
+        canonical.setdefault(key_of[spelling], spelling)
+    target = _on_distinct(present, lambda x: x.map(lambda v: canonical[key_of[v]]))
     changed = target.index[target != present]
     for label in pd.unique(present.loc[changed]):
         positions = list(changed[present.loc[changed] == label])
@@ -802,8 +807,11 @@ def _drop_queries_of_dropped_rows(log: _Log, table: RawTable, kept: pd.Index) ->
     """A dropped duplicate row keeps only its drop query, so nothing is counted twice."""
     # Rows of the file that are not rows of this table (a REDCap export's rows read for the
     # subjects table only, say) keep their queries.
-    every_row = table.row_numbers(np.arange(len(table.frame)))
-    dropped = set(np.setdiff1d(every_row, table.row_numbers(kept)).tolist())
+    gone = np.ones(len(table.frame), dtype=bool)
+    gone[np.asarray(kept, dtype=np.int64)] = False
+    dropped = set(table.row_numbers(np.flatnonzero(gone)).tolist())
+    # A row of the file may hold cells of several table rows (a REDCap export): not dropped.
+    dropped -= set(table.row_numbers(kept).tolist())
     log.rows = [
         r
         for r in log.rows
