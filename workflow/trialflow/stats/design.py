@@ -262,7 +262,7 @@ def _visit_order(
     visit_order: Sequence[object] | None,
 ) -> list[str]:
     """Visit labels in analysis order (may include visits without rows)."""
-    present = list(dict.fromkeys(labels.tolist()))
+    present = [str(v) for v in labels.unique()]  # in order of first appearance
     if visit_order is not None:
         order = [str(v) for v in visit_order]
         if len(set(order)) != len(order):
@@ -433,7 +433,7 @@ def _internal_frame(
         {
             SUBJECT: sorted_categorical(text_labels(data[roles["subject"]])),
             ARM: sorted_categorical(text_labels(data[roles["arm"]])),
-            VISIT: text_labels(data[roles["visit"]]).to_numpy(),
+            VISIT: text_labels(data[roles["visit"]]),
             RESPONSE: _numeric(data, roles["response"], "response").to_numpy(),
         }
     )
@@ -493,6 +493,8 @@ def sorted_categorical(labels: pd.Series) -> pd.Categorical:
     else:
         codes, distinct = pd.factorize(labels)
     names = np.asarray(distinct, dtype=object)
+    if isinstance(labels.dtype, pd.CategoricalDtype) and pd.Index(names).is_monotonic_increasing:
+        return pd.Categorical.from_codes(codes, pd.Index(names, dtype=object))  # sorted already
     order = np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -507,21 +509,23 @@ def _check_subjects(frame: pd.DataFrame, arm: str, visit: str) -> None:
     subject = frame[SUBJECT].cat.codes.to_numpy().astype(np.int64)
     names = frame[SUBJECT].cat.categories
     arm_code = frame[ARM].cat.codes.to_numpy()
-    arms = frame[ARM].cat.categories
-    pairs = np.unique(subject * max(len(arms), 1) + arm_code)
-    arms_per_subject = np.bincount(pairs // max(len(arms), 1), minlength=len(names))
-    if (arms_per_subject > 1).any():
-        who = names[int(np.flatnonzero(arms_per_subject > 1)[0])]
+    # A subject's arm codes all agree when their variance is 0: n * sum(a^2) == sum(a)^2
+    # (exact: integers far below 2^53).
+    rows = np.bincount(subject, minlength=len(names))
+    total = np.bincount(subject, weights=arm_code, minlength=len(names))
+    squares = np.bincount(subject, weights=arm_code.astype(float) ** 2, minlength=len(names))
+    mixed = rows * squares != total**2
+    if mixed.any():
+        who = names[int(np.flatnonzero(mixed)[0])]
         raise ModelError(
             f"subject {who!r} appears in more than one arm",
             column=arm,
             fix="give every subject a single arm",
         )
     visit_code, visits = pd.factorize(frame[VISIT])
-    key = pd.Series(subject * max(len(visits), 1) + visit_code)
-    dup = key.duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
+    key = subject * max(len(visits), 1) + visit_code
+    if np.bincount(key).max() > 1:
+        i = int(np.flatnonzero(pd.Series(key).duplicated().to_numpy())[0])
         raise ModelError(
             f"subject {frame[SUBJECT].iloc[i]!r} has more than one row at visit "
             f"{frame[VISIT].iloc[i]!r}",
