@@ -366,7 +366,7 @@ def prepare_long(
     if absent:
         notes.append(f"visit(s) {absent} have no rows and were dropped")
         visits = [v for v in visits if v not in absent]
-    frame[VISIT] = pd.Categorical(frame[VISIT], categories=visits, ordered=True)
+    frame[VISIT] = _as_visits(frame[VISIT], visits)
     frame, n_dropped, note = _exclude_incomplete(frame, baseline, specs)
     notes += [note] if note else []
     frame[SUBJECT] = frame[SUBJECT].cat.remove_unused_categories()
@@ -423,6 +423,15 @@ def _check_columns(data: pd.DataFrame, roles: dict[str, str], covariates: list[s
                 column=roles[role],
                 fix=f"fill in the {role} of every row or remove those rows",
             )
+
+
+def _as_visits(labels: pd.Series, visits: list[str]) -> pd.Categorical:
+    """Visit labels (every one among ``visits``) as a categorical ordered as ``visits``."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        # Already coded (perhaps with categories of other rows): recode, not re-read the text.
+        coded = labels.cat.remove_unused_categories().cat.set_categories(visits, ordered=True)
+        return coded.array  # type: ignore[return-value]
+    return pd.Categorical(labels, categories=visits, ordered=True)
 
 
 def _internal_frame(

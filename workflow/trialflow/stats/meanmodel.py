@@ -328,17 +328,23 @@ class MeanModel:
         )
 
 
+def _level_codes(values: np.ndarray, levels: Sequence[str]) -> np.ndarray:
+    """Each row's position among ``levels`` (-1: none of them)."""
+    return pd.Index(list(levels), dtype=object).get_indexer(pd.Index(values, dtype=object))
+
+
 def _categorical(
-    key: str, name: str, column: str, values: np.ndarray, levels: Sequence[str], weights: Weights
+    key: str, name: str, column: str, code: np.ndarray, levels: Sequence[str], weights: Weights
 ) -> _Factor:
+    """A factor from each row's level code (rows x levels compares of integers, not text)."""
     levels = list(levels)
     k = len(levels)
-    dummies = (values[:, None] == np.asarray(levels[1:], dtype=object)[None, :]).astype(float)
+    dummies = (code[:, None] == np.arange(1, k)[None, :]).astype(float)
     # contr.sum: level j (j < k) codes e_j, the last level codes -1 in every column.
-    sum_cols = (values[:, None] == np.asarray(levels[:-1], dtype=object)[None, :]).astype(float)
-    sum_cols -= (values == levels[-1]).astype(float)[:, None]
+    sum_cols = (code[:, None] == np.arange(k - 1)[None, :]).astype(float)
+    sum_cols -= (code == k - 1).astype(float)[:, None]
     if weights == "proportional":
-        freq = np.array([(values == lev).mean() for lev in levels[1:]])
+        freq = np.array([(code == j).mean() for j in range(1, k)])
     else:
         freq = np.full(k - 1, 1.0 / k)
     return _Factor(
@@ -378,7 +384,8 @@ def _covariate_factor(spec: Covariate, key: str, frame: pd.DataFrame, weights: W
             column=spec.name,
             fix="drop the covariate from the model",
         )
-    return _categorical(key, spec.name, spec.column, values.astype(object), levels, weights)
+    code = _level_codes(values, levels)
+    return _categorical(key, spec.name, spec.column, code, levels, weights)
 
 
 def _factors(
@@ -397,14 +404,14 @@ def _factors(
         )
     for i, cov in enumerate(covariates):
         out[f"cov{i}"] = _covariate_factor(cov, f"cov{i}", frame, weights)
-    arm_values = frame[ARM].to_numpy().astype(object)
-    out["arm"] = _categorical("arm", names["arm"], ARM, arm_values, list(obs.arms), "equal")
-    visit_values = frame[VISIT].astype(str).to_numpy().astype(object)
-    out["visit"] = _categorical("visit", names["visit"], VISIT, visit_values, obs.visits, "equal")
+    # The observed rows carry their arm and visit codes (positions in obs.arms, obs.visits).
+    out["arm"] = _categorical("arm", names["arm"], ARM, obs.arm_code, list(obs.arms), "equal")
+    out["visit"] = _categorical("visit", names["visit"], VISIT, obs.visit_code, obs.visits, "equal")
     if subgroup is not None:
-        values = frame[subgroup.column].to_numpy().astype(object)
+        levels = list(subgroup.levels)
+        code = _level_codes(frame[subgroup.column].to_numpy(), levels)
         out["subgroup"] = _categorical(
-            "subgroup", subgroup.name, subgroup.column, values, list(subgroup.levels), weights
+            "subgroup", subgroup.name, subgroup.column, code, levels, weights
         )
     return out
 
