@@ -258,7 +258,8 @@ def _ascii_column(dataset: str, name: str, column: pd.Series) -> np.ndarray:
     Work is per distinct value (a subject identifier repeats over visits and outcomes), and
     Python strings are what the transport writer walks through fastest."""
     text = column.to_numpy(dtype=object, na_value="")
-    text = text.astype(str).astype(object) if not all(isinstance(v, str) for v in text) else text
+    if pd.api.types.infer_dtype(text, skipna=False) != "string":  # not every value is text
+        text = text.astype(str).astype(object)
     distinct = pd.unique(text)
     foreign = {v: ascii_text(v) for v in distinct if not v.isascii()}
     if foreign:
