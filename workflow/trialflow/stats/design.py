@@ -163,9 +163,10 @@ class ObservedRows:
 
     def counts(self) -> np.ndarray:
         """Subjects observed per arm (rows, in order of ``arms``) and visit (columns)."""
-        out = np.zeros((len(self.arms), len(self.visits)), dtype=np.int64)
-        np.add.at(out, (self.arm_code, self.visit_code), 1)
-        return out
+        cells = len(self.arms) * len(self.visits)
+        pair = self.arm_code * len(self.visits) + self.visit_code
+        counts = np.bincount(pair, minlength=cells).astype(np.int64)
+        return counts.reshape(len(self.arms), len(self.visits))
 
 
 def r_name(name: str) -> str:

@@ -638,8 +638,10 @@ def _between_within(obs: ObservedRows, mean: MeanModel, structure: str) -> dict[
     df_between = float(obs.n_subjects - np.linalg.matrix_rank(x[:, constant]))
     # rank([X, S]) = subjects + rank(X after removing subject means).
     counts = np.bincount(obs.subject_code).astype(float)
-    sums = np.zeros((obs.n_subjects, x.shape[1]))
-    np.add.at(sums, obs.subject_code, x)
+    # Per column, summed in row order as np.add.at would (same bits), but vectorised.
+    sums = np.column_stack(
+        [np.bincount(obs.subject_code, weights=col, minlength=obs.n_subjects) for col in x.T]
+    )
     centred = x - (sums / counts[:, None])[obs.subject_code]
     df_within = float(
         obs.n_observations - obs.n_subjects - np.linalg.matrix_rank(centred, tol=1e-8)
