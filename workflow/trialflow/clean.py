@@ -609,18 +609,21 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     _raise_conflicts(visits, v_frame, [sid_col, visit_col], "subject and visit")
     kept_v = v_frame.index
 
-    arm_of = dict(zip(subjects_out["subject_id"], subjects_out["arm"], strict=True))
-    index_of = {v.label: v.index for v in trial.visits}
-    week_of = {v.label: v.week for v in trial.visits}
+    # Each kept row's subject as its row of the subjects table (its position in the order of
+    # the subjects file) and its visit as its place among the trial's visits.
+    subject_at = pd.Index(subjects_out["subject_id"]).get_indexer(pd.Index(v_ids.loc[kept_v]))
+    visit_at = pd.Index([v.label for v in trial.visits]).get_indexer(
+        pd.Index(visit_labels.loc[kept_v])
+    )
     out = pd.DataFrame(
         {
             "subject_id": v_ids.loc[kept_v].to_numpy(),
-            "arm": v_ids.loc[kept_v].map(arm_of).to_numpy(),
+            "arm": subjects_out["arm"].to_numpy()[subject_at],
             "visit": visit_labels.loc[kept_v].to_numpy(),
         }
     )
-    out["visit_index"] = out["visit"].map(index_of).astype("int64")
-    out["week"] = out["visit"].map(week_of).astype("float64")
+    out["visit_index"] = np.array([v.index for v in trial.visits], dtype=np.int64)[visit_at]
+    out["week"] = np.array([v.week for v in trial.visits], dtype=np.float64)[visit_at]
     for o in trial.outcomes:
         values = parse_numbers(
             visits,
@@ -633,11 +636,8 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
         out[o.name] = values.loc[kept_v].to_numpy()
     out["source_row"] = visits.row_numbers(kept_v)
     _drop_queries_of_dropped_rows(log, visits, kept_v)
-    order = {sid: i for i, sid in enumerate(subjects_out["subject_id"])}
-    out = out.assign(_o=out["subject_id"].map(order)).sort_values(
-        ["_o", "visit_index"], kind="stable"
-    )
-    out = out.drop(columns="_o").reset_index(drop=True)
+    # Subject order of the subjects file, then visit order (a stable sort).
+    out = out.take(np.lexsort((out["visit_index"].to_numpy(), subject_at))).reset_index(drop=True)
     _check_outcomes(out, visits.path, trial, log)
     _check_baselines(out, subjects_out, subjects, visits.path, visit_col, trial, log)
     queries = log.frame()
