@@ -28,6 +28,7 @@ import pandas as pd
 from trialflow.config import TrialConfig
 from trialflow.errors import DataError
 from trialflow.labels import arm_name, visit_name
+from trialflow.xport import widest_row, with_observations
 
 __all__ = ["AdamDataset", "Variable", "adam_datasets", "define_table", "write_adam"]
 
@@ -327,12 +328,19 @@ def write_xpt(dataset: AdamDataset, path: str | Path, frame: pd.DataFrame | None
 
     frame = transport_frame(dataset) if frame is None else frame
     labels: dict[str, str | None] = {v.name: v.label for v in dataset.variables}
-    with atomic_path(path) as tmp:
+
+    def written(rows: pd.DataFrame, tmp: Path) -> bytes:
         pyreadstat.write_xport(
-            frame, str(tmp), file_label=dataset.label, column_labels=labels,
+            rows, str(tmp), file_label=dataset.label, column_labels=labels,
             table_name=dataset.name, file_format_version=5,
         )  # fmt: skip
-        tmp.write_bytes(fixed_stamps(tmp.read_bytes()))
+        return tmp.read_bytes()
+
+    with atomic_path(path) as tmp:
+        # pyreadstat writes the headers from one row; the rows are encoded by numpy
+        # (trialflow.xport), unless a number is beyond IBM floating point's range.
+        data = with_observations(written(widest_row(frame), tmp), frame)
+        tmp.write_bytes(fixed_stamps(written(frame, tmp) if data is None else data))
 
 
 def fixed_stamps(data: bytes) -> bytes:
