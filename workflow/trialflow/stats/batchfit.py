@@ -73,13 +73,17 @@ def bootstrap_samples(problem: _RemlProblem, weights: np.ndarray) -> SampleSet:
     for pat in problem.patterns:
         m = pat.visits.size
         w = weights[:, pat.subjects]
-        # Samples in slices, so that the weighted copies of the block stay small.
-        step = max(1, _CHUNK_VALUES // max(pat.block.size, 1))
-        outer = np.empty((w.shape[0], pat.block.shape[1], pat.block.shape[1]))
-        for first in range(0, w.shape[0], step):
-            weighted = w[first : first + step, :, None] * pat.block[None]
-            outer[first : first + step] = np.matmul(np.swapaxes(weighted, 1, 2), pat.block)
-        cross.append(_layout(outer, m, problem.q))
+        d = pat.block.shape[1]
+        # A sample's cross-product is its weighted sum of the subjects' outer products: one
+        # matrix product (samples x subjects) @ (subjects x d*d) for all samples, over slices
+        # of subjects so that the outer products stay small.
+        outer = np.zeros((w.shape[0], d * d))
+        step = max(1, _CHUNK_VALUES // max(d * d, 1))
+        for first in range(0, pat.block.shape[0], step):
+            rows = pat.block[first : first + step]
+            products = (rows[:, :, None] * rows[:, None, :]).reshape(len(rows), d * d)
+            outer += w[:, first : first + step] @ products
+        cross.append(_layout(outer.reshape(-1, d, d), m, problem.q))
         totals.append(w.sum(axis=1))
     return SampleSet(cross, np.column_stack(totals), _estimable(problem, cross))
 
