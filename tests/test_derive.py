@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -44,6 +45,22 @@ def test_adeff_is_the_full_grid(derived) -> None:
     assert tuple(d.adeff.columns) == ADEFF_COLUMNS
     assert len(d.adeff) == 5 * len(trial.outcomes) * len(trial.visits)
     assert set(d.adeff["subject_id"]) == set(d.adsl["subject_id"])
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda v: pd.concat([v, v.iloc[[0]]], ignore_index=True),  # one subject's visit twice
+        lambda v: v.assign(visit=v["visit"].where(v.index != 0, "week99")),  # not scheduled
+        lambda v: v.assign(subject_id=v["subject_id"].where(v.index != 0, "S99")),  # unknown
+    ],
+)
+def test_cleaned_visits_outside_the_grid_stop_the_derivation(derived, edit) -> None:
+    """ADEFF places each cleaned row in the subject-by-visit grid; a cleaned file edited by
+    hand so that a row has no place, or two rows one place, stops with a message."""
+    trial, clean, _ = derived
+    with pytest.raises(TrialflowError, match="rerun the clean step"):
+        derive(replace(clean, visits=edit(clean.visits)), trial)
 
 
 def test_adeff_change_and_flags(derived) -> None:

@@ -111,6 +111,26 @@ def per_protocol_flags(subjects: pd.DataFrame, rule: dict[str, Any], trial: Tria
     return np.where(keep, "Y", "N")
 
 
+def _grid_rows(clean: CleanResult, trial: TrialConfig) -> np.ndarray:
+    """Each cleaned visit row's row in the subject-by-visit grid of :func:`build_adeff`:
+    its subject's block of visits (subjects file order), then its visit's place in it."""
+    subject_at = pd.Index(clean.subjects["subject_id"]).get_indexer(
+        pd.Index(clean.visits["subject_id"])
+    )
+    visit_at = pd.Index([v.label for v in trial.visits]).get_indexer(
+        pd.Index(clean.visits["visit"])
+    )
+    at = subject_at * len(trial.visits) + visit_at
+    if len(at) and ((subject_at < 0).any() or (visit_at < 0).any() or np.bincount(at).max() > 1):
+        raise DataError(
+            "the cleaned visits hold a subject missing from the cleaned subjects, a visit the "
+            "trial does not schedule, or one subject's visit twice",
+            column="subject_id",
+            fix="rerun the clean step on the raw files (the cleaned files were changed)",
+        )
+    return at
+
+
 def build_adeff(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
     """Long efficacy dataset: every subject x outcome x scheduled visit.
 
@@ -136,18 +156,16 @@ def build_adeff(clean: CleanResult, trial: TrialConfig) -> pd.DataFrame:
             "week": np.tile([v.week for v in trial.visits], n_sub).astype("float64"),
         }
     )
-    merged = grid.merge(
-        clean.visits.drop(columns=["arm", "visit_index", "week", "source_row"]),
-        on=["subject_id", "visit"],
-        how="left",
-        validate="one_to_one",
-    )
+    at = _grid_rows(clean, trial)
     base_index = trial.visit(trial.baseline_visit).index
     parts = []
     for o in trial.outcomes:
-        part = merged[["subject_id", "arm", "visit", "visit_index", "week"]].copy()
+        part = grid.copy()
         part.insert(2, "outcome", o.name)
-        part["value"] = merged[o.name].astype("float64")
+        # Every scheduled visit of every subject; empty where no cleaned row holds the visit.
+        values = np.full(len(grid), np.nan)
+        values[at] = clean.visits[o.name].to_numpy(dtype="float64")
+        part["value"] = values
         is_base = (part["visit_index"] == base_index).to_numpy()
         # The grid holds each subject's visits in a block of n_vis rows (a left merge keeps
         # that order): the baseline is the block's baseline row, repeated over the block.
