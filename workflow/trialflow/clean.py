@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,16 @@ import pandas as pd
 from trialflow.config import TrialConfig, did_you_mean
 from trialflow.errors import DataError
 from trialflow.harms import AE_COLUMNS
-from trialflow.io import TEXT, RawTable, read_csv, read_table, write_csv, write_json, write_table
+from trialflow.io import (
+    TEXT,
+    RawTable,
+    on_distinct,
+    read_csv,
+    read_table,
+    write_csv,
+    write_json,
+    write_table,
+)
 from trialflow.paths import data_file
 from trialflow.screening import SCREENING_COLUMNS
 from trialflow.wide import to_long, wide_hint
@@ -219,26 +228,14 @@ def _require_visit_column(table: RawTable, trial: TrialConfig) -> None:
     _require_columns(table, [trial.visit_column], "visit", trial)
 
 
-def _on_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """``func`` applied to each distinct cell once and spread back to the rows.
-
-    A raw column repeats few values (labels at every visit, scores on a scale), and pandas'
-    text methods handle text cell by cell in Python: on a large trial that was most of the
-    time of cleaning.
-    """
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    done = func(pd.Series(distinct, dtype=object)).to_numpy()
-    return pd.Series(done[codes], index=values.index, name=values.name)
-
-
 def _strip(values: pd.Series) -> pd.Series:
     """The cells without leading and trailing white space."""
-    return _on_distinct(values, lambda text: text.str.strip())
+    return on_distinct(values, lambda text: text.str.strip())
 
 
 def _matches(values: pd.Series, pattern: re.Pattern[str]) -> pd.Series:
     """Whether each cell matches ``pattern`` whole."""
-    return _on_distinct(values, lambda text: text.str.fullmatch(pattern.pattern)).astype(bool)
+    return on_distinct(values, lambda text: text.str.fullmatch(pattern.pattern)).astype(bool)
 
 
 def _trim(table: RawTable, column: str, log: _Log, ids: pd.Series) -> pd.Series:
@@ -355,7 +352,7 @@ def parse_numbers(
         else:
             rule, action = "not_a_number", "set missing"
         log.add(table, [pos], column, [value], rule, action, [ids.loc[pos]])
-    values = _on_distinct(
+    values = on_distinct(
         text.where(is_number & ~empty), lambda t: pd.to_numeric(t, errors="coerce")
     ).astype("float64")
     # A number written with a huge exponent (1e999) overflows to infinity: not a usable value.
@@ -609,11 +606,8 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     _raise_conflicts(visits, v_frame, [sid_col, visit_col], "subject and visit")
     kept_v = v_frame.index
 
-    # Each kept row's subject as its row of the subjects table (its position in the order of
-    # the subjects file) and its visit as its place among the trial's visits.
-    subject_at = pd.Index(subjects_out["subject_id"]).get_indexer(pd.Index(v_ids.loc[kept_v]))
-    visit_at = pd.Index([v.label for v in trial.visits]).get_indexer(
-        pd.Index(visit_labels.loc[kept_v])
+    subject_at, visit_at = grid_places(
+        subjects_out["subject_id"], v_ids.loc[kept_v], visit_labels.loc[kept_v], trial
     )
     out = pd.DataFrame(
         {
@@ -648,6 +642,17 @@ def clean_trial(trial: TrialConfig, subjects: RawTable, visits: RawTable) -> Cle
     return CleanResult(
         visits=out, subjects=subjects_out, queries=queries, covariate_types=covariate_types
     )
+
+
+def grid_places(
+    subject_order: pd.Series, ids: pd.Series, visits: pd.Series, trial: TrialConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """For visit rows with subject ``ids`` at ``visits``: each row's subject as its position in
+    ``subject_order`` (the subjects file's order) and its visit as its place among the trial's
+    visits; -1 where there is none."""
+    subject_at = pd.Index(subject_order).get_indexer(pd.Index(ids))
+    visit_at = pd.Index([v.label for v in trial.visits]).get_indexer(pd.Index(visits))
+    return subject_at, visit_at
 
 
 def short(label: object, limit: int = 60) -> str:
@@ -694,7 +699,7 @@ def _merge_spellings(
     canonical: dict[str, str] = {}
     for spelling in sorted(counts.index, key=lambda x: (-counts[x], x)):
         canonical.setdefault(key_of[spelling], spelling)
-    target = _on_distinct(present, lambda x: x.map(lambda v: canonical[key_of[v]]))
+    target = on_distinct(present, lambda x: x.map(lambda v: canonical[key_of[v]]))
     changed = target.index[target != present]
     for label in pd.unique(present.loc[changed]):
         positions = list(changed[present.loc[changed] == label])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trialflow.clean import CleanResult
+from trialflow.clean import CleanResult, grid_places
 from trialflow.config import TrialConfig
 from trialflow.errors import DataError, TrialflowError
 from trialflow.io import TEXT
@@ -114,11 +114,9 @@ def per_protocol_flags(subjects: pd.DataFrame, rule: dict[str, Any], trial: Tria
 def _grid_rows(clean: CleanResult, trial: TrialConfig) -> np.ndarray:
     """Each cleaned visit row's row in the subject-by-visit grid of :func:`build_adeff`:
     its subject's block of visits (subjects file order), then its visit's place in it."""
-    subject_at = pd.Index(clean.subjects["subject_id"]).get_indexer(
-        pd.Index(clean.visits["subject_id"])
-    )
-    visit_at = pd.Index([v.label for v in trial.visits]).get_indexer(
-        pd.Index(clean.visits["visit"])
+    visits = clean.visits
+    subject_at, visit_at = grid_places(
+        clean.subjects["subject_id"], visits["subject_id"], visits["visit"], trial
     )
     at = subject_at * len(trial.visits) + visit_at
     if len(at) and ((subject_at < 0).any() or (visit_at < 0).any() or np.bincount(at).max() > 1):

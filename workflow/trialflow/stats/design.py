@@ -503,8 +503,8 @@ def sorted_categorical(labels: pd.Series) -> pd.Categorical:
     else:
         codes, distinct = pd.factorize(labels)
     names = np.asarray(distinct, dtype=object)
-    if isinstance(labels.dtype, pd.CategoricalDtype) and pd.Index(names).is_monotonic_increasing:
-        return pd.Categorical.from_codes(codes, pd.Index(names, dtype=object))  # sorted already
+    if pd.Index(names).is_monotonic_increasing:  # distinct labels already in sorted order
+        return pd.Categorical.from_codes(codes, pd.Index(names, dtype=object))
     order = np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
