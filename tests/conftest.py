@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from trialflow.config import TrialConfig, load_trial
 
 ROOT = Path(__file__).resolve().parent.parent
-# One BLAS thread, as the workflow's single-thread jobs run: the models make many small matrix
+# One BLAS thread, as every process of the workflow runs: the models make many small matrix
 # calls, on which idle BLAS threads spin.
 threadpool_limits(limits=1)
 

@@ -554,12 +554,13 @@ def _png_chunks(data: bytes) -> list[bytes]:
     return chunks
 
 
-def test_every_figure_file_is_byte_identical_on_rerun(bundled, tmp_path) -> None:
+def test_every_figure_file_is_byte_identical_on_rerun_and_on_two_workers(bundled, tmp_path) -> None:
+    """README, "Threads": the figures are the same byte for byte whatever the cores."""
     trial, d, result = bundled
     # Every figure but the sensitivity ones (their analyses are tested in test_sensitivity).
     plan = dataclasses.replace(trial, sensitivity={})
     runs = []
-    for run in ("a", "b"):
+    for run, workers in (("a", 1), ("b", 2)):
         written = write_trial_figures(
             trial=plan,
             adeff=d.adeff,
@@ -569,6 +570,7 @@ def test_every_figure_file_is_byte_identical_on_rerun(bundled, tmp_path) -> None
             residuals=result.residuals,
             folder=tmp_path / run,
             subgroups=result.subgroups,
+            workers=workers,
         )
         runs.append({p.name: p.read_bytes() for p in written})
     assert runs[0] == runs[1]

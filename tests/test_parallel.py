@@ -1,7 +1,9 @@
-"""Outcomes analysed in worker processes give the same tables as one process.
+"""Work shared among worker processes gives the same tables and figures as one process.
 
-A large trial's models and sensitivity jobs get one thread per outcome; the promise is that
-the number of workers never changes a number (each outcome's random streams are its own).
+A job's threads are forked workers: outcomes side by side, or one outcome's chunks of refits,
+imputations and responder fits, or a trial's figures. The promise is that the number of
+workers never changes a byte (each imputation's random stream is its own, and the chunks are
+cut the same way for any number of workers).
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import trialflow.parallel
+import trialflow.stats.refbased
 from trialflow.analysis import analyse_trial
 from trialflow.clean import read_and_clean
 from trialflow.config import load_trial
 from trialflow.derive import derive
-from trialflow.parallel import map_outcomes
+from trialflow.parallel import chunks, fork_map, split_workers
 from trialflow.sensitivity import analyse_sensitivity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,9 +36,9 @@ def weightbearing() -> tuple[pd.DataFrame, pd.DataFrame, object]:
     return out.adeff, out.adsl, trial
 
 
-def test_map_outcomes_keeps_the_order_of_the_items() -> None:
-    assert map_outcomes(abs, [-3, 1, -2, 5], workers=2) == [3, 1, 2, 5]
-    assert map_outcomes(abs, [-3], workers=4) == [3]
+def test_fork_map_keeps_the_order_of_the_items() -> None:
+    assert fork_map(abs, [-3, 1, -2, 5], workers=2) == [3, 1, 2, 5]
+    assert fork_map(abs, [-3], workers=4) == [3]
 
 
 def test_models_on_two_workers_equal_one_process(weightbearing) -> None:
@@ -55,6 +60,52 @@ def test_sensitivity_on_two_workers_equals_one_process(weightbearing) -> None:
     assert (one.table["method"] == "multiple_imputation").any()
 
 
+def test_one_outcome_shares_its_refits_imputations_and_responders_among_workers(
+    weightbearing, monkeypatch
+) -> None:
+    """README, "Threads": a trial of one outcome gives each chunk of its bootstrap and
+    jackknife refits, imputations and responder fits to the workers, and no number changes."""
+    adeff, adsl, trial = weightbearing
+    walk = [o for o in trial.outcomes if o.name == "six_minute_walk"]
+    sensitivity = {**trial.sensitivity, "imputations": 40}
+    trial = dataclasses.replace(trial, outcomes=walk, sensitivity=sensitivity)
+    adeff = adeff.loc[adeff["outcome"] == "six_minute_walk"]
+    one = analyse_sensitivity(adeff, adsl, trial, workers=1)
+    shared: list[str] = []
+    real = trialflow.parallel.fork_imap
+
+    def spy(func, items, workers=1):
+        if workers > 1 and len(items) > 1:
+            shared.append(getattr(func, "__name__", None) or func.func.__name__)
+        return real(func, items, workers)
+
+    monkeypatch.setattr(trialflow.parallel, "fork_imap", spy)
+    monkeypatch.setattr(trialflow.stats.refbased, "fork_imap", spy)
+    two = analyse_sensitivity(adeff, adsl, trial, workers=2)
+    for name in ("table", "tipping", "responders"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name), check_exact=True)
+    assert one.records == two.records
+    # Jackknife and bootstrap refits, imputation chunks, responder fits (one rule).
+    assert sorted(shared) == ["_fit_chunk", "_fit_chunk", "chunk", "summaries"]
+    assert (one.responders["method"] == "multiple_imputation").any()
+
+
+def test_chunks_are_cut_by_the_work_alone() -> None:
+    """At most ``most`` items a chunk, at least 8 chunks while each keeps 16 items."""
+    assert [len(c) for c in chunks(500, 10_000)] == [63] * 7 + [59]
+    assert [len(c) for c in chunks(500, 40)] == [40] * 12 + [20]
+    assert [len(c) for c in chunks(40, 10_000)] == [16, 16, 8]
+    assert [len(c) for c in chunks(5, 10_000)] == [5]
+    assert np.array_equal(np.concatenate(chunks(1000, 37)), np.arange(1000))
+
+
+def test_a_trial_with_fewer_outcomes_than_workers_gives_them_to_each_outcome() -> None:
+    assert split_workers(2, 1) == (1, 2)
+    assert split_workers(2, 4) == (2, 1)
+    assert split_workers(8, 3) == (3, 2)
+    assert split_workers(1, 1) == (1, 1)
+
+
 def _blas_threads(_: object) -> int:
     from threadpoolctl import threadpool_info
 
@@ -69,4 +120,4 @@ def test_each_worker_uses_one_blas_thread() -> None:
     with threadpool_limits(limits=2):
         if _blas_threads(None) < 2:
             pytest.skip("this BLAS cannot run two threads here")
-        assert map_outcomes(_blas_threads, [0, 1], workers=2) == [1, 1]
+        assert fork_map(_blas_threads, [0, 1], workers=2) == [1, 1]

@@ -64,9 +64,14 @@ def get_mem_mb(wildcards) -> int:
     return SETUP.mem_mb(wildcards.trial)
 
 
+# Snakemake lowers a rule's threads to the cores it was given (--cores; 1 for a cluster run,
+# where each job asks for its own CPUs).
+def get_trial_threads(wildcards) -> int:
+    return SETUP.trial_threads(workflow.cores)
+
+
 def get_outcome_threads(wildcards) -> int:
-    # One process per outcome (Snakemake lowers it to the cores it was given).
-    return len(TRIAL_CONFIGS[wildcards.trial].outcomes)
+    return SETUP.outcome_threads(wildcards.trial, workflow.cores)
 
 
 def get_runtime(wildcards) -> int:

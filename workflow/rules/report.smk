@@ -13,7 +13,7 @@ rule figures:
         trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
-    threads: 1
+    threads: get_trial_threads
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,
@@ -59,7 +59,7 @@ rule analyse:
         trial=ONE_JOB,
     conda:
         "../envs/trialflow.yaml"
-    threads: 1
+    threads: get_trial_threads
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,

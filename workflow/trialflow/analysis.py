@@ -21,7 +21,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
-from trialflow.parallel import map_outcomes
+from trialflow.parallel import fork_map
 from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
@@ -515,7 +515,7 @@ def analyse_trial(
     residuals: dict[str, pd.DataFrame] = {}
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
-    analysed = map_outcomes(
+    analysed = fork_map(
         partial(_outcome_analysis, adeff=coded_labels(adeff), adsl=adsl, trial=trial),
         trial.outcomes,
         workers,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from trialflow.config import TrialConfig
+from trialflow.parallel import fork_map
 from trialflow.tables import exclusion_reasons, mmrm_included
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ def write_trial_figures(
     subgroups: pd.DataFrame | None = None,
     sensitivity: pd.DataFrame | None = None,
     tipping: pd.DataFrame | None = None,
+    workers: int = 1,
 ) -> list[Path]:
-    """Draw and save every figure of a trial as PNG (150 dpi) and SVG under ``folder``.
+    """Draw and save every figure of a trial as PNG (150 dpi) and SVG under ``folder``, on up
+    to ``workers`` processes.
 
     An outcome without MMRM residuals (model not fitted) gets a diagnostics figure that says so.
     """
@@ -73,7 +76,6 @@ def write_trial_figures(
     primary = trial.primary_outcomes[0].name
     # CONSORT "analysed": participants in the primary MMRM of the first primary outcome.
     included = mmrm_included(residuals.get(primary), arm_of, trial.arms)
-    # Drawn one at a time and saved at once, so that only one figure is in memory.
     drawings: dict[str, Callable[[], Figure]] = {
         "consort": partial(
             fg.consort_figure,
@@ -114,7 +116,10 @@ def write_trial_figures(
             trial,
             name,
         )
-    written: list[Path] = []
-    for stem in figure_stems(trial):
-        written += fg.save_figure(drawings[stem](), folder / stem)
-    return written
+
+    def draw(stem: str) -> list[Path]:
+        return fg.save_figure(drawings[stem](), folder / stem)
+
+    # Each figure is drawn and saved on its own (one in memory per process), so the files do
+    # not depend on the number of workers.
+    return [path for paths in fork_map(draw, figure_stems(trial), workers) for path in paths]

@@ -66,9 +66,11 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
     debug = bool(smk.config.get("debug", False))
     rule = getattr(smk, "rule", "?")
     try:
-        # BLAS threads never exceed the job's threads: parallel jobs would otherwise
-        # oversubscribe the cores, and small matrix calls spin on idle threads.
-        with threadpool_limits(limits=max(int(getattr(smk, "threads", 1) or 1), 1)):
+        # One BLAS thread per process: a job's threads are its worker processes
+        # (trialflow.parallel). A BLAS on several threads would sum in another order, so the
+        # last digits would depend on the cores given; parallel jobs would oversubscribe the
+        # cores, and small matrix calls spin on idle threads.
+        with threadpool_limits(limits=1):
             main(smk)
     except TrialflowError as exc:
         logger.error("%s", exc)

@@ -32,7 +32,13 @@ from trialflow.analysis import (
 )
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
-from trialflow.parallel import map_outcomes
+from trialflow.parallel import chunks, fork_map, split_workers
+from trialflow.sensitivity_plan import (
+    RESPONDER_COLUMNS,
+    SENSITIVITY_COLUMNS,
+    TIPPING_COLUMNS,
+    Settings,
+)
 from trialflow.stats.imputation import ImputationSet, Refitter, imputation_set
 from trialflow.stats.mmrm import CovarianceChoice, PreparedMmrm, fit_prepared, prepare_mmrm
 from trialflow.stats.pooling import rubin
@@ -45,77 +51,7 @@ from trialflow.stats.refbased import (
 )
 from trialflow.stats.responders import logistic_many, nnt, responder, risk_difference
 
-SENSITIVITY_COLUMNS: tuple[str, ...] = (
-    "outcome", "strategy", "method", "visit", "estimate", "std_error", "df", "ci_lower",
-    "ci_upper", "p_value", "n", "imputations", "note",
-)  # fmt: skip
-TIPPING_COLUMNS: tuple[str, ...] = (
-    "outcome", "method", "strategy", "visit", "delta", "estimate", "std_error", "df",
-    "ci_lower", "ci_upper", "p_value", "tipping_delta", "note",
-)  # fmt: skip
-RESPONDER_COLUMNS: tuple[str, ...] = (
-    "outcome", "visit", "responder", "method", "n_treatment", "n_control",
-    "responders_treatment", "responders_control", "prop_treatment", "prop_control",
-    "risk_difference", "rd_ci_lower", "rd_ci_upper", "odds_ratio", "or_ci_lower",
-    "or_ci_upper", "or_p_value", "nnt", "nnt_ci_lower", "nnt_ci_upper", "nnt_interval",
-    "imputations", "note",
-)  # fmt: skip
-METHOD_WORDS = {
-    "multiple_imputation": "multiple imputation",
-    "conditional_mean": "conditional mean imputation",
-    "mmrm": "MMRM",
-    "ancova": "ANCOVA",
-}
-STRATEGY_WORDS = {
-    "mar": "missing at random (MAR)",
-    "jump_to_reference": "jump to reference (J2R)",
-    "copy_reference": "copy reference (CR)",
-    "copy_increments_from_reference": "copy increments from reference (CIR)",
-    "last_mean_carried_forward": "last mean carried forward (LMCF)",
-    "completers": "completers",
-    "per_protocol": "per protocol",
-}
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The trial's ``sensitivity:`` block with its defaults."""
-
-    strategies: tuple[str, ...]
-    methods: tuple[str, ...]
-    imputations: int
-    seed: int
-    completers: bool
-    per_protocol: Mapping[str, Any] | None
-    tipping_strategy: str
-    tipping_points: int
-    deltas: Mapping[str, Sequence[float]]
-    responders: Mapping[str, Sequence[Mapping[str, float]]]
-    alpha: float
-
-    @classmethod
-    def of(cls, trial: TrialConfig) -> Settings:
-        s = dict(trial.sensitivity)
-        tipping = dict(s.get("tipping_point") or {})
-        return cls(
-            strategies=tuple(s.get("strategies", ())),
-            methods=tuple(s.get("methods", ())),
-            imputations=int(s.get("imputations", 500)),
-            seed=int(s.get("seed", 20261201)),
-            completers=bool(s.get("completers", True)),
-            per_protocol=s.get("per_protocol"),
-            tipping_strategy=str(tipping.get("strategy", "mar")),
-            tipping_points=int(tipping.get("points", 21)),
-            deltas=dict(tipping.get("deltas") or {}),
-            responders=dict(s.get("responders") or {}),
-            alpha=float(trial.options["alpha"]),
-        )
-
-    @property
-    def run_strategies(self) -> tuple[str, ...]:
-        """The strategies reported, plus the tipping point's own if not among them."""
-        return tuple(dict.fromkeys([*self.strategies, self.tipping_strategy]))
 
 
 @dataclass
@@ -271,8 +207,9 @@ class _MethodResults:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def _run_methods(fitted: _Primary, settings: Settings, key: int) -> _MethodResults:
-    """Each method under every strategy that applies (one that does not gets a reason)."""
+def _run_methods(fitted: _Primary, settings: Settings, key: int, workers: int) -> _MethodResults:
+    """Each method under every strategy that applies (one that does not gets a reason), its
+    refits and imputations on up to ``workers`` processes."""
     out = _MethodResults()
     strategies = list(settings.run_strategies)
     if "last_mean_carried_forward" in strategies and (fitted.data.last < 0).any():
@@ -286,7 +223,7 @@ def _run_methods(fitted: _Primary, settings: Settings, key: int) -> _MethodResul
         return out
     if "conditional_mean" in settings.methods:
         out.jackknife, why = _try(
-            lambda: conditional_mean(fitted.data, fitted.refitter, strategies)
+            lambda: conditional_mean(fitted.data, fitted.refitter, strategies, workers=workers)
         )
         if why:
             out.reasons["conditional_mean"] = why
@@ -300,6 +237,7 @@ def _run_methods(fitted: _Primary, settings: Settings, key: int) -> _MethodResul
                 seed=settings.seed,
                 key=key,
                 primary=fitted.primary,
+                workers=workers,
             )
         )
         if why:
@@ -582,15 +520,19 @@ def _imputed_summaries(
     kind: str,
     threshold: float,
     lower: bool,
+    workers: int,
 ) -> list[dict[str, Any]]:
     """:func:`_binary_summaries` of every imputation's responders, a slice of imputations at a
-    time (the flags of all imputations of a large trial would not fit in memory)."""
-    step = max(1, _CHUNK_VALUES // max(changes.shape[1], 1))
-    out: list[dict[str, Any]] = []
-    for first in range(0, changes.shape[0], step):
-        flags = responder(changes[first : first + step], baseline[None], kind, threshold, lower)
-        out += _binary_summaries(flags, treated, baseline)
-    return out
+    time (the flags of all imputations of a large trial would not fit in memory), the slices
+    on up to ``workers`` processes."""
+
+    def summaries(rows: np.ndarray) -> list[dict[str, Any]]:
+        flags = responder(changes[rows], baseline[None], kind, threshold, lower)
+        return _binary_summaries(flags, treated, baseline)
+
+    cut = chunks(changes.shape[0], max(1, _CHUNK_VALUES // max(changes.shape[1], 1)))
+    slices = fork_map(summaries, cut, workers)
+    return [summary for chunk in slices for summary in chunk]
 
 
 def _responder_tables(
@@ -600,6 +542,7 @@ def _responder_tables(
     results: _MethodResults,
     alpha: float,
     rules: Sequence[Mapping[str, float]],
+    workers: int,
 ) -> pd.DataFrame:
     """Non-responder imputation on every randomized subject with a baseline value; MAR multiple
     imputation on the MMRM's analysis set (baseline and covariates complete)."""
@@ -625,7 +568,7 @@ def _responder_tables(
         if mi is None or mi.primary_changes is None:
             continue
         draws = _imputed_summaries(mi.primary_changes, baseline, data.treated, kind,
-                                   threshold, lower)  # fmt: skip
+                                   threshold, lower, workers)  # fmt: skip
         if not all(np.isfinite(d["log_or"]) for d in draws):
             why = "not run: logistic regression did not converge in an imputation"
             rows.append({**head, "method": "multiple_imputation", "imputations": mi.m,
@@ -643,9 +586,14 @@ def _responder_tables(
 
 
 def outcome_sensitivity(
-    plan: OutcomePlan, outcome: Outcome, settings: Settings, adsl: pd.DataFrame
+    plan: OutcomePlan,
+    outcome: Outcome,
+    settings: Settings,
+    adsl: pd.DataFrame,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Every sensitivity analysis of one outcome: table rows, tipping rows, responder rows."""
+    """Every sensitivity analysis of one outcome: table rows, tipping rows, responder rows
+    (refits, imputations and responder fits on up to ``workers`` processes)."""
     visits = plan.post_visits
     fitted, why = _try(lambda: _fit_primary(plan, outcome))
     record: dict[str, Any] = {"outcome": outcome.name}
@@ -659,12 +607,14 @@ def outcome_sensitivity(
                 outcome.name, settings.strategies, method, visits, f"primary MMRM: {why}"
             )
     else:
-        results = _run_methods(fitted, settings, outcome_key(outcome.name))
+        results = _run_methods(fitted, settings, outcome_key(outcome.name), workers)
         tables += _strategy_tables(outcome.name, fitted, results, settings)
         tipping, found = _tipping_table(outcome, fitted, results, settings)
         rules = settings.responders.get(outcome.name) or []
         if rules:
-            responders = _responder_tables(plan, outcome, fitted, results, settings.alpha, rules)
+            responders = _responder_tables(
+                plan, outcome, fitted, results, settings.alpha, rules, workers
+            )
         record.update(_record(fitted, results, found))
     tables += _populations(plan, outcome.name, settings, adsl)
     return _stack(tables, SENSITIVITY_COLUMNS), tipping, responders, record
@@ -688,23 +638,32 @@ def _record(fitted: _Primary, results: _MethodResults, found: dict[str, float]) 
 
 
 def _outcome_sensitivity(
-    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig
+    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, workers: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, mean_spec(trial.options))
-    return outcome_sensitivity(plan, outcome, Settings.of(trial), adsl)
+    return outcome_sensitivity(plan, outcome, Settings.of(trial), adsl, workers)
 
 
 def analyse_sensitivity(
     adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, *, workers: int = 1
 ) -> SensitivityAnalysis:
-    """Every sensitivity analysis of every outcome of a trial (on up to ``workers``
-    processes; each outcome's random streams are its own, so the result is the same)."""
+    """Every sensitivity analysis of every outcome of a trial, on up to ``workers`` processes:
+    across outcomes, and within an outcome the workers its outcomes leave idle. Each outcome's
+    random streams are its own and its chunks are cut the same way for any number of workers,
+    so the result is the same."""
     tables, tippings, responders = [], [], []
     records: dict[str, dict[str, Any]] = {}
-    analysed = map_outcomes(
-        partial(_outcome_sensitivity, adeff=coded_labels(adeff), adsl=adsl, trial=trial),
+    across, within = split_workers(workers, len(trial.outcomes))
+    analysed = fork_map(
+        partial(
+            _outcome_sensitivity,
+            adeff=coded_labels(adeff),
+            adsl=adsl,
+            trial=trial,
+            workers=within,
+        ),
         trial.outcomes,
-        workers,
+        across,
     )
     for outcome, (table, tipping, resp, record) in zip(trial.outcomes, analysed, strict=True):
         tables.append(table)

@@ -29,7 +29,7 @@ from trialflow.figures import (
     difference_unit,
     line_forest,
 )
-from trialflow.sensitivity import METHOD_WORDS, STRATEGY_WORDS
+from trialflow.sensitivity_plan import METHOD_WORDS, STRATEGY_WORDS
 from trialflow.tables import ci_label
 
 if TYPE_CHECKING:

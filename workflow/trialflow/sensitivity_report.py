@@ -14,7 +14,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig
 from trialflow.estimand import estimand, estimator_lines
-from trialflow.sensitivity import METHOD_WORDS, STRATEGY_WORDS, Settings
+from trialflow.sensitivity_plan import METHOD_WORDS, STRATEGY_WORDS, Settings
 from trialflow.tables import ci_label, fmt_ci, fmt_number, fmt_p
 
 __all__ = [

@@ -48,6 +48,17 @@ class WorkflowSetup:
         """Memory to request for a job of ``trial`` (MB)."""
         return _BASE_MEM_MB + _MEM_PER_MB * self.raw_bytes[trial] // 1_000_000
 
+    def trial_threads(self, cores: int) -> int:
+        """Threads of a trial's jobs: the run's cores shared among its trials, so that a run of
+        one trial gives its jobs every core and a run of several runs them side by side."""
+        return max(1, cores // max(1, len(self.names)))
+
+    def outcome_threads(self, trial: str, cores: int) -> int:
+        """Threads of a trial's models and sensitivity jobs: one per outcome (their outcomes
+        run side by side), or the trial's share of the cores if more (each outcome's refits
+        and imputations share the rest)."""
+        return max(len(self.trials[trial].outcomes), self.trial_threads(cores))
+
     def runtime(self, trial: str) -> int:
         """Wall time to request for a job of ``trial`` (minutes)."""
         return 10 + self.raw_bytes[trial] // 1_000_000

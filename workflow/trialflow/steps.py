@@ -142,6 +142,7 @@ def figures(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
         subgroups=table("subgroups", level=str, note=str, subgroup=str),
         sensitivity=table("sensitivity", note=str, visit=str),
         tipping=table("tipping", note=str, visit=str),
+        workers=workers,
     )
     logger.info("%s: %d figure files", trial.name, len(written))
 
@@ -198,7 +199,7 @@ def report_pdf(paths: Paths, trial: TrialConfig | None = None) -> None:
     logger.info("PDF written to %s", paths["pdf"])
 
 
-# Every step takes (paths, trial, workers); only models and sensitivity use the workers.
+# Every step takes (paths, trial, workers); models, sensitivity and figures use the workers.
 STEPS: dict[str, Callable[[Paths, TrialConfig, int], None]] = {
     "clean": clean,
     "derive": derive,

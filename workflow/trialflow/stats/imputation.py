@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy import linalg
 
 from trialflow.errors import ModelError
+from trialflow.parallel import chunks, fork_map
 from trialflow.stats.batchfit import SampleSet, chunk_size, refit_samples
 from trialflow.stats.covariance import CovarianceStructure
 from trialflow.stats.design import (
@@ -344,22 +346,30 @@ class Refitter:
 
         ``tolerance`` is the Newton decrement (deviance units) at which the refit stops.
         """
+        params, dropped = self._refit(weights, tolerance)
+        self.dropped_column_fits += dropped
+        return params
+
+    def _refit(
+        self, weights: np.ndarray, tolerance: float
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, bool]:
+        """:meth:`fit`'s result, and whether the sample lost a column (counted by the caller,
+        which may be a worker process whose own count would be lost)."""
         problem, keep = self.problem.reweighted(weights)
-        if keep.size < self.beta.size:
-            self.dropped_column_fits += 1
+        dropped = keep.size < self.beta.size
         theta = self._chord(problem, tolerance)
         if theta is None:
             fit = _fit_structure(problem, self.structure, start=self.theta)
             if not fit.converged:
-                return None
+                return None, dropped
             theta = fit.theta
         sigma = self.structure.sigma(theta)
         ev = problem.evaluate(sigma, gradient=False)
         if ev is None:
-            return None
+            return None, dropped
         beta = np.zeros(self.beta.size)
         beta[keep] = ev.beta
-        return beta, sigma
+        return (beta, sigma), dropped
 
     def fit_many(
         self,
@@ -367,31 +377,46 @@ class Refitter:
         weights: Callable[[int], np.ndarray],
         n: int,
         tolerance: float = TIGHT,
+        workers: int = 1,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refits of ``n`` samples: coefficients, covariance matrices, and which converged.
 
         ``samples(rows)`` builds the cross-products of samples ``rows`` (refitted together,
         chunk by chunk); ``weights(i)`` gives sample ``i``'s subject weights for the one-at-a-
         time refit of a sample the batch could not finish (a dropped column, no convergence).
+        The chunks, cut the same way for any number of workers, run on up to ``workers``
+        processes.
         """
+        cut = chunks(n, chunk_size(self.problem))
+        done = fork_map(partial(self._fit_chunk, samples, weights, tolerance), cut, workers)
         k = self.sigma.shape[0]
         betas, sigmas = np.zeros((n, self.beta.size)), np.zeros((n, k, k))
         ok = np.ones(n, dtype=bool)
-        size = chunk_size(self.problem)
-        for first in range(0, n, size):
-            rows = np.arange(first, min(n, first + size))
-            beta, sigma, done = refit_samples(
-                self.problem, self.structure, self.theta, self.hessian_inv, samples(rows),
-                tolerance,
-            )  # fmt: skip
-            betas[rows[done]], sigmas[rows[done]] = beta[done], sigma[done]
-            for i in rows[~done]:
-                params = self.fit(weights(int(i)), tolerance)
-                if params is None:
-                    ok[i] = False
-                else:
-                    betas[i], sigmas[i] = params
+        for rows, (beta, sigma, fitted, dropped) in zip(cut, done, strict=True):
+            betas[rows], sigmas[rows], ok[rows] = beta, sigma, fitted
+            self.dropped_column_fits += dropped
         return betas, sigmas, ok
+
+    def _fit_chunk(
+        self,
+        samples: Callable[[np.ndarray], SampleSet],
+        weights: Callable[[int], np.ndarray],
+        tolerance: float,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One chunk of :meth:`fit_many`: its samples refitted together, then one at a time
+        those the batch could not finish; a sample that fails has zeros and is not ok."""
+        beta, sigma, ok = refit_samples(
+            self.problem, self.structure, self.theta, self.hessian_inv, samples(rows), tolerance
+        )
+        beta[~ok], sigma[~ok] = 0.0, 0.0
+        dropped = 0
+        for j in np.flatnonzero(~ok):
+            params, lost = self._refit(weights(int(rows[j])), tolerance)
+            dropped += lost
+            if params is not None:
+                (beta[j], sigma[j]), ok[j] = params, True
+        return beta, sigma, ok, dropped
 
     def _chord(self, problem: _RemlProblem, tolerance: float) -> np.ndarray | None:
         """Quasi-Newton steps from the full-data optimum, starting from its inverse Hessian.

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 from trialflow.errors import ModelError
+from trialflow.parallel import chunks, fork_imap
 from trialflow.stats.batchfit import bootstrap_samples, leave_one_out_samples
 from trialflow.stats.imputation import (
     Ancova,
@@ -124,9 +125,12 @@ def _cmi(
     return coef[: len(strategies) * k].reshape(len(strategies), k), coef[len(strategies) * k :]
 
 
-def _leave_one_out_refits(data: ImputationSet, refitter: Refitter) -> tuple[np.ndarray, np.ndarray]:
+def _leave_one_out_refits(
+    data: ImputationSet, refitter: Refitter, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """The MMRM refitted without each subject in turn (a subject with no observed visit
-    leaves the fit unchanged), all samples refitted together."""
+    leaves the fit unchanged), the samples refitted together, chunk by chunk on up to
+    ``workers`` processes."""
     n_fitted = refitter.problem.n_subjects
     codes = data.observed_code[data.observed_code >= 0]
 
@@ -136,7 +140,10 @@ def _leave_one_out_refits(data: ImputationSet, refitter: Refitter) -> tuple[np.n
         return w
 
     betas, sigmas, ok = refitter.fit_many(
-        lambda rows: leave_one_out_samples(refitter.problem, codes[rows]), weights, codes.size
+        lambda rows: leave_one_out_samples(refitter.problem, codes[rows]),
+        weights,
+        codes.size,
+        workers=workers,
     )
     if not ok.all():
         left_out = data.subjects[int(np.flatnonzero(data.observed_code >= 0)[~ok][0])]
@@ -153,9 +160,10 @@ def _leave_one_out_refits(data: ImputationSet, refitter: Refitter) -> tuple[np.n
 
 
 def conditional_mean(
-    data: ImputationSet, refitter: Refitter, strategies: Sequence[str]
+    data: ImputationSet, refitter: Refitter, strategies: Sequence[str], *, workers: int = 1
 ) -> Jackknife:
-    """Conditional-mean imputation under each strategy, with jackknife replicates.
+    """Conditional-mean imputation under each strategy, with jackknife replicates (the
+    leave-one-out refits on up to ``workers`` processes).
 
     Raises
     ------
@@ -165,7 +173,7 @@ def conditional_mean(
     n = data.n
     full = (refitter.beta, refitter.sigma)
     estimate, slope = _cmi(data, full, strategies, np.ones(n, dtype=bool))
-    beta, sigma = _leave_one_out_refits(data, refitter)
+    beta, sigma = _leave_one_out_refits(data, refitter, workers)
     delta = _delta_indicator(data)
     loo, loo_slope, lonely = leave_one_out_effects(data, beta, sigma, strategies, delta)
     # Without its only subject at some covariate level, the ANCOVA loses that column.
@@ -240,13 +248,16 @@ def _bootstrap_counts(rng: np.random.Generator, data: ImputationSet, n_fitted: i
 
 
 def _bootstrap_draws(
-    data: ImputationSet, refitter: Refitter, streams: list[np.random.Generator]
+    data: ImputationSet,
+    refitter: Refitter,
+    streams: list[np.random.Generator],
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One bootstrap refit of the MMRM per stream: coefficients, covariances, failures.
 
-    Every stream's first sample is refitted in one batch. A sample whose refit fails is
-    replaced by the stream's next sample, as many times as needed, so each imputation's
-    draws depend only on its own stream.
+    Every stream's first sample is refitted in batches (on up to ``workers`` processes). A
+    sample whose refit fails is replaced by the stream's next sample, as many times as needed,
+    so each imputation's draws depend only on its own stream.
 
     Raises
     ------
@@ -260,6 +271,7 @@ def _bootstrap_draws(
         lambda i: weights[i],
         len(streams),
         _BOOTSTRAP_TOLERANCE,
+        workers,
     )
     failures = 0
     for m in np.flatnonzero(~ok):
@@ -290,12 +302,14 @@ def multiple_imputation(
     seed: int,
     key: int,
     primary: int | None = None,
+    workers: int = 1,
 ) -> MultipleImputation:
     """Multiple imputation under each strategy from bootstrap draws of the MMRM.
 
     ``seed`` (the trial's) and ``key`` (the outcome's) fix every random stream. Imputations are
-    completed and analysed in chunks; each uses only its own stream, so the result does not
-    depend on the chunking.
+    completed and analysed in chunks, on up to ``workers`` processes; each uses only its own
+    stream, and the chunks are cut the same way for any number of workers, so the result does
+    not depend on either.
 
     Raises
     ------
@@ -305,21 +319,26 @@ def multiple_imputation(
     ancova = Ancova(data.z)
     s, k = len(strategies), len(data.visits)
     streams = [_stream(seed, key, m) for m in range(imputations)]
-    betas, sigmas, failures = _bootstrap_draws(data, refitter, streams)
-    estimate = np.empty((imputations, s, k))
-    variance = np.empty((imputations, s, k))
-    mar = "mar" in strategies and primary is not None
-    primary_changes = np.empty((imputations, data.n)) if mar else None
-    size = max(1, _CHUNK_VALUES // (s * data.n * k))
-    for first in range(0, imputations, size):
-        rows = np.arange(first, min(imputations, first + size))
+    betas, sigmas, failures = _bootstrap_draws(data, refitter, streams, workers)
+    # The column of the completed change under MAR at the primary visit (for responders).
+    at = None
+    if "mar" in strategies and primary is not None:
+        at = strategies.index("mar") * k + primary
+
+    def chunk(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         normals = np.stack([streams[m].standard_normal(data.y.shape) for m in rows])
         changes = _completed_changes(data, betas[rows], sigmas[rows], strategies, normals)
         est, var = ancova.fit(changes)
-        estimate[rows], variance[rows] = est.reshape(-1, s, k), var.reshape(-1, s, k)
-        if primary_changes is not None and primary is not None:
-            at = strategies.index("mar") * k + primary
-            primary_changes[rows] = changes.reshape(data.n, rows.size, s * k)[:, :, at].T
+        mar = None if at is None else changes.reshape(data.n, rows.size, s * k)[:, :, at].T
+        return est.reshape(-1, s, k), var.reshape(-1, s, k), mar
+
+    cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * data.n * k)))
+    estimate, variance = np.empty((imputations, s, k)), np.empty((imputations, s, k))
+    primary_changes = None if at is None else np.empty((imputations, data.n))
+    for rows, (est, var, mar) in zip(cut, fork_imap(chunk, cut, workers), strict=True):
+        estimate[rows], variance[rows] = est, var
+        if primary_changes is not None:
+            primary_changes[rows] = mar
     return MultipleImputation(
         strategies=tuple(strategies),
         visits=list(data.visits),
