@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -127,6 +127,34 @@ class ImputationSet:
     def dropped(self) -> np.ndarray:
         """Subjects not observed at the last visit."""
         return self.last < self.y.shape[1] - 1
+
+    @property
+    def incomplete(self) -> np.ndarray:
+        """Positions of the subjects with a missing visit (the only ones imputation changes)."""
+        return np.flatnonzero(np.isnan(self.y).any(axis=1))
+
+    def subset(self, rows: np.ndarray) -> ImputationSet:
+        """The subjects at positions ``rows`` (every subject of a missingness pattern among
+        them), with their patterns renumbered."""
+        position = np.full(self.n, -1)
+        position[rows] = np.arange(rows.size)
+        patterns = tuple((position[r], seen, missing) for r, seen, missing in self.patterns)
+        if any((r < 0).any() for r, _, _ in patterns):
+            raise ValueError("a subject with a missing visit is not among the rows")
+        return replace(
+            self,
+            subjects=tuple(self.subjects[i] for i in rows),
+            treated=self.treated[rows],
+            y=self.y[rows],
+            last=self.last[rows],
+            after=self.after[rows],
+            x_own=self.x_own[rows],
+            x_ref=self.x_ref[rows],
+            offset=self.offset[rows],
+            z=self.z[rows],
+            observed_code=self.observed_code[rows],
+            patterns=patterns,
+        )
 
 
 def _subject_frame(ready: PreparedMmrm) -> tuple[pd.DataFrame, list[str]]:
@@ -320,6 +348,35 @@ class Ancova:
     def slope(self, y: np.ndarray) -> np.ndarray:
         """Treatment coefficient only (for responses where no variance is needed)."""
         return (self.gram_inv[self.arm] @ self.z.T) @ y
+
+
+class CompletedAncova:
+    """:class:`Ancova` of completed datasets that differ only at the incomplete subjects.
+
+    A complete subject's change is the same in every completed dataset, so its share of the
+    cross-products (Z'y and y'y) is taken once; each dataset then costs only its imputed
+    subjects. The residual sum of squares is y'y - b'Z'y (the normal equations).
+    """
+
+    def __init__(self, ancova: Ancova, changes: np.ndarray, incomplete: np.ndarray) -> None:
+        complete = np.ones(changes.shape[0], dtype=bool)
+        complete[incomplete] = False
+        fixed = changes[complete]
+        self.ancova = ancova
+        self.z_imputed = ancova.z[incomplete]
+        self.zy = ancova.z[complete].T @ fixed
+        self.yy = np.einsum("ij,ij->j", fixed, fixed)
+
+    def fit(self, imputed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Treatment coefficient and its variance per column of ``imputed`` (incomplete
+        subjects x columns; column j is visit j modulo the number of visits)."""
+        a = self.ancova
+        visit = np.arange(imputed.shape[1]) % self.yy.size
+        zy = self.zy[:, visit] + self.z_imputed.T @ imputed
+        yy = self.yy[visit] + np.einsum("ij,ij->j", imputed, imputed)
+        coef = a.gram_inv @ zy
+        rss = np.maximum(yy - np.einsum("ij,ij->j", coef, zy), 0.0)
+        return coef[a.arm], rss / a.df * a.gram_inv[a.arm, a.arm]
 
 
 class Refitter:

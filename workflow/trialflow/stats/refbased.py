@@ -35,6 +35,7 @@ from trialflow.parallel import chunks, fork_imap
 from trialflow.stats.batchfit import bootstrap_samples, leave_one_out_samples
 from trialflow.stats.imputation import (
     Ancova,
+    CompletedAncova,
     ImputationSet,
     Refitter,
     conditional_solves,
@@ -67,13 +68,14 @@ def _completed_changes(
     (draws x subjects x visits) the draws' standard normals (None: conditional means). The
     result is subjects x (draw, strategy, visit), flattened in that order.
     """
+    k = len(data.visits)
     mu_own = np.einsum("nkp,mp->mnk", data.x_own, beta)
     mu_ref = np.einsum("nkp,mp->mnk", data.x_ref, beta)
     solves = conditional_solves(data, sigma, draws=normals is not None)
     means = np.stack([strategy_means(data, mu_own, mu_ref, s) for s in strategies])
     completed = fill(data, means, solves, normals) - data.offset[None, None, :, None]
     # (strategy, draw, subject, visit) -> subject x (draw, strategy, visit)
-    return completed.transpose(2, 1, 0, 3).reshape(data.n, -1)
+    return completed.transpose(2, 1, 0, 3).reshape(data.n, beta.shape[0] * len(strategies) * k)
 
 
 def _delta_indicator(data: ImputationSet) -> np.ndarray:
@@ -320,19 +322,30 @@ def multiple_imputation(
     s, k = len(strategies), len(data.visits)
     streams = [_stream(seed, key, m) for m in range(imputations)]
     betas, sigmas, failures = _bootstrap_draws(data, refitter, streams, workers)
+    # Only the subjects with a missing visit are imputed; the others' changes are fixed.
+    incomplete = data.incomplete
+    part = data.subset(incomplete)
+    observed = data.y - data.offset[:, None]
+    completed = CompletedAncova(ancova, observed, incomplete)
     # The column of the completed change under MAR at the primary visit (for responders).
     at = None
     if "mar" in strategies and primary is not None:
         at = strategies.index("mar") * k + primary
 
     def chunk(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        # Each imputation's normals for every subject and visit, as its stream gives them.
         normals = np.stack([streams[m].standard_normal(data.y.shape) for m in rows])
-        changes = _completed_changes(data, betas[rows], sigmas[rows], strategies, normals)
-        est, var = ancova.fit(changes)
-        mar = None if at is None else changes.reshape(data.n, rows.size, s * k)[:, :, at].T
+        changes = _completed_changes(
+            part, betas[rows], sigmas[rows], strategies, normals[:, incomplete]
+        )
+        est, var = completed.fit(changes)
+        mar = None
+        if at is not None and primary is not None:
+            mar = np.tile(observed[:, primary], (rows.size, 1))
+            mar[:, incomplete] = changes.reshape(part.n, rows.size, s * k)[:, :, at].T
         return est.reshape(-1, s, k), var.reshape(-1, s, k), mar
 
-    cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * data.n * k)))
+    cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * max(part.n, 1) * k)))
     estimate, variance = np.empty((imputations, s, k)), np.empty((imputations, s, k))
     primary_changes = None if at is None else np.empty((imputations, data.n))
     for rows, (est, var, mar) in zip(cut, fork_imap(chunk, cut, workers), strict=True):
