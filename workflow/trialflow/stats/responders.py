@@ -59,10 +59,16 @@ def logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     return (beta[0], cov[0]) if ok[0] else None
 
 
-def _information(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _outer_rows(x: np.ndarray) -> np.ndarray:
+    """Each row's outer product, flattened (n x p*p): built once per design."""
+    return (x[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+
+
+def _information(
+    x: np.ndarray, outer: np.ndarray, beta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     p = special.expit(beta @ x.T)
     # One matrix product for every fit: weights (fits x n) times each row's outer product.
-    outer = (x[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
     info = (p * (1 - p)) @ outer
     return info.reshape(-1, x.shape[1], x.shape[1]), p
 
@@ -81,18 +87,21 @@ def _solve_each(info: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
         return step, ok
 
 
-def logistic_many(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def logistic_many(
+    x: np.ndarray, y: np.ndarray, outer: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`logistic` of each row of ``y`` (fits x subjects) on one design, side by side.
 
     Returns coefficients (fits x p), covariances (fits x p x p) and which fits converged; each
     fit takes the Newton steps it would take alone and stops when its own step is below 1e-11.
     """
     m, p = y.shape[0], x.shape[1]
+    outer = _outer_rows(x) if outer is None else outer
     beta = np.zeros((m, p))
     if m > 1:
         # Completed datasets differ little: from the first fit's optimum the others need a
         # few Newton steps instead of a full run from zero (the optimum is the same).
-        first, _, first_ok = logistic_many(x, y[:1])
+        first, _, first_ok = logistic_many(x, y[:1], outer)
         if first_ok[0]:
             beta[:] = first[0]
     running, ok = np.ones(m, dtype=bool), np.zeros(m, dtype=bool)
@@ -100,7 +109,7 @@ def logistic_many(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         rows = np.flatnonzero(running)
         if not rows.size:
             break
-        info, prob = _information(x, beta[rows])
+        info, prob = _information(x, outer, beta[rows])
         step, solved = _solve_each(info, (y[rows] - prob) @ x)
         beta[rows] += step
         off = ~solved | (np.max(np.abs(beta[rows]), axis=1) > 25)
@@ -109,7 +118,7 @@ def logistic_many(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         ok[rows[done]] = True
     cov = np.full((m, p, p), np.nan)
     if ok.any():
-        cov[ok] = np.linalg.inv(_information(x, beta[ok])[0])
+        cov[ok] = np.linalg.inv(_information(x, outer, beta[ok])[0])
     return beta, cov, ok
 
 
