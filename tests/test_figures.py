@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
+from statistics import NormalDist
 
 import matplotlib
 import numpy as np
@@ -453,6 +454,43 @@ def test_dense_residual_clouds_are_rasterized(bundled, tmp_path, n: int) -> None
     assert all(c.get_rasterized() == dense for c in clouds)
     _, svg = figures.save_figure(fig, tmp_path / "diagnostics")
     assert (b"<image" in svg.read_bytes()) == dense
+
+
+def test_a_large_residual_cloud_draws_every_outlier_and_a_sample(bundled) -> None:
+    """Above MAX_RESIDUAL_POINTS residuals, each panel draws every residual beyond 3 SD and a
+    seeded sample of the others, the QQ plot at the quantiles of all of them, and says so."""
+    trial, _, _ = bundled
+    outcome = trial.primary_outcomes[0].name
+    n = figures.MAX_RESIDUAL_POINTS + 5_000
+    rng = np.random.default_rng(4)
+    residual = rng.standard_t(4, size=n)
+    frame = pd.DataFrame(
+        {
+            "subject_id": [f"S{i:06d}" for i in range(n)],
+            "visit": trial.primary_visit,
+            "fitted": rng.normal(size=n),
+            "residual": 2.0 * residual,
+            "normalized_residual": residual,
+            "arm": np.resize(trial.arms, n),
+        }
+    )
+    fig = figures.diagnostics_figure(frame, trial, outcome)
+    qq, rvf = _plot_axes(fig)
+    outliers = np.sort(residual[np.abs(residual) > 3])
+    assert len(outliers) > 100
+    for ax, scale in ((qq, 1.0), (rvf, 2.0)):
+        offsets = np.vstack([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+        assert len(offsets) == figures.MAX_RESIDUAL_POINTS
+        # (Halving the raw residuals is exact in floating point.)
+        assert set(outliers) <= set(offsets[:, 1] / scale)
+        assert any(f"20,000 of {n:,} drawn" in t.get_text() for t in ax.texts)
+    # The QQ plot's theoretical quantiles are those of all n residuals (Blom positions).
+    qq_points = np.vstack([c.get_offsets() for c in qq.collections if len(c.get_offsets())])
+    largest = qq_points[np.argmax(qq_points[:, 1])]
+    assert largest[1] == residual.max()
+    assert largest[0] == pytest.approx(NormalDist().inv_cdf((n - 0.5) / n))
+    again = _plot_axes(figures.diagnostics_figure(frame, trial, outcome))[1]
+    assert np.array_equal(rvf.collections[0].get_offsets(), again.collections[0].get_offsets())
 
 
 def test_withdrawals_follow_attendance_not_one_outcome(tiny: TinyTrial) -> None:

@@ -84,6 +84,11 @@ SAMPLE_SEED = 20240101
 # Above this many points a scatter is drawn with small translucent markers and embedded in the
 # SVG as one bitmap layer: tens of thousands of vector markers add nothing visible but megabytes.
 DENSE_POINTS = 2000
+# Most residuals drawn per diagnostics panel: beyond this (tens of thousands of subjects) the
+# markers cover each other and only cost drawing time. Every residual beyond +-3 SD is drawn,
+# and a seeded random sample of the others (the QQ plot's quantiles come from all of them).
+MAX_RESIDUAL_POINTS = 20_000
+OUTLYING_RESIDUAL = 3.0
 
 # Applied only while a figure is built or saved (rc_context), so a user's matplotlib settings
 # are neither changed nor able to change our output. DejaVu Sans ships with matplotlib, which
@@ -1861,7 +1866,9 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         Left: normalized residuals against standard normal quantiles with the identity line
         (normalized residuals are N(0, 1) under the model). Right: raw residuals against
         fitted change, both in the outcome's unit, with a line at 0. A panel of more than
-        :data:`DENSE_POINTS` points uses small translucent markers, rasterized in the SVG.
+        :data:`DENSE_POINTS` points uses small translucent markers, rasterized in the SVG; one
+        of more than :data:`MAX_RESIDUAL_POINTS` draws every residual beyond 3 SD and a seeded
+        random sample of the others (the QQ plot's quantiles from all of them), and says so.
     """
     from matplotlib.lines import Line2D
 
@@ -1889,18 +1896,22 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
     norm = frame.dropna(subset=["normalized_residual"]).sort_values("normalized_residual")
     n = len(norm)
     if n:
-        # Blom plotting positions, as R's qqnorm for n > 10.
+        # Blom plotting positions (as R's qqnorm for n > 10) among all n residuals.
         a = 0.375 if n <= 10 else 0.5
-        probs = (np.arange(1, n + 1) - a) / (n + 1 - 2 * a)
-        norm = norm.assign(theoretical=[NormalDist().inv_cdf(float(p)) for p in probs])
+        shown = _residuals_shown(norm["normalized_residual"].to_numpy(dtype=float), seed=1)
+        probs = (shown + 1 - a) / (n + 1 - 2 * a)
+        norm = norm.iloc[shown].assign(theoretical=[NormalDist().inv_cdf(float(p)) for p in probs])
         _residual_cloud(qq, norm, "theoretical", "normalized_residual", trial)
         qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
+        _shown_note(qq, len(shown), n)
     else:
         _no_data(qq, no_fit, hide_ticks="xy")
     raw = frame.dropna(subset=["fitted", "residual"])
     if len(raw):
-        _residual_cloud(rvf, raw, "fitted", "residual", trial)
+        shown = _residuals_shown(raw["normalized_residual"].to_numpy(dtype=float), seed=2)
+        _residual_cloud(rvf, raw.iloc[shown], "fitted", "residual", trial)
         rvf.axhline(0, color="black", lw=0.9, ls="--")
+        _shown_note(rvf, len(shown), len(raw))
     else:
         _no_data(rvf, no_fit, hide_ticks="xy")
     legend_rows = 0
@@ -1912,6 +1923,32 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         legend_rows = legend_below(fig, handles, ncols=2)
     arrange(fig, [qq, rvf], Panels(legend_rows=legend_rows))
     return fig
+
+
+def _residuals_shown(normalized: np.ndarray, seed: int) -> np.ndarray:
+    """Positions of the residuals drawn: all, or every one beyond +-3 SD (normalized) and a
+    seeded random sample of the others, :data:`MAX_RESIDUAL_POINTS` in all."""
+    n = len(normalized)
+    if n <= MAX_RESIDUAL_POINTS:
+        return np.arange(n)
+    outlying = np.abs(np.nan_to_num(normalized)) > OUTLYING_RESIDUAL
+    outer, inner = np.flatnonzero(outlying), np.flatnonzero(~outlying)
+    if len(outer) >= MAX_RESIDUAL_POINTS:
+        return outer[_sample_positions(len(outer), MAX_RESIDUAL_POINTS, SAMPLE_SEED, seed)]
+    keep = inner[_sample_positions(len(inner), MAX_RESIDUAL_POINTS - len(outer), SAMPLE_SEED, seed)]
+    return np.sort(np.concatenate([outer, keep]))
+
+
+def _shown_note(ax: Axes, shown: int, n: int) -> None:
+    """Say in the panel how many residuals are drawn, when not all of them."""
+    if shown < n:
+        ax.text(
+            0.01, 0.99,
+            f"{shown:,} of {n:,} drawn: every |normalized| > {OUTLYING_RESIDUAL:g}\n"
+            "and a random sample of the others",
+            transform=ax.transAxes, ha="left", va="top", fontsize=7, color=TEXT_GREY,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5},
+        )  # fmt: skip
 
 
 def _residual_cloud(ax: Axes, frame: pd.DataFrame, x: str, y: str, trial: TrialConfig) -> None:
