@@ -35,7 +35,7 @@ rule derive:
         trial=PER_STEP,
     conda:
         "../envs/trialflow.yaml"
-    threads: 1
+    threads: get_trial_threads
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,

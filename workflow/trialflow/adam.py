@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from trialflow.errors import DataError
 from trialflow.labels import arm_name, visit_name
 from trialflow.xport import widest_row, with_observations
 
-__all__ = ["AdamDataset", "Variable", "adam_datasets", "define_table", "write_adam"]
+__all__ = ["AdamDataset", "Variable", "adam_datasets", "adam_writes", "define_table", "write_adam"]
 
 NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,7}$")
 MAX_LABEL = 40
@@ -364,16 +365,26 @@ def fixed_stamps(data: bytes) -> bytes:
     return bytes(out)
 
 
-def write_adam(adsl: pd.DataFrame, adeff: pd.DataFrame, trial: TrialConfig,
-               paths: Mapping[str, str]) -> None:  # fmt: skip
-    """Write ADSL and ADEFF as CSV and XPT, and define.csv, to ``paths`` (keys adam_adsl,
-    adam_adsl_xpt, adam_adeff, adam_adeff_xpt, adam_define)."""
+def adam_writes(adsl: pd.DataFrame, adeff: pd.DataFrame, trial: TrialConfig,
+                paths: Mapping[str, str]) -> list[Callable[[], None]]:  # fmt: skip
+    """The writes of ADSL and ADEFF as CSV and XPT, and of define.csv, to ``paths`` (keys
+    adam_adsl, adam_adsl_xpt, adam_adeff, adam_adeff_xpt, adam_define): independent, so a
+    job with threads runs them side by side."""
     from trialflow.io import write_csv
 
     datasets = adam_datasets(adsl, adeff, trial)
     frames = [transport_frame(d) for d in datasets]
+    writes: list[Callable[[], None]] = []
     for dataset, frame in zip(datasets, frames, strict=True):
         key = f"adam_{dataset.name.lower()}"
-        write_csv(frame, paths[key])
-        write_xpt(dataset, paths[f"{key}_xpt"], frame)
-    write_csv(define_table(datasets, frames), paths["adam_define"])
+        writes.append(partial(write_csv, frame, paths[key]))
+        writes.append(partial(write_xpt, dataset, paths[f"{key}_xpt"], frame))
+    writes.append(partial(write_csv, define_table(datasets, frames), paths["adam_define"]))
+    return writes
+
+
+def write_adam(adsl: pd.DataFrame, adeff: pd.DataFrame, trial: TrialConfig,
+               paths: Mapping[str, str]) -> None:  # fmt: skip
+    """Write ADSL and ADEFF as CSV and XPT, and define.csv (see :func:`adam_writes`)."""
+    for write in adam_writes(adsl, adeff, trial, paths):
+        write()
