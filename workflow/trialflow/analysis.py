@@ -21,7 +21,7 @@ import pandas as pd
 
 from trialflow.config import Outcome, TrialConfig
 from trialflow.errors import ModelError
-from trialflow.parallel import fork_map
+from trialflow.parallel import fork_map, split_workers
 from trialflow.plan import lmm_df_method
 from trialflow.stats.ancova import fit_ancova
 from trialflow.stats.anova import mixed_anova
@@ -350,12 +350,30 @@ def outcome_plan(data: pd.DataFrame, trial: TrialConfig, spec: MeanSpec) -> Outc
     return OutcomePlan(trial, trial.options, spec, data, post)
 
 
+# The analyses of one outcome, each independent of the others: the models, then the mixed
+# ANOVA and the effect sizes.
+_ANALYSES = (*MODELS, "mixed_anova", "effect_sizes")
+
+
+def _analysis(plan: OutcomePlan, outcome: Outcome, degenerate: str | None, name: str) -> Any:
+    """One analysis of :data:`_ANALYSES`: a model's (result, reason why not fitted), the mixed
+    ANOVA's (table, record) or the effect sizes' table."""
+    if name == "mixed_anova":
+        return _anova(plan, outcome, degenerate)
+    if name == "effect_sizes":
+        return _effect_sizes(plan, outcome, degenerate)
+    return (None, degenerate) if degenerate else _try(partial(MODELS[name], plan))
+
+
 def analyse_outcome(
-    plan: OutcomePlan, outcome: Outcome
+    plan: OutcomePlan, outcome: Outcome, workers: int = 1
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Fit every model of the analysis plan to one outcome."""
+    """Fit every model of the analysis plan to one outcome (the analyses side by side on up to
+    ``workers`` processes)."""
     trial = plan.trial
     degenerate = _degenerate(plan.data, plan.post, outcome)
+    results = fork_map(partial(_analysis, plan, outcome, degenerate), _ANALYSES, workers)
+    done = dict(zip(_ANALYSES, results, strict=True))
     effects, lsmeans = [], []
     record: dict[str, Any] = {
         "outcome": outcome.name,
@@ -364,8 +382,8 @@ def analyse_outcome(
         "better": outcome.better,
         "primary": outcome.primary,
     }
-    for name, model in MODELS.items():
-        result, reason = (None, degenerate) if degenerate else _try(partial(model, plan))
+    for name in MODELS:
+        result, reason = done[name]
         if result is None:
             effects.append(_not_fitted(outcome.name, name, trial, reason))
             record[name] = {"fitted": False, "reason": reason}
@@ -373,8 +391,8 @@ def analyse_outcome(
         eff, ls = _add_result(name, result, plan, outcome, record)
         effects.append(eff)
         lsmeans.append(ls)
-    anova, record["mixed_anova"] = _anova(plan, outcome, degenerate)
-    return effects, lsmeans, anova, _effect_sizes(plan, outcome, degenerate), record
+    anova, record["mixed_anova"] = done["mixed_anova"]
+    return effects, lsmeans, anova, done["effect_sizes"], record
 
 
 # A numeric covariate with more distinct values than this is not taken as categorical levels.
@@ -486,11 +504,11 @@ def add_multiplicity(
 
 
 def _outcome_analysis(
-    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig
+    outcome: Outcome, *, adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, workers: int
 ) -> tuple[Any, ...]:
     """Every model of one outcome (and its subgroup table), as analyse_trial collects them."""
     plan = outcome_plan(outcome_data(adeff, adsl, trial, outcome), trial, mean_spec(trial.options))
-    eff, ls, anova, g, record = analyse_outcome(plan, outcome)
+    eff, ls, anova, g, record = analyse_outcome(plan, outcome, workers)
     subgroups = subgroup_table(plan, outcome) if trial.options["subgroups"] else None
     return eff, ls, anova, g, record, subgroups
 
@@ -498,7 +516,8 @@ def _outcome_analysis(
 def analyse_trial(
     adeff: pd.DataFrame, adsl: pd.DataFrame, trial: TrialConfig, *, workers: int = 1
 ) -> TrialAnalysis:
-    """Run the analysis plan on every outcome of a trial (on up to ``workers`` processes).
+    """Run the analysis plan on every outcome of a trial, on up to ``workers`` processes:
+    across outcomes, and within an outcome (its analyses) the workers its outcomes leave idle.
 
     Returns
     -------
@@ -515,10 +534,13 @@ def analyse_trial(
     residuals: dict[str, pd.DataFrame] = {}
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
+    across, within = split_workers(workers, len(trial.outcomes))
     analysed = fork_map(
-        partial(_outcome_analysis, adeff=coded_labels(adeff), adsl=adsl, trial=trial),
+        partial(
+            _outcome_analysis, adeff=coded_labels(adeff), adsl=adsl, trial=trial, workers=within
+        ),
         trial.outcomes,
-        workers,
+        across,
     )
     for outcome, (eff, ls, anova, g, record, subgroup) in zip(
         trial.outcomes, analysed, strict=True
