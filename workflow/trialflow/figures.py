@@ -1135,8 +1135,9 @@ def _draw_changes(ax: Axes, rows: pd.DataFrame, points: pd.DataFrame, trial: Tri
 
     colors = arm_colors(trial)
     with warnings.catch_warnings():
-        # seaborn 0.13 passes matplotlib's deprecated ``vert`` to bxp (same drawing).
-        warnings.filterwarnings("ignore", message="vert: bool was deprecated")
+        # seaborn 0.13 passes matplotlib's deprecated ``vert`` to bxp (same drawing); matplotlib
+        # 3.10 announces the deprecation, 3.11 makes it.
+        warnings.filterwarnings("ignore", message="vert: bool (was|will be) deprecated")
         sns.boxplot(
             rows,
             x="arm",
