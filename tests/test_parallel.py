@@ -121,3 +121,21 @@ def test_each_worker_uses_one_blas_thread() -> None:
         if _blas_threads(None) < 2:
             pytest.skip("this BLAS cannot run two threads here")
         assert fork_map(_blas_threads, [0, 1], workers=2) == [1, 1]
+
+
+def test_a_run_shares_its_cores_among_its_trials() -> None:
+    """README, "Threads": the bundled run gives each trial one core, a run of one trial gives
+    its jobs every core; the models and sensitivity jobs keep a thread per outcome."""
+    import yaml
+
+    from trialflow.setup import normalise_config, prepare_workflow
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+    normalise_config(config)
+    both = prepare_workflow(config, project=ROOT)
+    assert both.trial_threads(2) == 1 and both.trial_threads(8) == 4
+    assert both.outcome_threads("weightbearing", 2) == len(both.trials["weightbearing"].outcomes)
+    one = prepare_workflow({**config, "trials": ["exercise_education"]}, project=ROOT)
+    assert one.trial_threads(2) == 2 and one.trial_threads(1) == 1
+    outcomes = len(one.trials["exercise_education"].outcomes)
+    assert one.outcome_threads("exercise_education", 16) == max(outcomes, 16)

@@ -1,8 +1,10 @@
 # Configuration: validate config/config.yaml and every trial description, and the input
 # functions of the rules (named get_*). Only light modules are imported here: this runs on
 # every invocation, including an up-to-date rerun.
+import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from trialflow.errors import TrialflowError
@@ -64,14 +66,24 @@ def get_mem_mb(wildcards) -> int:
     return SETUP.mem_mb(wildcards.trial)
 
 
-# Snakemake lowers a rule's threads to the cores it was given (--cores; 1 for a cluster run,
-# where each job asks for its own CPUs).
+def _run_cores() -> int:
+    # The run's --cores (Snakemake lowers a rule's threads to it). A cluster run has none, and
+    # each job asks the cluster for the CPUs of its own threads; inside that job, Snakemake
+    # computes the threads again and must find what the job asked for.
+    if "SLURM_JOB_ID" in os.environ:
+        return int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    try:
+        return int(workflow.cores)
+    except WorkflowError:
+        return 1
+
+
 def get_trial_threads(wildcards) -> int:
-    return SETUP.trial_threads(workflow.cores)
+    return SETUP.trial_threads(_run_cores())
 
 
 def get_outcome_threads(wildcards) -> int:
-    return SETUP.outcome_threads(wildcards.trial, workflow.cores)
+    return SETUP.outcome_threads(wildcards.trial, _run_cores())
 
 
 def get_runtime(wildcards) -> int:
