@@ -79,6 +79,8 @@ def test_one_outcome_shares_its_refits_imputations_and_responders_among_workers(
             shared.append(getattr(func, "__name__", None) or func.func.__name__)
         return real(func, items, workers)
 
+    # Shared even though this trial is small (29 subjects).
+    monkeypatch.setattr(trialflow.parallel, "PARALLEL_SUBJECTS", 0)
     monkeypatch.setattr(trialflow.parallel, "fork_imap", spy)
     monkeypatch.setattr(trialflow.stats.refbased, "fork_imap", spy)
     two = analyse_sensitivity(adeff, adsl, trial, workers=2)
@@ -100,10 +102,12 @@ def test_chunks_are_cut_by_the_work_alone() -> None:
 
 
 def test_a_trial_with_fewer_outcomes_than_workers_gives_them_to_each_outcome() -> None:
-    assert split_workers(2, 1) == (1, 2)
-    assert split_workers(2, 4) == (2, 1)
-    assert split_workers(8, 3) == (3, 2)
-    assert split_workers(1, 1) == (1, 1)
+    assert split_workers(2, 1, 10_000) == (1, 2)
+    assert split_workers(2, 4, 10_000) == (2, 1)
+    assert split_workers(8, 3, 10_000) == (3, 2)
+    assert split_workers(1, 1, 10_000) == (1, 1)
+    # A small trial's outcome is not worth starting workers for.
+    assert split_workers(2, 1, 1_000) == (1, 1)
 
 
 def _blas_threads(_: object) -> int:

@@ -534,7 +534,7 @@ def analyse_trial(
     residuals: dict[str, pd.DataFrame] = {}
     type3: list[pd.DataFrame] = []
     subgroups: list[pd.DataFrame] = []
-    across, within = split_workers(workers, len(trial.outcomes))
+    across, within = split_workers(workers, len(trial.outcomes), len(adsl))
     analysed = fork_map(
         partial(
             _outcome_analysis, adeff=coded_labels(adeff), adsl=adsl, trial=trial, workers=within

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["chunks", "fork_imap", "fork_map", "split_workers"]
+__all__ = ["PARALLEL_SUBJECTS", "chunks", "fork_imap", "fork_map", "split_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,8 +77,15 @@ def chunks(n: int, most: int) -> list[np.ndarray]:
     return [np.arange(first, min(n, first + size)) for first in range(0, n, size)]
 
 
-def split_workers(workers: int, outcomes: int) -> tuple[int, int]:
+# Below this many subjects an outcome's own work takes less time than starting its workers
+# (at 1,000 subjects the sensitivity analyses took 0.45 s in one process and 0.75 s on two).
+PARALLEL_SUBJECTS = 5_000
+
+
+def split_workers(workers: int, outcomes: int, subjects: int) -> tuple[int, int]:
     """Workers across outcomes, and within each outcome: a trial with fewer outcomes than
-    workers gives each outcome's own chunks the workers its outcomes leave idle."""
+    workers gives each outcome's own chunks the workers its outcomes leave idle, when it has
+    at least :data:`PARALLEL_SUBJECTS` subjects."""
     across = max(1, min(workers, outcomes))
-    return across, max(1, workers // across)
+    within = max(1, workers // across) if subjects >= PARALLEL_SUBJECTS else 1
+    return across, within

@@ -653,7 +653,7 @@ def analyse_sensitivity(
     so the result is the same."""
     tables, tippings, responders = [], [], []
     records: dict[str, dict[str, Any]] = {}
-    across, within = split_workers(workers, len(trial.outcomes))
+    across, within = split_workers(workers, len(trial.outcomes), len(adsl))
     analysed = fork_map(
         partial(
             _outcome_sensitivity,
