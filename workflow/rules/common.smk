@@ -69,9 +69,10 @@ def get_mem_mb(wildcards) -> int:
 def _run_cores() -> int:
     # The run's --cores (Snakemake lowers a rule's threads to it). A cluster run has none, and
     # each job asks the cluster for the CPUs of its own threads; inside that job, Snakemake
-    # computes the threads again and must find what the job asked for.
-    if "SLURM_JOB_ID" in os.environ:
-        return int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    # computes the threads again and must find what the job asked for (--cpus-per-task).
+    job_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if job_cpus:
+        return int(job_cpus)
     try:
         return int(workflow.cores)
     except WorkflowError:

@@ -1054,11 +1054,20 @@ def _change_points(values: np.ndarray, max_points: int, seed: int, stream: int) 
     if len(values) <= max_points:
         return np.arange(len(values))
     stats = boxplot_stats(values)[0]
-    beyond = (values < stats["whislo"]) | (values > stats["whishi"])
+    return _outer_and_sample(
+        (values < stats["whislo"]) | (values > stats["whishi"]), max_points, seed, stream
+    )
+
+
+def _outer_and_sample(beyond: np.ndarray, most: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted positions of at most ``most`` items: every item flagged ``beyond`` (a seeded
+    sample of them if they alone are too many), filled up with a seeded sample of the others."""
+    if len(beyond) <= most:
+        return np.arange(len(beyond))
     outer, inner = np.flatnonzero(beyond), np.flatnonzero(~beyond)
-    if len(outer) >= max_points:
-        return outer[_sample_positions(len(outer), max_points, seed, stream)]
-    keep = inner[_sample_positions(len(inner), max_points - len(outer), seed, stream)]
+    if len(outer) >= most:
+        return outer[_sample_positions(len(outer), most, seed, stream)]
+    keep = inner[_sample_positions(len(inner), most - len(outer), seed, stream)]
     return np.sort(np.concatenate([outer, keep]))
 
 
@@ -1929,15 +1938,8 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
 def _residuals_shown(normalized: np.ndarray, seed: int) -> np.ndarray:
     """Positions of the residuals drawn: all, or every one beyond +-3 SD (normalized) and a
     seeded random sample of the others, :data:`MAX_RESIDUAL_POINTS` in all."""
-    n = len(normalized)
-    if n <= MAX_RESIDUAL_POINTS:
-        return np.arange(n)
     outlying = np.abs(np.nan_to_num(normalized)) > OUTLYING_RESIDUAL
-    outer, inner = np.flatnonzero(outlying), np.flatnonzero(~outlying)
-    if len(outer) >= MAX_RESIDUAL_POINTS:
-        return outer[_sample_positions(len(outer), MAX_RESIDUAL_POINTS, SAMPLE_SEED, seed)]
-    keep = inner[_sample_positions(len(inner), MAX_RESIDUAL_POINTS - len(outer), SAMPLE_SEED, seed)]
-    return np.sort(np.concatenate([outer, keep]))
+    return _outer_and_sample(outlying, MAX_RESIDUAL_POINTS, SAMPLE_SEED, seed)
 
 
 def _shown_note(ax: Axes, shown: int, n: int) -> None:
