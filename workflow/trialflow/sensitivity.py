@@ -49,7 +49,7 @@ from trialflow.stats.refbased import (
     multiple_imputation,
     normal_interval,
 )
-from trialflow.stats.responders import logistic_many, nnt, responder, risk_difference
+from trialflow.stats.responders import Covariates, logistic_many, nnt, responder, risk_difference
 
 logger = logging.getLogger(__name__)
 
@@ -435,17 +435,22 @@ def _responder_label(rule: Mapping[str, float], outcome: Outcome) -> tuple[str, 
     return kind, text, float(threshold)
 
 
-def _binary_summaries(
-    flags: np.ndarray, treated: np.ndarray, baseline: np.ndarray
-) -> list[dict[str, Any]]:
+def _covariates(treated: np.ndarray, baseline: np.ndarray) -> Covariates:
+    """The responder model's design (intercept, treatment, baseline), grouped."""
+    return Covariates.of(np.column_stack([np.ones(treated.size), treated, baseline]))
+
+
+def _binary_summaries(flags: np.ndarray, groups: Covariates) -> list[dict[str, Any]]:
     """Counts, risk difference and baseline-adjusted log odds ratio of each completed dataset
-    (one row of ``flags`` each)."""
-    n_t, n_c = int(treated.sum()), int((~treated).sum())
-    x = np.column_stack([np.ones(flags.shape[1]), treated.astype(float), baseline])
-    beta, cov, ok = logistic_many(x, flags)
+    (one row of ``flags`` each, over the subjects ``groups`` was built from)."""
+    arm = groups.x[:, 1] == 1
+    n_t, n_c = int(groups.size[arm].sum()), int(groups.size[~arm].sum())
+    successes = groups.successes(flags)
+    beta, cov, ok = logistic_many(groups.x, successes, groups.size)
+    # Whole numbers of responders: their sums are exact in any order.
+    by_arm = np.column_stack([successes[:, arm].sum(axis=1), successes[:, ~arm].sum(axis=1)])
     out = []
-    for row, b, c, fitted in zip(flags, beta, cov, ok, strict=True):
-        r_t, r_c = float(row[treated].sum()), float(row[~treated].sum())
+    for (r_t, r_c), b, c, fitted in zip(by_arm.tolist(), beta, cov, ok, strict=True):
         p_t, p_c, rd, rd_var = risk_difference(r_t, n_t, r_c, n_c)
         log_or, or_var = (b[1], c[1, 1]) if fitted else (np.nan, np.nan)
         out.append({
@@ -516,7 +521,7 @@ _CHUNK_VALUES = 4_000_000
 def _imputed_summaries(
     changes: np.ndarray,
     baseline: np.ndarray,
-    treated: np.ndarray,
+    groups: Covariates,
     kind: str,
     threshold: float,
     lower: bool,
@@ -528,7 +533,7 @@ def _imputed_summaries(
 
     def summaries(rows: np.ndarray) -> list[dict[str, Any]]:
         flags = responder(changes[rows], baseline[None], kind, threshold, lower)
-        return _binary_summaries(flags, treated, baseline)
+        return _binary_summaries(flags, groups)
 
     cut = chunks(changes.shape[0], max(1, _CHUNK_VALUES // max(changes.shape[1], 1)))
     slices = fork_map(summaries, cut, workers)
@@ -551,14 +556,14 @@ def _responder_tables(
     base = plan.post.groupby("subject_id")["baseline"].first().reindex(list(data.subjects))
     baseline = base.to_numpy(dtype=float)
     lower = outcome.better == "lower"
+    groups = _covariates(everyone.treated, everyone.baseline)
+    imputed_groups = _covariates(data.treated, baseline)
     rows = []
     for rule in rules:
         kind, label, threshold = _responder_label(rule, outcome)
         head = {"outcome": outcome.name, "visit": visit, "responder": label}
         flags = responder(everyone.change, everyone.baseline, kind, threshold, lower)
-        summary = _binary_summaries(
-            np.nan_to_num(flags, nan=0.0)[None], everyone.treated, everyone.baseline
-        )[0]
+        summary = _binary_summaries(np.nan_to_num(flags, nan=0.0)[None], groups)[0]
         note = "missing at the visit counted as non-response"
         if not np.isfinite(summary["log_or"]):
             note += "; logistic regression did not converge (separation)"
@@ -567,7 +572,7 @@ def _responder_tables(
         mi = results.mi
         if mi is None or mi.primary_changes is None:
             continue
-        draws = _imputed_summaries(mi.primary_changes, baseline, data.treated, kind,
+        draws = _imputed_summaries(mi.primary_changes, baseline, imputed_groups, kind,
                                    threshold, lower, workers)  # fmt: skip
         if not all(np.isfinite(d["log_or"]) for d in draws):
             why = "not run: logistic regression did not converge in an imputation"

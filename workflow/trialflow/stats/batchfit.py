@@ -75,15 +75,19 @@ def bootstrap_samples(problem: _RemlProblem, weights: np.ndarray) -> SampleSet:
         w = weights[:, pat.subjects]
         d = pat.block.shape[1]
         # A sample's cross-product is its weighted sum of the subjects' outer products: one
-        # matrix product (samples x subjects) @ (subjects x d*d) for all samples, over slices
-        # of subjects so that the outer products stay small.
-        outer = np.zeros((w.shape[0], d * d))
-        step = max(1, _CHUNK_VALUES // max(d * d, 1))
+        # matrix product (samples x subjects) @ (subjects x pairs) for all samples, over slices
+        # of subjects so that the outer products stay small. The products are symmetric, so
+        # only the pairs on and above the diagonal are summed.
+        upper = np.triu_indices(d)
+        sums = np.zeros((w.shape[0], upper[0].size))
+        step = max(1, _CHUNK_VALUES // max(upper[0].size, 1))
         for first in range(0, pat.block.shape[0], step):
             rows = pat.block[first : first + step]
-            products = (rows[:, :, None] * rows[:, None, :]).reshape(len(rows), d * d)
-            outer += w[:, first : first + step] @ products
-        cross.append(_layout(outer.reshape(-1, d, d), m, problem.q))
+            sums += w[:, first : first + step] @ (rows[:, upper[0]] * rows[:, upper[1]])
+        outer = np.empty((w.shape[0], d, d))
+        outer[:, upper[0], upper[1]] = sums
+        outer[:, upper[1], upper[0]] = sums
+        cross.append(_layout(outer, m, problem.q))
         totals.append(w.sum(axis=1))
     return SampleSet(cross, np.column_stack(totals), _estimable(problem, cross))
 

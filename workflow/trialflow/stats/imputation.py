@@ -56,10 +56,12 @@ __all__ = [
     "STRATEGIES",
     "Ancova",
     "ImputationSet",
+    "MissingCells",
     "Refitter",
     "conditional_solves",
     "fill",
     "imputation_set",
+    "missing_values",
     "strategy_means",
 ]
 
@@ -298,6 +300,20 @@ def conditional_solves(data: ImputationSet, sigma: np.ndarray, draws: bool) -> l
     return out
 
 
+def missing_values(
+    mu: np.ndarray, observed: np.ndarray, solve: _Solve, normals: np.ndarray | None = None
+) -> np.ndarray:
+    """One pattern's missing values (... x its subjects x missing visits) under the mean
+    profiles ``mu`` (... x its subjects x visits): the conditional mean given ``observed``
+    (its subjects x observed visits), plus a draw when ``normals`` (... x its subjects x
+    missing visits) are given."""
+    gain = np.swapaxes(solve.gain, -1, -2)
+    values = mu[..., solve.missing] + (observed - mu[..., solve.seen]) @ gain
+    if normals is not None and solve.chol is not None:
+        values += normals @ np.swapaxes(solve.chol, -1, -2)
+    return values
+
+
 def fill(
     data: ImputationSet,
     means: np.ndarray,
@@ -312,15 +328,53 @@ def fill(
     """
     y = np.broadcast_to(data.y, means.shape).copy()
     for s in solves:
-        mu = means[..., s.rows, :]
-        seen = data.y[np.ix_(s.rows, s.seen)]
-        values = mu[..., s.missing] + (seen - mu[..., s.seen]) @ np.swapaxes(s.gain, -1, -2)
-        if normals is not None and s.chol is not None:
-            values += normals[..., s.rows[:, None], s.missing[None, :]] @ np.swapaxes(
-                s.chol, -1, -2
-            )
-        y[..., s.rows[:, None], s.missing[None, :]] = values
+        cells = (s.rows[:, None], s.missing[None, :])
+        y[(..., *cells)] = missing_values(
+            means[..., s.rows, :],
+            data.y[np.ix_(s.rows, s.seen)],
+            s,
+            None if normals is None else normals[(..., *cells)],
+        )
     return y
+
+
+@dataclass(frozen=True)
+class MissingCells:
+    """The subjects with a missing visit, sorted by missingness pattern, and their missing cells.
+
+    Multiple imputation draws and completes these cells only: the other subjects' values are
+    the same in every completed dataset. Each pattern's subjects are one slice of ``data``, and
+    an imputation's normals are one vector of ``count`` values, pattern after pattern.
+    """
+
+    data: ImputationSet
+    positions: np.ndarray  # each subject's position in the whole analysis set
+    slices: tuple[slice, ...]  # each pattern's subjects in ``data``, as in data.patterns
+
+    @classmethod
+    def of(cls, data: ImputationSet) -> MissingCells:
+        order = np.concatenate([rows for rows, _, _ in data.patterns] or [np.zeros(0, int)])
+        part = data.subset(order)
+        slices = tuple(slice(int(r[0]), int(r[-1]) + 1) for r, _, _ in part.patterns)
+        return cls(part, order, slices)
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """(subjects, missing visits) of each pattern."""
+        return [(rows.size, missing.size) for rows, _, missing in self.data.patterns]
+
+    @property
+    def count(self) -> int:
+        return sum(n * k for n, k in self.shapes)
+
+    def split(self, normals: np.ndarray) -> list[np.ndarray]:
+        """Draws (... x count) as one block per pattern (... x subjects x missing visits)."""
+        ends = np.cumsum([n * k for n, k in self.shapes])
+        lead = normals.shape[:-1]
+        return [
+            part.reshape(*lead, *shape)
+            for part, shape in zip(np.split(normals, ends[:-1], axis=-1), self.shapes, strict=True)
+        ]
 
 
 class Ancova:
@@ -351,32 +405,28 @@ class Ancova:
 
 
 class CompletedAncova:
-    """:class:`Ancova` of completed datasets that differ only at the incomplete subjects.
+    """:class:`Ancova` of completed datasets that differ only in their imputed cells.
 
-    A complete subject's change is the same in every completed dataset, so its share of the
-    cross-products (Z'y and y'y) is taken once; each dataset then costs only its imputed
-    subjects. The residual sum of squares is y'y - b'Z'y (the normal equations).
+    The observed cells are the same in every completed dataset, so their share of the
+    cross-products (Z'y and y'y, per visit) is taken once; each dataset then adds only its
+    imputed cells' share. The residual sum of squares is y'y - b'Z'y (the normal equations).
     """
 
-    def __init__(self, ancova: Ancova, changes: np.ndarray, incomplete: np.ndarray) -> None:
-        complete = np.ones(changes.shape[0], dtype=bool)
-        complete[incomplete] = False
-        fixed = changes[complete]
+    def __init__(self, ancova: Ancova, changes: np.ndarray) -> None:
+        """``changes``: subjects x visits, NaN where missing (rows as ``ancova.z``)."""
+        observed = np.nan_to_num(changes, nan=0.0)
         self.ancova = ancova
-        self.z_imputed = ancova.z[incomplete]
-        self.zy = ancova.z[complete].T @ fixed
-        self.yy = np.einsum("ij,ij->j", fixed, fixed)
+        self.zy = (ancova.z.T @ observed).T  # visits x columns of Z
+        self.yy = np.einsum("ij,ij->j", observed, observed)
 
-    def fit(self, imputed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Treatment coefficient and its variance per column of ``imputed`` (incomplete
-        subjects x columns; column j is visit j modulo the number of visits)."""
+    def fit(self, zy: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Treatment coefficient and its variance per visit of each dataset, from its imputed
+        cells' Z'y (... x visits x columns of Z) and y'y (... x visits)."""
         a = self.ancova
-        visit = np.arange(imputed.shape[1]) % self.yy.size
-        zy = self.zy[:, visit] + self.z_imputed.T @ imputed
-        yy = self.yy[visit] + np.einsum("ij,ij->j", imputed, imputed)
-        coef = a.gram_inv @ zy
-        rss = np.maximum(yy - np.einsum("ij,ij->j", coef, zy), 0.0)
-        return coef[a.arm], rss / a.df * a.gram_inv[a.arm, a.arm]
+        zy = self.zy + zy
+        coef = zy @ a.gram_inv  # the inverse Gram matrix is symmetric
+        rss = np.maximum(self.yy + yy - np.einsum("...j,...j->...", coef, zy), 0.0)
+        return coef[..., a.arm], rss / a.df * a.gram_inv[a.arm, a.arm]
 
 
 class Refitter:

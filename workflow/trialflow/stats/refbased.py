@@ -37,9 +37,11 @@ from trialflow.stats.imputation import (
     Ancova,
     CompletedAncova,
     ImputationSet,
+    MissingCells,
     Refitter,
     conditional_solves,
     fill,
+    missing_values,
     strategy_means,
 )
 from trialflow.stats.jackknife import leave_one_out_effects
@@ -291,6 +293,62 @@ def _bootstrap_draws(
     return betas, sigmas, failures
 
 
+@dataclass(frozen=True)
+class _Completion:
+    """What every chunk of imputations shares: the missing cells, the incomplete subjects'
+    ANCOVA rows, and the ANCOVA's sums over the observed cells."""
+
+    cells: MissingCells
+    z: np.ndarray  # the ANCOVA's rows of ``cells.data``'s subjects
+    ancova: CompletedAncova
+    strategies: tuple[str, ...]
+    observed: np.ndarray  # every subject's observed changes (NaN where missing)
+
+    @classmethod
+    def of(cls, data: ImputationSet, ancova: Ancova, strategies: Sequence[str]) -> _Completion:
+        cells = MissingCells.of(data)
+        observed = data.y - data.offset[:, None]
+        return cls(
+            cells, ancova.z[cells.positions], CompletedAncova(ancova, observed),
+            tuple(strategies), observed,
+        )  # fmt: skip
+
+    def sums(
+        self, beta: np.ndarray, sigma: np.ndarray, normals: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The imputed cells' Z'y (strategies x draws x visits x columns of Z) and y'y
+        (strategies x draws x visits) under each parameter draw (``beta``: draws x p,
+        ``sigma``: draws x k x k), and each pattern's completed changes (strategies x draws x
+        subjects x missing visits)."""
+        part = self.cells.data
+        mu_own = np.einsum("nkp,mp->mnk", part.x_own, beta)
+        mu_ref = np.einsum("nkp,mp->mnk", part.x_ref, beta)
+        means = np.stack([strategy_means(part, mu_own, mu_ref, s) for s in self.strategies])
+        shape = (len(self.strategies), beta.shape[0], len(part.visits))
+        zy, yy = np.zeros((*shape, self.z.shape[1])), np.zeros(shape)
+        solves = conditional_solves(part, sigma, draws=True)
+        values = []
+        for solve, rows, draws in zip(solves, self.cells.slices, normals, strict=True):
+            v = missing_values(means[:, :, rows], part.y[rows][:, solve.seen], solve, draws)
+            v -= part.offset[rows, None]
+            zy[:, :, solve.missing] += np.swapaxes(self.z[rows].T @ v, -1, -2)
+            yy[:, :, solve.missing] += np.einsum("smnj,smnj->smj", v, v)
+            values.append(v)
+        return zy, yy, values
+
+    def at(self, values: list[np.ndarray], draws: int, strategy: int, visit: int) -> np.ndarray:
+        """Every subject's completed change at ``visit`` under ``strategy`` (draws x subjects),
+        from :meth:`sums`' completed changes."""
+        out = np.tile(self.observed[:, visit], (draws, 1))
+        for (_, _, missing), rows, v in zip(
+            self.cells.data.patterns, self.cells.slices, values, strict=True
+        ):
+            j = np.flatnonzero(missing == visit)
+            if j.size:
+                out[:, self.cells.positions[rows]] = v[strategy, :, :, j[0]]
+        return out
+
+
 # Values of completed data held at once (strategies x imputations x subjects x visits).
 _CHUNK_VALUES = 2_000_000
 
@@ -319,39 +377,31 @@ def multiple_imputation(
         Too many bootstrap samples whose MMRM refit did not converge.
     """
     ancova = Ancova(data.z)
-    s, k = len(strategies), len(data.visits)
     streams = [_stream(seed, key, m) for m in range(imputations)]
     betas, sigmas, failures = _bootstrap_draws(data, refitter, streams, workers)
-    # Only the subjects with a missing visit are imputed; the others' changes are fixed.
-    incomplete = data.incomplete
-    part = data.subset(incomplete)
-    observed = data.y - data.offset[:, None]
-    completed = CompletedAncova(ancova, observed, incomplete)
-    # The column of the completed change under MAR at the primary visit (for responders).
-    at = None
-    if "mar" in strategies and primary is not None:
-        at = strategies.index("mar") * k + primary
+    completion = _Completion.of(data, ancova, strategies)
+    cells = completion.cells
+    # The completed change under MAR at the primary visit (for responders).
+    mar = strategies.index("mar") if "mar" in strategies and primary is not None else None
 
     def chunk(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        # Each imputation's normals for every subject and visit, as its stream gives them.
-        normals = np.stack([streams[m].standard_normal(data.y.shape) for m in rows])
-        changes = _completed_changes(
-            part, betas[rows], sigmas[rows], strategies, normals[:, incomplete]
-        )
-        est, var = completed.fit(changes)
-        mar = None
-        if at is not None and primary is not None:
-            mar = np.tile(observed[:, primary], (rows.size, 1))
-            mar[:, incomplete] = changes.reshape(part.n, rows.size, s * k)[:, :, at].T
-        return est.reshape(-1, s, k), var.reshape(-1, s, k), mar
+        # Each imputation's normals for its missing cells, as its stream gives them.
+        normals = cells.split(np.stack([streams[m].standard_normal(cells.count) for m in rows]))
+        zy, yy, values = completion.sums(betas[rows], sigmas[rows], normals)
+        est, var = completion.ancova.fit(zy, yy)
+        at = None
+        if mar is not None and primary is not None:
+            at = completion.at(values, rows.size, mar, primary)
+        return est.transpose(1, 0, 2), var.transpose(1, 0, 2), at
 
-    cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * max(part.n, 1) * k)))
+    s, k = len(strategies), len(data.visits)
+    cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * max(cells.data.n, 1) * k)))
     estimate, variance = np.empty((imputations, s, k)), np.empty((imputations, s, k))
-    primary_changes = None if at is None else np.empty((imputations, data.n))
-    for rows, (est, var, mar) in zip(cut, fork_imap(chunk, cut, workers), strict=True):
+    primary_changes = None if mar is None else np.empty((imputations, data.n))
+    for rows, (est, var, at) in zip(cut, fork_imap(chunk, cut, workers), strict=True):
         estimate[rows], variance[rows] = est, var
         if primary_changes is not None:
-            primary_changes[rows] = mar
+            primary_changes[rows] = at
     return MultipleImputation(
         strategies=tuple(strategies),
         visits=list(data.visits),

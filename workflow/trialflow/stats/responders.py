@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["Nnt", "logistic", "logistic_many", "nnt", "responder", "risk_difference"]
+__all__ = ["Covariates", "Nnt", "logistic", "logistic_many", "nnt", "responder", "risk_difference"]
 
 
 def responder(
@@ -59,18 +59,45 @@ def logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     return (beta[0], cov[0]) if ok[0] else None
 
 
+@dataclass(frozen=True)
+class Covariates:
+    """Subjects grouped by identical design rows (arm and a recorded baseline repeat often).
+
+    The binomial likelihood of each group's successes out of its size is the Bernoulli
+    likelihood of its subjects, so a logistic fit on the groups has the same optimum and
+    information as the fit on the subjects, at the cost of the groups.
+    """
+
+    x: np.ndarray  # groups x p: each distinct design row once
+    size: np.ndarray  # subjects per group
+    order: np.ndarray  # subjects sorted by group
+    starts: np.ndarray  # where each group begins in ``order``
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Covariates:
+        rows, inverse, size = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse.reshape(-1), kind="stable")
+        starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+        return cls(rows, size.astype(float), order, starts)
+
+    def successes(self, y: np.ndarray) -> np.ndarray:
+        """Each group's sum of ``y`` (fits x subjects -> fits x groups)."""
+        return np.add.reduceat(y[:, self.order], self.starts, axis=1)
+
+
 def _outer_rows(x: np.ndarray) -> np.ndarray:
     """Each row's outer product, flattened (n x p*p): built once per design."""
     return (x[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
 
 
 def _information(
-    x: np.ndarray, outer: np.ndarray, beta: np.ndarray
+    x: np.ndarray, size: np.ndarray, outer: np.ndarray, beta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Information of every fit (fits x p x p) and the fitted success counts (fits x rows)."""
     p = special.expit(beta @ x.T)
-    # One matrix product for every fit: weights (fits x n) times each row's outer product.
-    info = (p * (1 - p)) @ outer
-    return info.reshape(-1, x.shape[1], x.shape[1]), p
+    # One matrix product for every fit: weights (fits x rows) times each row's outer product.
+    info = (size * p * (1 - p)) @ outer
+    return info.reshape(-1, x.shape[1], x.shape[1]), size * p
 
 
 def _solve_each(info: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,20 +115,28 @@ def _solve_each(info: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def logistic_many(
-    x: np.ndarray, y: np.ndarray, outer: np.ndarray | None = None
+    x: np.ndarray, y: np.ndarray, size: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`logistic` of each row of ``y`` (fits x subjects) on one design, side by side.
+    """:func:`logistic` of each row of ``y`` (fits x rows) on one design, side by side.
 
-    Returns coefficients (fits x p), covariances (fits x p x p) and which fits converged; each
-    fit takes the Newton steps it would take alone and stops when its own step is below 1e-11.
+    With ``size``, a row of ``x`` is a group of that many subjects and ``y`` counts its
+    successes (binomial); without, each row is one subject. Returns coefficients (fits x p),
+    covariances (fits x p x p) and which fits converged; each fit takes the Newton steps it
+    would take alone and stops when its own step is below 1e-11.
     """
+    size = np.ones(x.shape[0]) if size is None else size
+    return _newton(x, y, size, _outer_rows(x))
+
+
+def _newton(
+    x: np.ndarray, y: np.ndarray, size: np.ndarray, outer: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m, p = y.shape[0], x.shape[1]
-    outer = _outer_rows(x) if outer is None else outer
     beta = np.zeros((m, p))
     if m > 1:
         # Completed datasets differ little: from the first fit's optimum the others need a
         # few Newton steps instead of a full run from zero (the optimum is the same).
-        first, _, first_ok = logistic_many(x, y[:1], outer)
+        first, _, first_ok = _newton(x, y[:1], size, outer)
         if first_ok[0]:
             beta[:] = first[0]
     running, ok = np.ones(m, dtype=bool), np.zeros(m, dtype=bool)
@@ -109,8 +144,8 @@ def logistic_many(
         rows = np.flatnonzero(running)
         if not rows.size:
             break
-        info, prob = _information(x, outer, beta[rows])
-        step, solved = _solve_each(info, (y[rows] - prob) @ x)
+        info, fitted = _information(x, size, outer, beta[rows])
+        step, solved = _solve_each(info, (y[rows] - fitted) @ x)
         beta[rows] += step
         off = ~solved | (np.max(np.abs(beta[rows]), axis=1) > 25)
         done = ~off & (np.max(np.abs(step), axis=1) < 1e-11)
@@ -118,7 +153,7 @@ def logistic_many(
         ok[rows[done]] = True
     cov = np.full((m, p, p), np.nan)
     if ok.any():
-        cov[ok] = np.linalg.inv(_information(x, outer, beta[ok])[0])
+        cov[ok] = np.linalg.inv(_information(x, size, outer, beta[ok])[0])
     return beta, cov, ok
 
 
