@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pingouin as pg
 import pytest
 
 from trialflow.errors import ModelError
-from trialflow.stats import anova
 from trialflow.stats.anova import ANOVA_COLUMNS, mixed_anova
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
@@ -115,9 +115,9 @@ def test_missing_column_is_an_error() -> None:
 def test_library_deprecations_are_not_model_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     rows, order = _rows("sim_catcov", "function")
     args = {"response": "value", "subject": "subject_id", "visit": "visit", "arm": "arm"}
-    real = anova.pg.mixed_anova
+    real = pg.mixed_anova
     pandas_file = str(Path(pd.__file__).parent / "core" / "frame.py")
-    pingouin_file = str(Path(anova.pg.__file__).parent / "parametric.py")
+    pingouin_file = str(Path(pg.__file__).parent / "parametric.py")
 
     def noisy(*a: object, **k: object) -> pd.DataFrame:
         # What pingouin triggers in pandas, plus one warning that is about the data.
@@ -128,14 +128,14 @@ def test_library_deprecations_are_not_model_warnings(monkeypatch: pytest.MonkeyP
         warnings.warn_explicit("epsilon could not be computed", UserWarning, pingouin_file, 1)
         return real(*a, **k)
 
-    monkeypatch.setattr(anova.pg, "mixed_anova", noisy)
+    monkeypatch.setattr(pg, "mixed_anova", noisy)
     with warnings.catch_warnings(record=True) as leaked:
         warnings.simplefilter("always")
         table = mixed_anova(rows, visit_order=order, **args)  # type: ignore[arg-type]
     assert leaked == []
     assert table.attrs["warnings"] == ["epsilon could not be computed"]
 
-    monkeypatch.setattr(anova.pg, "mixed_anova", real)
+    monkeypatch.setattr(pg, "mixed_anova", real)
     table = mixed_anova(rows, visit_order=order, **args)  # type: ignore[arg-type]
     assert not any("deprecated" in w for w in table.attrs["warnings"])
 

@@ -11,6 +11,7 @@ arm and arm-by-visit rows are the same under both types.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pingouin as pg
-import scipy
 from scipy import stats
 
 from trialflow.errors import ModelError
@@ -48,9 +47,9 @@ _LIBRARY_DEPRECATIONS: tuple[type[Warning], ...] = (
     PendingDeprecationWarning,
 )
 _LIBRARY_DIRS: tuple[Path, ...] = tuple(
-    Path(module.__file__).resolve().parent
-    for module in (pd, pg, np, scipy)
-    if module.__file__ is not None
+    Path(spec.origin).resolve().parent
+    for spec in map(importlib.util.find_spec, ("pandas", "pingouin", "numpy", "scipy"))
+    if spec is not None and spec.origin is not None
 )
 
 
@@ -205,6 +204,10 @@ def mixed_anova(
             column=response,
             fix="check the response column: every analysed value is the same",
         )
+
+    # Imported here: pingouin loads matplotlib.pyplot (0.6 s), which only this analysis needs;
+    # the sensitivity analyses import this module without it.
+    import pingouin as pg
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
