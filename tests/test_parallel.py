@@ -143,3 +143,26 @@ def test_a_run_shares_its_cores_among_its_trials() -> None:
     assert one.trial_threads(2) == 2 and one.trial_threads(1) == 1
     outcomes = len(one.trials["exercise_education"].outcomes)
     assert one.outcome_threads("exercise_education", 16) == max(outcomes, 16)
+
+
+def test_a_trial_runs_in_one_job_up_to_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README, "Jobs": a trial whose raw visit file is at most 16 MB runs every step in one job;
+    ``job_granularity`` overrides the choice."""
+    import yaml
+
+    from trialflow import setup
+    from trialflow.setup import normalise_config, prepare_workflow
+
+    assert setup.ONE_JOB_LIMIT_BYTES == 16_000_000
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+    normalise_config(config)
+    both = prepare_workflow(config, project=ROOT)
+    assert both.one_job == both.names and both.per_step == []
+    small, large = sorted(both.names, key=both.raw_bytes.__getitem__)
+    monkeypatch.setattr(setup, "ONE_JOB_LIMIT_BYTES", both.raw_bytes[small])
+    split = prepare_workflow(config, project=ROOT)
+    assert split.one_job == [small] and split.per_step == [large]
+    forced = prepare_workflow({**config, "job_granularity": "per_trial"}, project=ROOT)
+    assert forced.one_job == both.names
+    steps = prepare_workflow({**config, "job_granularity": "per_step"}, project=ROOT)
+    assert steps.per_step == both.names and steps.one_job == []
