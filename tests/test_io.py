@@ -10,6 +10,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -259,3 +260,50 @@ def test_plain_files_read_by_the_c_parser_as_by_the_csv_module() -> None:
     frame, numbers = _plain_table("id,arm\n\n1 , a\n2\n", ",") or (None, None)
     assert numbers == [3, 4] and frame is not None
     assert frame.to_dict("list") == {"id": ["1 ", "2"], "arm": [" a", ""]}
+
+
+def _random_column(rng: np.random.Generator, n: int) -> pd.Series:
+    """A column of one of the types trialflow's tables hold, with the awkward values."""
+    kind = rng.choice(["float", "int", "bool", "object", "string", "category", "mixed"])
+    if kind == "float":
+        pool = np.array([0.0, -0.0, 0.1 + 0.2, 1e-5, 1e-4, 123456789.125, 1e16, 1e15, -2.5,
+                         5e-324, 1e308, np.inf, -np.inf, np.nan, 7.8, 1 / 3])  # fmt: skip
+        values = np.where(rng.uniform(size=n) < 0.5, rng.choice(pool, n), rng.normal(0, 1e3, n))
+        with np.errstate(over="ignore"):  # 1e308 scaled up is inf, which is written too
+            return pd.Series(values * rng.choice([1.0, 1e-9, 1e12]))
+    if kind == "int":
+        return pd.Series(rng.integers(-(2**62), 2**62, n) // rng.choice([1, 10**15]))
+    if kind == "bool":
+        return pd.Series(rng.uniform(size=n) < 0.5)
+    words = np.array(["a", "b, c", 'say "hi"', "two\nlines", "cr\rhere", "", " pad ", "é", "nan",
+                      "=SUM(A1)", "NA", "1.50"], dtype=object)  # fmt: skip
+    text = rng.choice(words, n).astype(object)
+    text[rng.uniform(size=n) < 0.2] = None
+    if kind == "string":
+        return pd.Series(text, dtype="string")
+    if kind == "category":
+        return pd.Series(text).astype("category")
+    if kind == "mixed" and n:
+        text[0] = 1.5  # not all text: pandas writes it
+    return pd.Series(text, dtype=object)
+
+
+def test_csv_text_is_what_pandas_writes() -> None:
+    """write_csv builds the text from each column's distinct values; it must be the text of
+    ``DataFrame.to_csv`` byte for byte, or decline (None) so that pandas writes it."""
+    from trialflow.io import csv_text
+
+    rng = np.random.default_rng(8)
+    built = 0
+    for _ in range(400):
+        n = int(rng.integers(0, 30))
+        names = [str(rng.choice(["x", "y,z", 'q"', "id", "arm", "value"])) + str(i)
+                 for i in range(int(rng.integers(1, 6)))]  # fmt: skip
+        frame = pd.DataFrame({name: _random_column(rng, n) for name in names})
+        text = csv_text(frame)
+        if text is not None:
+            built += 1
+            assert text == frame.to_csv(index=False, lineterminator="\n"), frame
+    assert built > 150
+    assert csv_text(pd.DataFrame({"only": ["", "a"]})) is None
+    assert csv_text(pd.DataFrame([[1, 2]], columns=["a", "a"])) is None

@@ -569,8 +569,68 @@ def write_text(text: str, path: str | Path) -> None:
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a table reproducibly and atomically: no index, '\\n' line ends, shortest
     round-trip floats."""
+    text = csv_text(frame)
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
+        if text is None:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+
+
+# Cells the csv module quotes (QUOTE_MINIMAL with '\n' line ends).
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def _csv_cell(text: str) -> str:
+    """A cell as the csv module writes it."""
+    if not _NEEDS_QUOTES.search(text):
+        return text
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([text])
+    return buffer.getvalue()[:-1]
+
+
+def _distinct_cells(column: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """Codes (-1: missing) and the text of each distinct value, as ``DataFrame.to_csv``
+    writes them (shortest round-trip floats, missing as empty), or None for a column type
+    it is not known to write that way."""
+    kind = column.dtype
+    values = column.to_numpy()
+    if kind == np.float64:
+        # By bit pattern: -0.0 and 0.0 are written differently.
+        codes, bits = pd.factorize(values.view(np.int64))
+        codes[np.isnan(values)] = -1
+        return codes, np.array([repr(x) for x in bits.view(np.float64).tolist()], dtype=object)
+    if kind in (np.int64, np.bool_):
+        codes, numbers = pd.factorize(values)
+        return codes, np.array([str(x) for x in numbers.tolist()], dtype=object)
+    if kind == np.dtype(object) or isinstance(kind, pd.StringDtype | pd.CategoricalDtype):
+        codes, distinct = pd.factorize(column)
+        texts = np.asarray(distinct, dtype=object).tolist()
+        if not all(isinstance(t, str) for t in texts):
+            return None
+        return codes, np.array([_csv_cell(t) for t in texts], dtype=object)
+    return None
+
+
+def csv_text(frame: pd.DataFrame) -> str | None:
+    """The text ``frame.to_csv(index=False, lineterminator="\\n")`` writes, built from each
+    column's distinct values (most cells of a trial's tables repeat: arms, visits, recorded
+    values); None where that is not known to give the same text, and pandas writes it."""
+    names = list(frame.columns)
+    # One column: the csv module quotes an empty cell alone on its row.
+    if len(names) < 2 or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+        return None
+    cells = []
+    for name in names:
+        coded = _distinct_cells(frame[name])
+        if coded is None:
+            return None
+        codes, texts = coded
+        cells.append(np.append(texts, "")[codes].tolist())
+    lines = [",".join(_csv_cell(n) for n in names), *map(",".join, zip(*cells, strict=True))]
+    return "\n".join(lines) + "\n"
 
 
 # A spreadsheet evaluates a cell that starts with one of these as a formula (OWASP "CSV
