@@ -49,7 +49,7 @@ def test_bootstrap_refits_in_a_batch_equal_refits_one_at_a_time(refitter: Refitt
 
     _, data, _ = prepared("sim_dropout", "pain")
     n_fitted = refitter.problem.n_subjects
-    weights = np.stack([_bootstrap_counts(_stream(11, 5, m), data, n_fitted) for m in range(12)])
+    weights = np.stack([_bootstrap_counts(_stream(11, 5, m, 0), data, n_fitted) for m in range(12)])
     betas, sigmas, ok = refitter.fit_many(
         lambda rows: bootstrap_samples(refitter.problem, weights[rows]),
         lambda i: weights[i],

@@ -54,6 +54,8 @@ def test_each_group_holds_the_subjects_of_its_design_row() -> None:
     rng = np.random.default_rng(2)
     x = _design(rng, 200, 0)
     groups = Covariates.of(x)
+    # The distinct rows, in lexicographic order.
+    np.testing.assert_array_equal(groups.x, np.unique(x, axis=0))
     marker = np.arange(200, dtype=float)[None]
     sums = groups.successes(marker)[0]
     for row, size, total in zip(groups.x, groups.size, sums, strict=True):

@@ -236,8 +236,15 @@ class MultipleImputation:
         )
 
 
-def _stream(seed: int, key: int, m: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(key, m)))
+# An imputation's two random streams: its bootstrap samples and its missing values' normals.
+# Separate streams let a worker process draw the samples of its chunk of imputations.
+_SAMPLES, _NORMALS = 0, 1
+
+
+def _stream(seed: int, key: int, m: int, purpose: int) -> np.random.Generator:
+    """Imputation ``m``'s stream for ``purpose`` (``_SAMPLES`` or ``_NORMALS``)."""
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(key, m, purpose))
+    return np.random.default_rng(sequence)
 
 
 def _bootstrap_counts(rng: np.random.Generator, data: ImputationSet, n_fitted: int) -> np.ndarray:
@@ -254,14 +261,16 @@ def _bootstrap_counts(rng: np.random.Generator, data: ImputationSet, n_fitted: i
 def _bootstrap_draws(
     data: ImputationSet,
     refitter: Refitter,
-    streams: list[np.random.Generator],
+    seed: tuple[int, int],
+    imputations: int,
     workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One bootstrap refit of the MMRM per stream: coefficients, covariances, failures.
+    """One bootstrap refit of the MMRM per imputation: coefficients, covariances, failures.
 
-    Every stream's first sample is refitted in batches (on up to ``workers`` processes). A
-    sample whose refit fails is replaced by the stream's next sample, as many times as needed,
-    so each imputation's draws depend only on its own stream.
+    ``seed`` is the trial's seed and the outcome's key. Every imputation's first sample is
+    drawn and refitted in batches (on up to ``workers`` processes). A sample whose refit fails
+    is replaced by the next sample of the imputation's stream, as many times as needed, so
+    each imputation's draws depend only on its own stream.
 
     Raises
     ------
@@ -269,26 +278,30 @@ def _bootstrap_draws(
         Too many bootstrap samples whose MMRM refit did not converge.
     """
     n_fitted = refitter.problem.n_subjects
-    weights = np.stack([_bootstrap_counts(rng, data, n_fitted) for rng in streams])
+
+    def first(m: int) -> np.ndarray:
+        return _bootstrap_counts(_stream(*seed, m, _SAMPLES), data, n_fitted)
+
     betas, sigmas, ok = refitter.fit_many(
-        lambda rows: bootstrap_samples(refitter.problem, weights[rows]),
-        lambda i: weights[i],
-        len(streams),
+        lambda rows: bootstrap_samples(refitter.problem, np.stack([first(m) for m in rows])),
+        first,
+        imputations,
         _BOOTSTRAP_TOLERANCE,
         workers,
     )
     failures = 0
     for m in np.flatnonzero(~ok):
+        rng = _stream(*seed, int(m), _SAMPLES)
+        _bootstrap_counts(rng, data, n_fitted)  # the sample that failed
         params = None
         while params is None:
             failures += 1
-            if failures > max(10, _MAX_FAILURE_RATE * len(streams)):
+            if failures > max(10, _MAX_FAILURE_RATE * imputations):
                 raise ModelError(
                     f"the MMRM did not converge on {failures} bootstrap samples",
                     fix="use conditional_mean, or a simpler covariance structure",
                 )
-            counts = _bootstrap_counts(streams[m], data, n_fitted)
-            params = refitter.fit(counts, _BOOTSTRAP_TOLERANCE)
+            params = refitter.fit(_bootstrap_counts(rng, data, n_fitted), _BOOTSTRAP_TOLERANCE)
         betas[m], sigmas[m] = params
     return betas, sigmas, failures
 
@@ -377,16 +390,16 @@ def multiple_imputation(
         Too many bootstrap samples whose MMRM refit did not converge.
     """
     ancova = Ancova(data.z)
-    streams = [_stream(seed, key, m) for m in range(imputations)]
-    betas, sigmas, failures = _bootstrap_draws(data, refitter, streams, workers)
+    betas, sigmas, failures = _bootstrap_draws(data, refitter, (seed, key), imputations, workers)
     completion = _Completion.of(data, ancova, strategies)
     cells = completion.cells
     # The completed change under MAR at the primary visit (for responders).
     mar = strategies.index("mar") if "mar" in strategies and primary is not None else None
 
     def chunk(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        # Each imputation's normals for its missing cells, as its stream gives them.
-        normals = cells.split(np.stack([streams[m].standard_normal(cells.count) for m in rows]))
+        # Each imputation's normals for its missing cells, from its own stream.
+        draws = [_stream(seed, key, m, _NORMALS).standard_normal(cells.count) for m in rows]
+        normals = cells.split(np.stack(draws))
         zy, yy, values = completion.sums(betas[rows], sigmas[rows], normals)
         est, var = completion.ancova.fit(zy, yy)
         at = None

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import special
 
 __all__ = ["Covariates", "Nnt", "logistic", "logistic_many", "nnt", "responder", "risk_difference"]
@@ -75,10 +76,16 @@ class Covariates:
 
     @classmethod
     def of(cls, x: np.ndarray) -> Covariates:
-        rows, inverse, size = np.unique(x, axis=0, return_inverse=True, return_counts=True)
-        order = np.argsort(inverse.reshape(-1), kind="stable")
-        starts = np.concatenate([[0], np.cumsum(size)[:-1]])
-        return cls(rows, size.astype(float), order, starts)
+        # Each column's codes in sorted order, combined column by column: the groups come in
+        # the rows' lexicographic order without sorting the rows themselves.
+        code = np.zeros(x.shape[0], dtype=np.int64)
+        for column in x.T:
+            codes, values = pd.factorize(column, sort=True)
+            code = pd.factorize(code * len(values) + codes, sort=True)[0]
+        size = np.bincount(code)
+        order = np.argsort(code, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+        return cls(x[order[starts]], size.astype(float), order, starts)
 
     def successes(self, y: np.ndarray) -> np.ndarray:
         """Each group's sum of ``y`` (fits x subjects -> fits x groups)."""
