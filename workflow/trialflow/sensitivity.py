@@ -45,6 +45,7 @@ from trialflow.stats.pooling import rubin
 from trialflow.stats.refbased import (
     Jackknife,
     MultipleImputation,
+    VisitChanges,
     conditional_mean,
     multiple_imputation,
     normal_interval,
@@ -440,12 +441,11 @@ def _covariates(treated: np.ndarray, baseline: np.ndarray) -> Covariates:
     return Covariates.of(np.column_stack([np.ones(treated.size), treated, baseline]))
 
 
-def _binary_summaries(flags: np.ndarray, groups: Covariates) -> list[dict[str, Any]]:
+def _binary_summaries(successes: np.ndarray, groups: Covariates) -> list[dict[str, Any]]:
     """Counts, risk difference and baseline-adjusted log odds ratio of each completed dataset
-    (one row of ``flags`` each, over the subjects ``groups`` was built from)."""
+    (one row of ``successes``: its responders in each of the covariate ``groups``)."""
     arm = groups.x[:, 1] == 1
     n_t, n_c = int(groups.size[arm].sum()), int(groups.size[~arm].sum())
-    successes = groups.successes(flags)
     beta, cov, ok = logistic_many(groups.x, successes, groups.size)
     # Whole numbers of responders: their sums are exact in any order.
     by_arm = np.column_stack([successes[:, arm].sum(axis=1), successes[:, ~arm].sum(axis=1)])
@@ -519,7 +519,7 @@ _CHUNK_VALUES = 4_000_000
 
 
 def _imputed_summaries(
-    changes: np.ndarray,
+    changes: VisitChanges,
     baseline: np.ndarray,
     groups: Covariates,
     kind: str,
@@ -529,13 +529,18 @@ def _imputed_summaries(
 ) -> list[dict[str, Any]]:
     """:func:`_binary_summaries` of every imputation's responders, a slice of imputations at a
     time (the flags of all imputations of a large trial would not fit in memory), the slices
-    on up to ``workers`` processes."""
+    on up to ``workers`` processes. The subjects observed at the visit respond alike in every
+    imputation: their responders are counted once."""
+    observed = responder(changes.observed, baseline, kind, threshold, lower)
+    fixed = groups.successes(np.nan_to_num(observed, nan=0.0)[None])
+    at = baseline[changes.missing][None]
 
     def summaries(rows: np.ndarray) -> list[dict[str, Any]]:
-        flags = responder(changes[rows], baseline[None], kind, threshold, lower)
-        return _binary_summaries(flags, groups)
+        flags = responder(changes.imputed[rows], at, kind, threshold, lower)
+        return _binary_summaries(fixed + groups.successes(flags, changes.missing), groups)
 
-    cut = chunks(changes.shape[0], max(1, _CHUNK_VALUES // max(changes.shape[1], 1)))
+    per_value = max(changes.missing.size, 1)
+    cut = chunks(changes.imputed.shape[0], max(1, _CHUNK_VALUES // per_value))
     slices = fork_map(summaries, cut, workers)
     return [summary for chunk in slices for summary in chunk]
 
@@ -563,7 +568,8 @@ def _responder_tables(
         kind, label, threshold = _responder_label(rule, outcome)
         head = {"outcome": outcome.name, "visit": visit, "responder": label}
         flags = responder(everyone.change, everyone.baseline, kind, threshold, lower)
-        summary = _binary_summaries(np.nan_to_num(flags, nan=0.0)[None], groups)[0]
+        counted = groups.successes(np.nan_to_num(flags, nan=0.0)[None])
+        summary = _binary_summaries(counted, groups)[0]
         note = "missing at the visit counted as non-response"
         if not np.isfinite(summary["log_or"]):
             note += "; logistic regression did not converge (separation)"

@@ -47,7 +47,13 @@ from trialflow.stats.imputation import (
 from trialflow.stats.jackknife import leave_one_out_effects
 from trialflow.stats.pooling import Pooled, rubin
 
-__all__ = ["Jackknife", "MultipleImputation", "conditional_mean", "multiple_imputation"]
+__all__ = [
+    "Jackknife",
+    "MultipleImputation",
+    "VisitChanges",
+    "conditional_mean",
+    "multiple_imputation",
+]
 
 # A bootstrap sample whose MMRM refit fails is replaced by another; this many failures per
 # imputation requested stop the analysis.
@@ -206,11 +212,30 @@ def normal_interval(
 
 
 @dataclass(frozen=True)
+class VisitChanges:
+    """The completed change at one visit in every imputation.
+
+    ``observed`` is every subject's observed change (NaN where imputed); ``imputed`` holds
+    each imputation's values (imputations x subjects) of the subjects at positions ``missing``.
+    """
+
+    observed: np.ndarray
+    missing: np.ndarray
+    imputed: np.ndarray
+
+    def completed(self) -> np.ndarray:
+        """Every subject's change in every imputation (imputations x subjects)."""
+        out = np.tile(self.observed, (self.imputed.shape[0], 1))
+        out[:, self.missing] = self.imputed
+        return out
+
+
+@dataclass(frozen=True)
 class MultipleImputation:
     """Per-imputation ANCOVA estimates and variances (imputations x strategies x visits).
 
-    ``primary_changes`` holds the completed change at ``primary`` under MAR for every
-    imputation (imputations x subjects), for responder analyses by MI.
+    ``primary_changes`` holds the completed change at ``primary`` under MAR, for responder
+    analyses by MI.
     """
 
     strategies: tuple[str, ...]
@@ -220,7 +245,7 @@ class MultipleImputation:
     slope: np.ndarray
     df_complete: float
     failures: int
-    primary_changes: np.ndarray | None
+    primary_changes: VisitChanges | None
 
     @property
     def m(self) -> int:
@@ -349,17 +374,22 @@ class _Completion:
             values.append(v)
         return zy, yy, values
 
+    def missing_at(self, visit: int) -> np.ndarray:
+        """Positions of the subjects imputed at ``visit``, pattern after pattern."""
+        patterns = zip(self.cells.data.patterns, self.cells.slices, strict=True)
+        parts = [self.cells.positions[r] for (_, _, missing), r in patterns if visit in missing]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def at(self, values: list[np.ndarray], draws: int, strategy: int, visit: int) -> np.ndarray:
-        """Every subject's completed change at ``visit`` under ``strategy`` (draws x subjects),
-        from :meth:`sums`' completed changes."""
-        out = np.tile(self.observed[:, visit], (draws, 1))
-        for (_, _, missing), rows, v in zip(
-            self.cells.data.patterns, self.cells.slices, values, strict=True
-        ):
-            j = np.flatnonzero(missing == visit)
-            if j.size:
-                out[:, self.cells.positions[rows]] = v[strategy, :, :, j[0]]
-        return out
+        """The completed changes at ``visit`` under ``strategy`` of the subjects imputed there
+        (draws x subjects, in :meth:`missing_at` order), from :meth:`sums`' completed
+        changes."""
+        parts = [
+            v[strategy, :, :, int(np.flatnonzero(missing == visit)[0])]
+            for (_, _, missing), v in zip(self.cells.data.patterns, values, strict=True)
+            if visit in missing
+        ]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((draws, 0))
 
 
 # Values of completed data held at once (strategies x imputations x subjects x visits).
@@ -410,11 +440,15 @@ def multiple_imputation(
     s, k = len(strategies), len(data.visits)
     cut = chunks(imputations, max(1, _CHUNK_VALUES // (s * max(cells.data.n, 1) * k)))
     estimate, variance = np.empty((imputations, s, k)), np.empty((imputations, s, k))
-    primary_changes = None if mar is None else np.empty((imputations, data.n))
+    primary_changes = None
+    if mar is not None and primary is not None:
+        missing = completion.missing_at(primary)
+        observed = completion.observed[:, primary]
+        primary_changes = VisitChanges(observed, missing, np.empty((imputations, missing.size)))
     for rows, (est, var, at) in zip(cut, fork_imap(chunk, cut, workers), strict=True):
         estimate[rows], variance[rows] = est, var
         if primary_changes is not None:
-            primary_changes[rows] = at
+            primary_changes.imputed[rows] = at
     return MultipleImputation(
         strategies=tuple(strategies),
         visits=list(data.visits),

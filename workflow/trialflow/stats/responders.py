@@ -71,6 +71,7 @@ class Covariates:
 
     x: np.ndarray  # groups x p: each distinct design row once
     size: np.ndarray  # subjects per group
+    group: np.ndarray  # each subject's group
     order: np.ndarray  # subjects sorted by group
     starts: np.ndarray  # where each group begins in ``order``
 
@@ -85,11 +86,20 @@ class Covariates:
         size = np.bincount(code)
         order = np.argsort(code, kind="stable")
         starts = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
-        return cls(x[order[starts]], size.astype(float), order, starts)
+        return cls(x[order[starts]], size.astype(float), code, order, starts)
 
-    def successes(self, y: np.ndarray) -> np.ndarray:
-        """Each group's sum of ``y`` (fits x subjects -> fits x groups)."""
-        return np.add.reduceat(y[:, self.order], self.starts, axis=1)
+    def successes(self, y: np.ndarray, subjects: np.ndarray | None = None) -> np.ndarray:
+        """Each group's sum of ``y`` (fits x subjects -> fits x groups); with ``subjects``
+        (positions), the columns of ``y`` are those subjects only."""
+        if subjects is None:
+            return np.add.reduceat(y[:, self.order], self.starts, axis=1)
+        group = self.group[subjects]
+        order = np.argsort(group, kind="stable")
+        present, starts = np.unique(group[order], return_index=True)
+        out = np.zeros((y.shape[0], self.size.size))
+        if present.size:
+            out[:, present] = np.add.reduceat(y[:, order], starts, axis=1)
+        return out
 
 
 def _outer_rows(x: np.ndarray) -> np.ndarray:
