@@ -258,3 +258,20 @@ def test_bootstrap_samples_keep_each_arms_size() -> None:
     for _ in range(200):
         weights = _bootstrap_counts(rng, data, 8)  # type: ignore[arg-type]
         assert weights[~treated].sum() == 3 and weights[treated].sum() == 5
+
+
+def test_jackknife_standard_error_at_a_delta_is_that_of_the_shifted_replicates(
+    dropout_jackknife: Jackknife,
+) -> None:
+    """The summary takes the replicates' spread at ``delta`` from three sums built once; the
+    definition is the spread of ``loo + delta * loo_slope`` itself."""
+    jk = dropout_jackknife
+    n = jk.n
+    for strategy in jk.strategies:
+        s = jk.strategies.index(strategy)
+        for delta in (0.0, 0.5, -3.0, 12.5):
+            reps = jk.loo[:, s] + delta * jk.loo_slope
+            want = np.sqrt((n - 1) / n * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
+            est, se = jk.summary(strategy, delta)
+            np.testing.assert_allclose(se, want, rtol=1e-10)
+            np.testing.assert_array_equal(est, jk.estimate[s] + delta * jk.slope)

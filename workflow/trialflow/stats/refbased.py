@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
@@ -112,14 +113,26 @@ class Jackknife:
     def n(self) -> int:
         return int(self.loo.shape[0])
 
+    @cached_property
+    def _spread(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centred sums of squares of the replicates (strategies x visits), of their products
+        with the slopes' (strategies x visits) and of the slopes' (visits)."""
+        a = self.loo - self.loo.mean(axis=0)
+        b = self.loo_slope - self.loo_slope.mean(axis=0)
+        return np.einsum("isk,isk->sk", a, a), np.einsum("isk,ik->sk", a, b), (b * b).sum(axis=0)
+
     def summary(self, strategy: str, delta: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Estimate and jackknife standard error per visit, at ``delta``."""
+        """Estimate and jackknife standard error per visit, at ``delta``.
+
+        A replicate at ``delta`` is ``loo + delta * loo_slope``, so its centred sum of squares
+        is a quadratic in delta: a tipping-point grid costs no pass over the replicates.
+        """
         s = self.strategies.index(strategy)
         est = self.estimate[s] + delta * self.slope
-        reps = self.loo[:, s] + delta * self.loo_slope
+        aa, ab, bb = self._spread
+        squares = np.maximum(aa[s] + 2 * delta * ab[s] + delta**2 * bb, 0.0)
         n = self.n
-        se = np.sqrt((n - 1) / n * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
-        return est, se
+        return est, np.sqrt((n - 1) / n * squares)
 
 
 def _cmi(
