@@ -130,11 +130,6 @@ class ImputationSet:
         """Subjects not observed at the last visit."""
         return self.last < self.y.shape[1] - 1
 
-    @property
-    def incomplete(self) -> np.ndarray:
-        """Positions of the subjects with a missing visit (the only ones imputation changes)."""
-        return np.flatnonzero(np.isnan(self.y).any(axis=1))
-
     def subset(self, rows: np.ndarray) -> ImputationSet:
         """The subjects at positions ``rows`` (every subject of a missingness pattern among
         them), with their patterns renumbered."""

@@ -236,12 +236,6 @@ class VisitChanges:
     missing: np.ndarray
     imputed: np.ndarray
 
-    def completed(self) -> np.ndarray:
-        """Every subject's change in every imputation (imputations x subjects)."""
-        out = np.tile(self.observed, (self.imputed.shape[0], 1))
-        out[:, self.missing] = self.imputed
-        return out
-
 
 @dataclass(frozen=True)
 class MultipleImputation:
