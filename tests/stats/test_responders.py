@@ -71,3 +71,9 @@ def test_separated_data_fail_grouped_as_they_fail_ungrouped() -> None:
     groups = Covariates.of(x)
     assert not logistic_many(x, y)[2][0]
     assert not logistic_many(groups.x, groups.successes(y), groups.size)[2][0]
+
+
+def test_a_missing_design_value_is_refused() -> None:
+    x = np.array([[1.0, 0.0, 5.0], [1.0, 1.0, np.nan]])
+    with pytest.raises(ValueError, match="missing value"):
+        Covariates.of(x)

@@ -82,6 +82,8 @@ class Covariates:
         code = np.zeros(x.shape[0], dtype=np.int64)
         for column in x.T:
             codes, values = pd.factorize(column, sort=True)
+            if (codes < 0).any():
+                raise ValueError("a missing value in the responder model's design")
             code = pd.factorize(code * len(values) + codes, sort=True)[0]
         size = np.bincount(code)
         order = np.argsort(code, kind="stable")
