@@ -275,3 +275,35 @@ def test_jackknife_standard_error_at_a_delta_is_that_of_the_shifted_replicates(
             est, se = jk.summary(strategy, delta)
             np.testing.assert_allclose(se, want, rtol=1e-10)
             np.testing.assert_array_equal(est, jk.estimate[s] + delta * jk.slope)
+
+
+def test_multiple_imputation_of_complete_data_imputes_nothing() -> None:
+    """Without a missing value every completed dataset is the observed data: each imputation's
+    estimate is the ANCOVA of the observed changes (only the bootstrap draws differ)."""
+    from trialflow.stats.imputation import Ancova
+
+    from .test_jackknife import _grid
+    from .test_refbased_reference import CASES
+
+    dataset, outcome, _ = CASES[0]
+    grid, info = _grid(dataset, outcome)
+    full = grid.groupby("subject_id")["change"].transform(lambda v: v.notna().all())
+    grid = grid.loc[full.astype(bool)]
+    ready = prepare_mmrm(
+        grid, response="change", subject="subject_id", visit="visit", arm="arm",
+        baseline="baseline", covariates=str(info["covariates"]).split(";"),
+        reference_arm=info["control"], visit_order=None, week="week", spec=MeanSpec(),
+    )  # fmt: skip
+    choice, _ = fit_prepared(ready, "us", (), "satterthwaite")
+    data = imputation_set(ready)
+    assert not np.isnan(data.y).any()
+    mi = multiple_imputation(
+        data, Refitter(ready.problem, choice.fit), ["mar", "jump_to_reference"],
+        imputations=4, seed=1, key=1, primary=len(data.visits) - 1,
+    )  # fmt: skip
+    est, var = Ancova(data.z).fit(data.y - data.offset[:, None])
+    for m in range(4):
+        for s in range(2):
+            np.testing.assert_allclose(mi.estimate[m, s], est, rtol=1e-10)
+            np.testing.assert_allclose(mi.variance[m, s], var, rtol=1e-10)
+    assert mi.primary_changes is not None and mi.primary_changes.imputed.shape == (4, 0)

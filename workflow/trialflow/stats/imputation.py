@@ -364,6 +364,8 @@ class MissingCells:
 
     def split(self, normals: np.ndarray) -> list[np.ndarray]:
         """Draws (... x count) as one block per pattern (... x subjects x missing visits)."""
+        if not self.shapes:
+            return []  # complete data: nothing to draw
         ends = np.cumsum([n * k for n, k in self.shapes])
         lead = normals.shape[:-1]
         return [
