@@ -744,3 +744,20 @@ def test_tipping_lines_and_bands_are_those_of_the_table(bundled) -> None:
         assert np.isclose(outline[:, 1].max(), rows["ci_upper"].max())
     texts = " ".join(_texts(ax.figure))
     assert "tipping point 0." in texts and "no tipping point" in texts
+
+
+def test_png_files_decode_to_the_rendered_pixels() -> None:
+    """``png_bytes`` writes unfiltered rows itself; Pillow must read back every pixel and the
+    resolution."""
+    import io
+
+    from trialflow.figure_layout import png_bytes
+
+    rng = np.random.default_rng(3)
+    for height, width in ((1, 1), (7, 13), (120, 90)):
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        rgb[: height // 2] = 255  # a white band, as in a figure's margins
+        with Image.open(io.BytesIO(png_bytes(rgb, 150))) as image:
+            assert image.mode == "RGB" and image.size == (width, height)
+            assert np.allclose(image.info["dpi"], 150, atol=0.05)
+            np.testing.assert_array_equal(np.asarray(image), rgb)

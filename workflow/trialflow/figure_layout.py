@@ -7,13 +7,16 @@ measures the axes under it. Our figures have a fixed font and fixed font sizes, 
 and the measured width of the y tick labels, places the panels in inches and pins every axis
 label at its distance from the axis (with the style's ``axes.titley`` pinning the titles).
 :func:`write_png_svg` renders the PNG once on the figure's own Agg canvas and encodes it
-without an alpha channel (the figures are opaque) or any metadata, then writes the SVG with
-its text as text (``svg.fonttype: none``), which is much faster and smaller than glyph paths.
+without an alpha channel (the figures are opaque) or any metadata but its resolution, then
+writes the SVG with its text as text (``svg.fonttype: none``), which is much faster and
+smaller than glyph paths.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +38,10 @@ TICK_SPACE, LABEL_PAD, TITLE_PAD = 7.0, 4.0, 6.0
 EDGE = 0.1  # inches of white at the figure's edges
 # Measured on DejaVu Sans: one line is 1.13 font sizes high, each further line 1.33 more.
 _FIRST_LINE, _NEXT_LINE = 1.13, 1.33
-# zlib level of the PNG files: level 1 encodes the bundled trials' figures 1.5 times faster
-# than the default 6, for files 8% larger.
+# zlib level of the PNG files: level 1 encodes the bundled trials' figures twice as fast as
+# the default 6, for files 16% larger.
 PNG_COMPRESSION = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def text_height(text: str, size: float) -> float:
@@ -185,15 +189,35 @@ def write_png_svg(fig: Figure, png: Path, svg: Path, dpi: float) -> None:
     Call inside the figures' style (``svg.hashsalt`` makes the SVG ids reproducible).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
 
     # A figure made through pyplot may have another canvas; ours have an Agg one already.
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     if fig.dpi != dpi:
         fig.set_dpi(dpi)
     canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
-        png, format="png", compress_level=PNG_COMPRESSION, dpi=(dpi, dpi)
-    )
+    png.write_bytes(png_bytes(np.asarray(canvas.buffer_rgba())[..., :3], dpi))
     fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(rgb: np.ndarray, dpi: float) -> bytes:
+    """An 8-bit RGB image (rows x columns x 3) as a PNG file at ``dpi``.
+
+    Rows are stored unfiltered: these figures are mostly white and flat colours, which zlib
+    compresses as small as after Pillow's adaptive row filters, and three times faster
+    (the bundled trials' figures: 2.6 MB in 0.13 s against 2.7 MB in 0.40 s).
+    """
+    height, width, _ = rgb.shape
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter 0, then pixels
+    rows[:, 1:] = rgb.reshape(height, -1)
+    per_metre = int(dpi / 0.0254 + 0.5)
+    return b"".join([
+        _PNG_SIGNATURE,
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
+        _png_chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),
+        _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESSION)),
+        _png_chunk(b"IEND", b""),
+    ])  # fmt: skip
