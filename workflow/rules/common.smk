@@ -34,15 +34,6 @@ def _alternatives(names: list) -> str:
 # A small trial runs all its steps in one job (rule analyse); a large one a job per step.
 ONE_JOB = _alternatives(SETUP.one_job)
 PER_STEP = _alternatives(SETUP.per_step)
-# A run of one trial in one job writes the index page in that job too (rule index is then not
-# defined): a job less, about a second. Its stamp is the run's, named by the trial.
-INDEX_IN_TRIAL_JOB = SETUP.names == SETUP.one_job and RUN_KEY in SETUP.one_job
-INDEX_STAMP = f"{RESULTS}/logs/index.{RUN_KEY}.done"
-INDEX_IN_TRIAL_OUTPUT = (
-    {"index_stamp": f"{RESULTS}/logs/index.{{trial}}.done"}
-    if INDEX_IN_TRIAL_JOB
-    else {}
-)
 
 
 wildcard_constraints:
@@ -124,7 +115,7 @@ def get_final_outputs() -> list:
         *[f"{RESULTS}/{t}/analysis/{f}" for t in TRIALS for f in analysis],
         *[f"{RESULTS}/{t}/tables/{f}" for t in TRIALS for f in tables],
         *[f"{RESULTS}/{t}/report.html" for t in TRIALS],
-        INDEX_STAMP,
+        f"{RESULTS}/logs/index.{RUN_KEY}.done",
     ]
 
 

@@ -51,7 +51,6 @@ rule analyse:
         unpack(get_raw_inputs),
     output:
         **outputs_of("clean", "derive", "models", "sensitivity", "figures", "report"),
-        **INDEX_IN_TRIAL_OUTPUT,
     log:
         f"{RESULTS}/{{trial}}/logs/analyse.log",
     benchmark:
@@ -103,25 +102,23 @@ rule pdf:
         expand(f"{RESULTS}/{{trial}}/report.pdf", trial=TRIALS),
 
 
-if not INDEX_IN_TRIAL_JOB:
+rule index:
+    """Link every trial with results, and plot outcomes that several trials share.
 
-    rule index:
-        """Link every trial with results, and plot outcomes that several trials share.
-
-        The page lists every trial under the results folder, not only this run's; it is
-        rewritten under a file lock, so runs of different trials can go on at the same time.
-        """
-        input:
-            reports=expand(f"{RESULTS}/{{trial}}/report.html", trial=TRIALS),
-        output:
-            stamp=INDEX_STAMP,
-        log:
-            f"{RESULTS}/logs/index.{RUN_KEY}.log",
-        conda:
-            "../envs/trialflow.yaml"
-        threads: 1
-        resources:
-            mem_mb=1000,
-            runtime=10,
-        script:
-            "../scripts/index.py"
+    The page lists every trial under the results folder, not only this run's; it is rewritten
+    under a file lock, so runs of different trials can go on at the same time.
+    """
+    input:
+        reports=expand(f"{RESULTS}/{{trial}}/report.html", trial=TRIALS),
+    output:
+        stamp=f"{RESULTS}/logs/index.{RUN_KEY}.done",
+    log:
+        f"{RESULTS}/logs/index.{RUN_KEY}.log",
+    conda:
+        "../envs/trialflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/index.py"

@@ -58,17 +58,6 @@ def trials_with_results(results: Path) -> list[str]:
     )
 
 
-def write_index_stamp(stamp: Path, trials_dir: Path) -> list[str]:
-    """Rewrite the index page (:func:`update_index`) of the results folder that holds
-    ``<results>/logs/<stamp>``, then write the stamp: the trials listed, one per line."""
-    from trialflow.io import write_text
-
-    listed = update_index(results=stamp.parent.parent, trials_dir=trials_dir)
-    logger.info("index lists %d trial(s): %s", len(listed), ", ".join(listed))
-    write_text("\n".join(listed) + "\n", stamp)
-    return listed
-
-
 def update_index(*, results: Path, trials_dir: Path) -> list[str]:
     """Rewrite ``results/index.html`` and ``results/cross_trial/`` for every trial with results.
 

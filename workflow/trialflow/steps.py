@@ -221,14 +221,8 @@ STEPS: dict[str, Callable[[Paths, TrialConfig, int], None]] = {
 
 
 def run_all(paths: Paths, trial: TrialConfig, workers: int = 1) -> None:
-    """Every step of a trial in order, in this one process (and its workers); then the index
-    page, when the run is of this trial alone (its job then owns the index stamp)."""
+    """Every step of a trial in order, in this one process (and its workers)."""
     for name, step in STEPS.items():
         start = time.perf_counter()
         step(paths, trial, workers)
         logger.info("step %s took %.2f s", name, time.perf_counter() - start)
-    if "index_stamp" in paths:
-        from trialflow.index import write_index_stamp
-
-        # The trial's description lies in the run's trials folder.
-        write_index_stamp(Path(paths["index_stamp"]), Path(paths["trial"]).parent)
