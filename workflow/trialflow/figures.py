@@ -1902,28 +1902,8 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
     rvf.set_xlabel(_wrap(_change_label(f"Fitted change in {out.label}", out), 70))
     rvf.set_ylabel(f"Residual ({_plain(out.unit)})")
     rvf.set_title("Residuals vs fitted", loc="left", fontsize=10)
-    no_fit = "no data: no MMRM residuals (model not fitted)"
-    norm = frame.dropna(subset=["normalized_residual"]).sort_values("normalized_residual")
-    n = len(norm)
-    if n:
-        # Blom plotting positions (as R's qqnorm for n > 10) among all n residuals.
-        a = 0.375 if n <= 10 else 0.5
-        shown = _residuals_shown(norm["normalized_residual"].to_numpy(dtype=float), seed=1)
-        probs = (shown + 1 - a) / (n + 1 - 2 * a)
-        norm = norm.iloc[shown].assign(theoretical=[NormalDist().inv_cdf(float(p)) for p in probs])
-        _residual_cloud(qq, norm, "theoretical", "normalized_residual", trial)
-        qq.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
-        _shown_note(qq, len(shown), n)
-    else:
-        _no_data(qq, no_fit, hide_ticks="xy")
-    raw = frame.dropna(subset=["fitted", "residual"])
-    if len(raw):
-        shown = _residuals_shown(raw["normalized_residual"].to_numpy(dtype=float), seed=2)
-        _residual_cloud(rvf, raw.iloc[shown], "fitted", "residual", trial)
-        rvf.axhline(0, color="black", lw=0.9, ls="--")
-        _shown_note(rvf, len(shown), len(raw))
-    else:
-        _no_data(rvf, no_fit, hide_ticks="xy")
+    n = _draw_qq(qq, frame, trial)
+    _draw_residuals_vs_fitted(rvf, frame, trial)
     legend_rows = 0
     if "arm" in frame.columns and n > 0:
         handles = [
@@ -1933,6 +1913,39 @@ def diagnostics_figure(residuals: pd.DataFrame, trial: TrialConfig, outcome: str
         legend_rows = legend_below(fig, handles, ncols=2)
     arrange(fig, [qq, rvf], Panels(legend_rows=legend_rows))
     return fig
+
+
+_NO_RESIDUALS = "no data: no MMRM residuals (model not fitted)"
+
+
+def _draw_qq(ax: Axes, frame: pd.DataFrame, trial: TrialConfig) -> int:
+    """The QQ panel's points and identity line; the number of normalized residuals."""
+    norm = frame.dropna(subset=["normalized_residual"]).sort_values("normalized_residual")
+    n = len(norm)
+    if not n:
+        _no_data(ax, _NO_RESIDUALS, hide_ticks="xy")
+        return 0
+    # Blom plotting positions (as R's qqnorm for n > 10) among all n residuals.
+    a = 0.375 if n <= 10 else 0.5
+    shown = _residuals_shown(norm["normalized_residual"].to_numpy(dtype=float), seed=1)
+    probs = (shown + 1 - a) / (n + 1 - 2 * a)
+    norm = norm.iloc[shown].assign(theoretical=[NormalDist().inv_cdf(float(p)) for p in probs])
+    _residual_cloud(ax, norm, "theoretical", "normalized_residual", trial)
+    ax.axline((0, 0), slope=1, color="black", lw=0.9, ls="--")
+    _shown_note(ax, len(shown), n)
+    return n
+
+
+def _draw_residuals_vs_fitted(ax: Axes, frame: pd.DataFrame, trial: TrialConfig) -> None:
+    """The residuals-against-fitted panel's points and zero line."""
+    raw = frame.dropna(subset=["fitted", "residual"])
+    if not len(raw):
+        _no_data(ax, _NO_RESIDUALS, hide_ticks="xy")
+        return
+    shown = _residuals_shown(raw["normalized_residual"].to_numpy(dtype=float), seed=2)
+    _residual_cloud(ax, raw.iloc[shown], "fitted", "residual", trial)
+    ax.axhline(0, color="black", lw=0.9, ls="--")
+    _shown_note(ax, len(shown), len(raw))
 
 
 def _residuals_shown(normalized: np.ndarray, seed: int) -> np.ndarray:

@@ -209,7 +209,8 @@ def report_pdf(paths: Paths, trial: TrialConfig | None = None) -> None:
     logger.info("PDF written to %s", paths["pdf"])
 
 
-# Every step takes (paths, trial, workers); models, sensitivity and figures use the workers.
+# Every step takes (paths, trial, workers); derive (its file writes), models, sensitivity and
+# figures use the workers.
 STEPS: dict[str, Callable[[Paths, TrialConfig, int], None]] = {
     "clean": clean,
     "derive": derive,
