@@ -25,8 +25,9 @@ BOOLEAN_KEYS = ("debug", "allow_outside_paths")
 
 # A trial whose raw visit file is at most this large (about 250,000 subjects with 4 visits)
 # runs every step in one job (auto). The job's threads share each step's work, so one job is
-# faster than one per step (100,000 subjects: 22-24 s against 28-30 s, five interpreter
-# starts fewer); above this, a rerun that redoes only the step that changed saves more.
+# faster than one per step (100,000 subjects: one per step takes 1.4 times as long in
+# benchmarks/bench_workflow.py); above this, a rerun that redoes only the step that changed
+# saves more.
 ONE_JOB_LIMIT_BYTES = 16_000_000
 # Memory of a step: a base plus a multiple of the raw visit file's size (measured peaks of
 # the scaled benchmark trials stay below it).
